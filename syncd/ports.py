@@ -1,0 +1,194 @@
+"""The contract between the core and ``adapters/``.
+
+The core never imports an adapter; the composition root (``syncd/backends.py``) picks them
+by name. Adapters translate the wire into the frozen dataclasses below and raise only the
+error types defined here (or :class:`syncd.errors.SyncdError` subclasses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Protocol
+
+from syncd.errors import PeerUnavailable, SyncdError
+
+# ---------------------------------------------------------------------------------------
+# Errors raised by backends and mailers.
+
+
+class BackendError(SyncdError):
+    """Base of every calendar-backend failure."""
+
+    exit_code = 4
+
+
+class PreconditionFailed(BackendError):
+    """A conditional write lost: the event changed (If-Match) or exists (If-None-Match)."""
+
+
+class NotFound(BackendError):
+    """The event is gone (CalDAV 404/410; Google 404/410 or ``status: cancelled``)."""
+
+    exit_code = 3
+
+
+class CursorExpired(BackendError):
+    """The change-feed cursor is no longer valid: a full listing is needed."""
+
+
+class Transient(BackendError, PeerUnavailable):
+    """A failure worth retrying later: timeout, connection refused, 5xx, partial answer."""
+
+
+class RateLimited(Transient):
+    """The server asked us to slow down (429, Google ``rateLimitExceeded``)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthRevoked(BackendError):
+    """The credentials were refused (401/403 auth, Google ``invalid_grant``)."""
+
+
+class MailError(PeerUnavailable):
+    """Base of SMTP failures."""
+
+
+class MailTransient(MailError):
+    """Retry later: connection refused, timeout, 4xx, connection dropped."""
+
+
+class MailPermanent(MailError):
+    """Never retry: a 5xx answer to the envelope or the data."""
+
+
+# ---------------------------------------------------------------------------------------
+# What backends read and write.
+
+
+@dataclass(frozen=True)
+class EventContent:
+    """The part of a calendar event syncd reads, normalized.
+
+    ``start``/``end`` are timezone-aware UTC instants for timed events; for an all-day event
+    ``all_day`` is true and they are midnight UTC of the dates. ``status`` is one of
+    ``confirmed``, ``tentative``, ``cancelled``.
+    """
+
+    start: datetime
+    end: datetime
+    all_day: bool = False
+    recurring: bool = False
+    status: str = "confirmed"
+    summary: str = ""
+    description: str = ""
+    uid: str = ""
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteEvent:
+    """One event as the server holds it: its id (CalDAV href or Google event id) and etag."""
+
+    remote_id: str
+    etag: str
+    content: EventContent
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """What changed since a cursor.
+
+    ``full`` is true when this is a full listing (first sync or after ``CursorExpired``):
+    then ``removed`` is empty and the caller compares ``changed`` with its mirror.
+    """
+
+    changed: tuple[RemoteEvent, ...]
+    removed: tuple[str, ...]
+    cursor: str | None
+    full: bool = False
+
+
+@dataclass(frozen=True)
+class DesiredEvent:
+    """The event syncd wants for a session.
+
+    Backends write ``start``, ``end``, ``status``, ``transparent``, ``sequence`` and replace
+    syncd's own block in the notes (see :func:`syncd.eventtext.merge_notes`); on update
+    they keep every other field the admin added (alarms, colors, their own notes), remove
+    recurrence, turn an all-day event back into a timed one and strip a consumed command
+    line (:func:`syncd.eventtext.strip_command`) when ``strip_prefixes`` is non-empty.
+    ``summary`` is used on create, and on update only when the admin's title is empty.
+    """
+
+    session_id: str
+    uid: str
+    start: datetime
+    end: datetime
+    summary: str
+    notes_block: str
+    status: str = "confirmed"
+    transparent: bool = False
+    sequence: int = 0
+    strip_prefixes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class CalendarBackend(Protocol):
+    """One calendar on one server. Every call has a timeout; none retries a write blindly."""
+
+    def remote_id_for(self, uid: str, session_id: str) -> str:
+        """The deterministic remote id of a session's event (CalDAV href, Google event id)."""
+        ...
+
+    def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
+        """Changes since ``cursor`` (``None``: a full listing).
+
+        ``known`` maps the remote ids syncd mirrors to the etag it last saw, for servers
+        without a change feed. Raises :class:`CursorExpired` when the cursor is invalid.
+        """
+        ...
+
+    def get(self, remote_id: str) -> RemoteEvent:
+        """A fresh read; raises :class:`NotFound` only when the server says it is gone."""
+        ...
+
+    def create(self, event: DesiredEvent) -> RemoteEvent:
+        """Create at the deterministic id; :class:`PreconditionFailed` if a live one exists.
+
+        A deleted event at that id that the server still remembers (a Google tombstone) is
+        revived.
+        """
+        ...
+
+    def update(self, remote_id: str, event: DesiredEvent, etag: str) -> RemoteEvent:
+        """Read-modify-write under ``If-Match: etag``; :class:`PreconditionFailed` on 412."""
+        ...
+
+    def delete(self, remote_id: str, etag: str | None) -> None:
+        """Delete under ``If-Match`` (when an etag is given); a missing event is not an error."""
+        ...
+
+    def busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """Busy intervals (UTC) between ``start`` and ``end``, for busy-only calendars."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class Mailer(Protocol):
+    """Sends one fully composed message; raises :class:`MailTransient`/:class:`MailPermanent`."""
+
+    def send(self, message: EmailMessage, recipients: Sequence[str]) -> None:
+        """Deliver ``message`` to ``recipients``."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection, if any."""
+        ...

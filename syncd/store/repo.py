@@ -1,0 +1,188 @@
+"""Repositories: loading domain objects from rows and writing transitions back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as Orm
+
+from syncd.domain.model import (
+    Actor,
+    Admin,
+    Customer,
+    HistoryEntry,
+    Policy,
+    Session,
+    Status,
+    Transition,
+    WeeklyWindow,
+)
+from syncd.errors import NotFoundError
+from syncd.store.models import AdminRow, CustomerRow, HistoryRow, SessionRow
+
+
+def admin_from_row(row: AdminRow) -> Admin:
+    """The domain admin of a row."""
+    weekly = tuple(
+        WeeklyWindow(int(w["weekday"]), _time(w["start"]), _time(w["end"]))
+        for w in row.weekly.get("windows", [])
+    )
+    return Admin(
+        email=row.email,
+        name=row.name,
+        tz=row.tz,
+        policy=Policy(
+            reschedule_cutoff=timedelta(seconds=row.reschedule_cutoff_s),
+            cancel_cutoff=timedelta(seconds=row.cancel_cutoff_s),
+            min_notice=timedelta(seconds=row.min_notice_s),
+            choose_link_ttl=timedelta(seconds=row.choose_link_ttl_s),
+            default_cancel_reason=row.default_cancel_reason,
+        ),
+        weekly=weekly,
+        slot=timedelta(minutes=row.slot_minutes),
+    )
+
+
+def _time(text: str) -> time:
+    hour, minute = text.split(":")
+    return time(int(hour), int(minute))
+
+
+def weekly_to_json(windows: Sequence[WeeklyWindow]) -> dict[str, object]:
+    """The JSON stored in ``admins.weekly``."""
+    return {
+        "windows": [
+            {"weekday": w.weekday, "start": f"{w.start:%H:%M}", "end": f"{w.end:%H:%M}"}
+            for w in windows
+        ]
+    }
+
+
+def get_admin_row(orm: Orm, email: str, lock: bool = False) -> AdminRow:
+    """The admin with this email, or NotFoundError."""
+    stmt = select(AdminRow).where(AdminRow.email == email.lower())
+    if lock:
+        stmt = stmt.with_for_update()
+    row = orm.scalars(stmt).first()
+    if row is None:
+        raise NotFoundError(f"There is no admin {email} (see 'syncd admin list').")
+    return row
+
+
+def session_from_rows(
+    row: SessionRow, customer: CustomerRow, admin_email: str, history: Sequence[HistoryRow]
+) -> Session:
+    """The domain session of its rows."""
+    return Session(
+        id=row.id,
+        admin_email=admin_email,
+        customer=Customer(customer.email, customer.name, customer.tz),
+        start=row.start,
+        end=row.end,
+        status=Status(row.status),
+        sequence=row.sequence,
+        cancel_reason=row.cancel_reason,
+        choose_message=row.choose_message,
+        history=tuple(
+            HistoryEntry(h.at, Actor(h.actor), h.action, h.from_start, h.to_start, h.detail)
+            for h in history
+        ),
+    )
+
+
+def load_session(orm: Orm, session_id: str, lock: bool = False) -> tuple[Session, AdminRow]:
+    """A session with its admin row; ``lock`` takes a row lock (PostgreSQL) for a write."""
+    stmt = select(SessionRow).where(SessionRow.id == session_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = orm.scalars(stmt).first()
+    if row is None:
+        raise NotFoundError(f"There is no session {session_id} (see 'syncd session list').")
+    admin = orm.get_one(AdminRow, row.admin_id)
+    customer = orm.get_one(CustomerRow, row.customer_id)
+    history = orm.scalars(
+        select(HistoryRow).where(HistoryRow.session_id == row.id).order_by(HistoryRow.id)
+    ).all()
+    return session_from_rows(row, customer, admin.email, history), admin
+
+
+def load_sessions(orm: Orm, rows: Sequence[SessionRow], with_history: bool = True) -> list[Session]:
+    """Domain sessions of many rows, in one round of queries."""
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    customers = {
+        c.id: c
+        for c in orm.scalars(
+            select(CustomerRow).where(CustomerRow.id.in_({r.customer_id for r in rows}))
+        )
+    }
+    admins = {
+        a.id: a.email
+        for a in orm.scalars(select(AdminRow).where(AdminRow.id.in_({r.admin_id for r in rows})))
+    }
+    history: dict[str, list[HistoryRow]] = {i: [] for i in ids}
+    if with_history:
+        for h in orm.scalars(
+            select(HistoryRow).where(HistoryRow.session_id.in_(ids)).order_by(HistoryRow.id)
+        ):
+            history[h.session_id].append(h)
+    return [
+        session_from_rows(r, customers[r.customer_id], admins[r.admin_id], history[r.id])
+        for r in rows
+    ]
+
+
+def live_sessions_of(orm: Orm, admin_id: int, exclude: str | None = None) -> list[Session]:
+    """The admin's booked and awaiting sessions (for overlap checks and free slots)."""
+    rows = orm.scalars(
+        select(SessionRow).where(
+            SessionRow.admin_id == admin_id, SessionRow.status != Status.CANCELED.value
+        )
+    ).all()
+    return [s for s in load_sessions(orm, rows, with_history=False) if s.id != exclude]
+
+
+def upsert_customer(orm: Orm, customer: Customer) -> CustomerRow:
+    """The customer row for this email, created or refreshed (name and zone)."""
+    row = orm.scalars(select(CustomerRow).where(CustomerRow.email == customer.email)).first()
+    if row is None:
+        row = CustomerRow(email=customer.email, name=customer.name, tz=customer.tz)
+        orm.add(row)
+        orm.flush()
+    else:
+        row.name, row.tz = customer.name, customer.tz
+    return row
+
+
+def write_transition(orm: Orm, transition: Transition, now: datetime) -> SessionRow:
+    """Persist the session after a transition and append its history line."""
+    after = transition.after
+    row = orm.get(SessionRow, after.id)
+    if row is None:
+        raise NotFoundError(f"There is no session {after.id}.")
+    row.start, row.end = after.start, after.end
+    row.status = after.status.value
+    row.sequence = after.sequence
+    row.cancel_reason = after.cancel_reason
+    row.choose_message = after.choose_message
+    row.updated_at = now
+    add_history(orm, after.id, transition.entry)
+    return row
+
+
+def add_history(orm: Orm, session_id: str, entry: HistoryEntry) -> None:
+    """Append one history line."""
+    orm.add(
+        HistoryRow(
+            session_id=session_id,
+            at=entry.at,
+            actor=entry.actor.value,
+            action=entry.action,
+            from_start=entry.from_start,
+            to_start=entry.to_start,
+            detail=entry.detail,
+        )
+    )
