@@ -1,0 +1,1 @@
+"""Notifications: the outbox writer, email composition and the sender loop."""

@@ -1,0 +1,129 @@
+"""The outbox writer: notices become rows in the same transaction as the change.
+
+Unsent customer notices of one session coalesce: a newer one supersedes every pending
+older one, so the customer hears the final state once ("moved" then "canceled" before the
+sender ran sends only the cancel). A superseded "moved" hands its old time on, and a
+superseded "booked" turns the newer notice into a "booked" at the new time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as Orm
+
+from syncd.domain.model import Admin, Notice, NoticeKind, Session
+from syncd.store.models import OutboxRow
+
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+DEAD = "dead"
+SUPERSEDED = "superseded"
+STATUSES = (PENDING, SENDING, SENT, DEAD, SUPERSEDED)
+
+
+def session_snapshot(session: Session, admin: Admin, uid: str) -> dict[str, Any]:
+    """What an email about ``session`` needs, frozen at the time of the change."""
+    return {
+        "id": session.id,
+        "uid": uid,
+        "start": session.start.isoformat(),
+        "end": session.end.isoformat(),
+        "status": session.status.value,
+        "sequence": session.sequence,
+        "cancel_reason": session.cancel_reason,
+        "customer": {
+            "email": session.customer.email,
+            "name": session.customer.name,
+            "tz": session.customer.tz,
+        },
+        "admin": {"email": admin.email, "name": admin.name, "tz": admin.tz},
+    }
+
+
+def enqueue(
+    orm: Orm,
+    notices: Iterable[Notice],
+    session: Session | None,
+    admin: Admin,
+    uid: str,
+    now: datetime,
+    host: str,
+    extra: dict[str, Any] | None = None,
+    dedupe_suffix: str = "",
+) -> list[OutboxRow]:
+    """Write one outbox row per notice; returns the rows (flushed, ids assigned)."""
+    rows: list[OutboxRow] = []
+    for notice in notices:
+        data: dict[str, Any] = dict(notice.data)
+        kind = notice.kind
+        if notice.to_customer:
+            assert session is not None
+            recipient = session.customer.email
+            kind, data = _coalesce(orm, session.id, kind, data)
+            key = f"{session.id}:{session.sequence}:{kind.value}{dedupe_suffix}"
+        else:
+            recipient = admin.email
+            key = f"admin:{notice.session_id or '-'}:{notice.kind.value}:{now.isoformat()}"
+            key += dedupe_suffix
+        payload: dict[str, Any] = {"data": data}
+        if session is not None:
+            payload["session"] = session_snapshot(session, admin, uid)
+        else:
+            payload["admin"] = {"email": admin.email, "name": admin.name, "tz": admin.tz}
+        if extra:
+            payload.update(extra)
+        existing = orm.scalars(select(OutboxRow).where(OutboxRow.dedupe_key == key)).first()
+        if existing is not None:
+            rows.append(existing)
+            continue
+        row = OutboxRow(
+            dedupe_key=key,
+            session_id=notice.session_id,
+            kind=kind.value,
+            recipient=recipient,
+            payload=payload,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            message_id="",
+            created_at=now,
+        )
+        orm.add(row)
+        orm.flush()
+        row.message_id = f"<outbox-{row.id}@{host}>"
+        rows.append(row)
+    return rows
+
+
+def _coalesce(
+    orm: Orm, session_id: str, kind: NoticeKind, data: dict[str, Any]
+) -> tuple[NoticeKind, dict[str, Any]]:
+    """Supersede pending customer notices of the session; fold what they carried."""
+    stale = orm.scalars(
+        select(OutboxRow)
+        .where(OutboxRow.session_id == session_id, OutboxRow.status == PENDING)
+        .order_by(OutboxRow.id)
+    ).all()
+    customer_kinds = {k.value for k in NoticeKind if Notice(k, None).to_customer}
+    for row in stale:
+        if row.kind not in customer_kinds:
+            continue
+        row.status = SUPERSEDED
+        row.payload = {k: v for k, v in row.payload.items() if k != "token"}
+        old = row.payload.get("data", {})
+        if row.kind == NoticeKind.BOOKED.value and kind in (
+            NoticeKind.RESCHEDULED,
+            NoticeKind.CONFIRMED,
+        ):
+            kind = NoticeKind.BOOKED
+            data = {}
+        elif row.kind in (NoticeKind.RESCHEDULED.value, NoticeKind.CONFIRMED.value) and (
+            kind in (NoticeKind.RESCHEDULED, NoticeKind.CONFIRMED)
+        ):
+            data = {**data, "old_start": old.get("old_start"), "old_end": old.get("old_end")}
+    return kind, data

@@ -1,0 +1,383 @@
+"""Application services: every way a session changes, in one transaction each.
+
+The CLI, the REST API, the customer page and the sync engine all go through here, so the
+same rules, history and outbox rows apply whoever acts. Functions named ``*_in`` work inside
+a transaction the caller holds (the engine commits gestures with its cursor).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as Orm
+
+from syncd.domain import sessions as rules
+from syncd.domain.model import Actor, Admin, Customer, Policy, Session, Status, Transition
+from syncd.domain.model import WeeklyWindow
+from syncd.errors import NotFoundError, Refused, UsageError
+from syncd.notify.outbox import enqueue
+from syncd.store.db import Database
+from syncd.store.models import AdminRow, ChoiceTokenRow, SessionRow
+from syncd.store.repo import (
+    admin_from_row,
+    get_admin_row,
+    live_sessions_of,
+    load_session,
+    load_sessions,
+    upsert_customer,
+    weekly_to_json,
+    write_transition,
+)
+
+
+def utcnow() -> datetime:
+    """The wall clock, UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Context:
+    """What every service needs: the database, the public URL and a clock."""
+
+    db: Database
+    public_url: str = "http://127.0.0.1:8080"
+    policy: Policy = field(default_factory=Policy)
+    clock: Callable[[], datetime] = utcnow
+
+    @property
+    def host(self) -> str:
+        """The host of ``web.public_url``: the right-hand side of UIDs and Message-IDs."""
+        return urlparse(self.public_url).hostname or "localhost"
+
+    def uid(self, session_id: str) -> str:
+        """The iCalendar UID of a session's event and of its emails' iTIP parts."""
+        return f"syncd-{session_id}@{self.host}"
+
+    def choose_link(self, token: str) -> str:
+        """The customer's "choose a new time" link."""
+        return f"{self.public_url.rstrip('/')}/choose/{token}"
+
+
+def check_tz(tz: str) -> str:
+    """``tz`` if it names an IANA time zone, else UsageError."""
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise UsageError(f'"{tz}" is not a time zone (use an IANA name like Europe/Berlin)') from err
+    return tz
+
+
+def new_session_id() -> str:
+    """``s_`` and 16 lowercase base32 characters (80 random bits)."""
+    return "s_" + base64.b32encode(secrets.token_bytes(10)).decode().lower()
+
+
+def token_hash(raw: str) -> str:
+    """The SHA-256 of a link token: the only form the database keeps."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+# --- admins -------------------------------------------------------------------------------
+
+
+def add_admin(
+    ctx: Context,
+    email: str,
+    name: str,
+    tz: str,
+    reschedule_cutoff: timedelta | None = None,
+    cancel_cutoff: timedelta | None = None,
+) -> Admin:
+    """Register an admin with the configured policy defaults."""
+    check_tz(tz)
+    email = email.strip().lower()
+    if "@" not in email:
+        raise UsageError(f'"{email}" is not an email address')
+    p = ctx.policy
+    with ctx.db.write() as orm:
+        if orm.scalars(select(AdminRow).where(AdminRow.email == email)).first():
+            raise Refused(f"There is already an admin {email}.")
+        row = AdminRow(
+            email=email,
+            name=name,
+            tz=tz,
+            reschedule_cutoff_s=int((reschedule_cutoff or p.reschedule_cutoff).total_seconds()),
+            cancel_cutoff_s=int((cancel_cutoff or p.cancel_cutoff).total_seconds()),
+            min_notice_s=int(p.min_notice.total_seconds()),
+            choose_link_ttl_s=int(p.choose_link_ttl.total_seconds()),
+            default_cancel_reason=p.default_cancel_reason,
+            weekly={"windows": []},
+            slot_minutes=60,
+            created_at=ctx.clock(),
+        )
+        orm.add(row)
+        orm.flush()
+        return admin_from_row(row)
+
+
+def set_availability(
+    ctx: Context, email: str, windows: list[WeeklyWindow], slot: timedelta
+) -> Admin:
+    """Replace the admin's weekly availability and slot length."""
+    if slot <= timedelta(0):
+        raise UsageError("The slot length must be positive (e.g. 60m).")
+    with ctx.db.write() as orm:
+        row = get_admin_row(orm, email, lock=True)
+        row.weekly = weekly_to_json(windows)
+        row.slot_minutes = int(slot.total_seconds() // 60)
+        return admin_from_row(row)
+
+
+def list_admins(ctx: Context) -> list[Admin]:
+    """Every admin, by email."""
+    with ctx.db.read() as orm:
+        return [admin_from_row(r) for r in orm.scalars(select(AdminRow).order_by(AdminRow.email))]
+
+
+def get_admin(ctx: Context, email: str) -> Admin:
+    """One admin, or NotFoundError."""
+    with ctx.db.read() as orm:
+        return admin_from_row(get_admin_row(orm, email))
+
+
+# --- sessions -----------------------------------------------------------------------------
+
+
+def book(
+    ctx: Context,
+    admin_email: str,
+    customer: Customer,
+    start: datetime,
+    end: datetime,
+    actor: Actor = Actor.CUSTOMER,
+) -> Session:
+    """Book a session; two bookings of one slot at once: exactly one wins."""
+    check_tz(customer.tz)
+    now = ctx.clock()
+    customer = Customer(customer.email.strip().lower(), customer.name, customer.tz)
+    with ctx.db.write() as orm:
+        admin_row = get_admin_row(orm, admin_email, lock=True)
+        admin = admin_from_row(admin_row)
+        sid = new_session_id()
+        t = rules.book(
+            sid, admin, customer, start, end, now, live_sessions_of(orm, admin_row.id), actor
+        )
+        cust = upsert_customer(orm, customer)
+        orm.add(
+            SessionRow(
+                id=sid,
+                admin_id=admin_row.id,
+                customer_id=cust.id,
+                start=t.after.start,
+                end=t.after.end,
+                status=t.after.status.value,
+                sequence=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        orm.flush()
+        _record(orm, ctx, t, admin, now)
+        return t.after
+
+
+def _record(orm: Orm, ctx: Context, t: Transition, admin: Admin, now: datetime) -> None:
+    """History, token bookkeeping and outbox rows of one transition."""
+    if t.before is not None:
+        write_transition(orm, t, now)
+    else:
+        from syncd.store.repo import add_history
+
+        add_history(orm, t.after.id, t.entry)
+    # Any transition retires the session's outstanding links; "let choose" issues a new one.
+    for tok in orm.scalars(
+        select(ChoiceTokenRow).where(
+            ChoiceTokenRow.session_id == t.after.id, ChoiceTokenRow.used_at.is_(None)
+        )
+    ):
+        if tok.expires_at > now:
+            tok.expires_at = now
+            tok.expiry_notified = True
+    extra = None
+    if t.after.status is Status.AWAITING_CUSTOMER and t.before is not None and (
+        t.before.status is not Status.AWAITING_CUSTOMER or t.entry.action == "let_customer_choose"
+    ):
+        raw = secrets.token_urlsafe(32)
+        orm.add(
+            ChoiceTokenRow(
+                session_id=t.after.id,
+                token_hash=token_hash(raw),
+                created_at=now,
+                expires_at=now + admin.policy.choose_link_ttl,
+            )
+        )
+        extra = {"token": raw, "link": ctx.choose_link(raw)}
+    enqueue(orm, t.notices, t.after, admin, ctx.uid(t.after.id), now, ctx.host, extra)
+
+
+def act_in(
+    orm: Orm,
+    ctx: Context,
+    session_id: str,
+    make: Callable[[Session, Admin, list[Session]], Transition],
+    now: datetime,
+) -> Transition:
+    """Load, apply ``make`` and record one transition inside the caller's transaction."""
+    session, admin_row = load_session(orm, session_id, lock=True)
+    get_admin_row(orm, admin_row.email, lock=True)
+    admin = admin_from_row(admin_row)
+    t = make(session, admin, live_sessions_of(orm, admin_row.id, exclude=session_id))
+    _record(orm, ctx, t, admin, now)
+    return t
+
+
+def _act(
+    ctx: Context, session_id: str, make: Callable[[Session, Admin, list[Session]], Transition]
+) -> Session:
+    now = ctx.clock()
+    with ctx.db.write() as orm:
+        return act_in(orm, ctx, session_id, make, now).after
+
+
+def reschedule(
+    ctx: Context,
+    session_id: str,
+    start: datetime,
+    end: datetime | None = None,
+    actor: Actor = Actor.CUSTOMER,
+) -> Session:
+    """Move a session ("Choose New Time"); ``end`` defaults to keeping the duration."""
+    now = ctx.clock()
+
+    def make(s: Session, a: Admin, others: list[Session]) -> Transition:
+        new_end = end if end is not None else start + (s.end - s.start)
+        return rules.reschedule(s, a, start, new_end, actor, now, others)
+
+    return _act(ctx, session_id, make)
+
+
+def let_customer_choose(
+    ctx: Context, session_id: str, message: str, actor: Actor = Actor.ADMIN
+) -> Session:
+    """Admin "Let Customer Choose": email the customer a single-use link."""
+    now = ctx.clock()
+    return _act(
+        ctx, session_id, lambda s, a, _o: rules.let_customer_choose(s, a, message, actor, now)
+    )
+
+
+def cancel(
+    ctx: Context, session_id: str, reason: str, actor: Actor = Actor.CUSTOMER
+) -> Session:
+    """Cancel a session; customers are bound by the cancel cut-off."""
+    now = ctx.clock()
+    return _act(ctx, session_id, lambda s, a, _o: rules.cancel(s, a, reason, actor, now))
+
+
+def show(ctx: Context, session_id: str) -> Session:
+    """One session with its history."""
+    with ctx.db.read() as orm:
+        return load_session(orm, session_id)[0]
+
+
+def list_sessions(
+    ctx: Context, admin_email: str | None = None, status: str | None = None
+) -> list[Session]:
+    """Sessions by start time, optionally of one admin and one status."""
+    if status is not None and status not in {s.value for s in Status}:
+        raise UsageError(f'"{status}" is not a status (use booked, awaiting_customer, canceled)')
+    with ctx.db.read() as orm:
+        stmt = select(SessionRow).order_by(SessionRow.start)
+        if admin_email:
+            stmt = stmt.where(SessionRow.admin_id == get_admin_row(orm, admin_email).id)
+        if status:
+            stmt = stmt.where(SessionRow.status == status)
+        return load_sessions(orm, orm.scalars(stmt).all())
+
+
+# --- "choose a new time" links ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A valid link: the session waiting for a time, its admin and when the link expires."""
+
+    session: Session
+    admin: Admin
+    expires_at: datetime
+
+
+class LinkInvalid(Refused):
+    """The link is unknown, used, or expired; ``reason`` says which."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _token_row(orm: Orm, raw: str, now: datetime, lock: bool) -> ChoiceTokenRow:
+    stmt = select(ChoiceTokenRow).where(ChoiceTokenRow.token_hash == token_hash(raw))
+    if lock:
+        stmt = stmt.with_for_update()
+    tok = orm.scalars(stmt).first()
+    if tok is None:
+        raise LinkInvalid("unknown", "This link is not valid. Please check the address.")
+    if tok.used_at is not None:
+        raise LinkInvalid("used", "This link was already used to choose a new time.")
+    if tok.expires_at <= now:
+        raise LinkInvalid("expired", "This link has expired. Please contact your host.")
+    return tok
+
+
+def lookup_choice(ctx: Context, raw: str) -> Choice:
+    """The session behind a link, without consuming it (GET never consumes)."""
+    now = ctx.clock()
+    with ctx.db.read() as orm:
+        tok = _token_row(orm, raw, now, lock=False)
+        session, admin_row = load_session(orm, tok.session_id)
+        if session.status is not Status.AWAITING_CUSTOMER:
+            raise LinkInvalid("used", "This session is no longer waiting for a new time.")
+        return Choice(session, admin_from_row(admin_row), tok.expires_at)
+
+
+def consume_choice(
+    ctx: Context,
+    raw: str,
+    start: datetime,
+    busy: Sequence[tuple[datetime, datetime]] = (),
+) -> Session:
+    """Consume the link and book the picked slot, atomically with its outbox rows.
+
+    The slot must still be free: weekly availability, other live sessions, ``min_notice``
+    and ``busy`` (intervals read from the admin's busy-only calendars).
+    """
+    now = ctx.clock()
+    with ctx.db.write() as orm:
+        tok = _token_row(orm, raw, now, lock=True)
+        tok.used_at = now
+
+        def make(s: Session, a: Admin, others: list[Session]) -> Transition:
+            from syncd.domain.availability import free_slots
+
+            end = start + a.slot
+            if (start, end) not in free_slots(a, now, end + timedelta(seconds=1), others, busy):
+                raise Refused("That time is no longer free; please pick another one.")
+            return rules.customer_choose(s, a, start, end, now, others)
+
+        return act_in(orm, ctx, tok.session_id, make, now).after
+
+
+def find_session(orm: Orm, session_id: str) -> SessionRow:
+    """The session row or NotFoundError."""
+    row = orm.get(SessionRow, session_id)
+    if row is None:
+        raise NotFoundError(f"There is no session {session_id}.")
+    return row
