@@ -266,6 +266,12 @@ class CalendarState:
             raise bad_request("Invalid value for: status")
         self._normalize_times(cal, new)
         if new.get("recurrence") is not None:
+            for key in ("start", "end"):
+                if "dateTime" in new[key] and not new[key].get("timeZone"):
+                    # Google needs a zone to expand a recurring event's wall-clock times.
+                    raise bad_request(
+                        f"Missing time zone definition for {key} time.", "required"
+                    )
             self._rule(cal, new)  # validates the rule
         current = int(old.get("sequence", 0)) if old else 0
         if "sequence" in new and actor_seq and old is not None:
