@@ -18,8 +18,10 @@ import copy
 import json
 import random
 import secrets
+import socket
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,14 +47,18 @@ SERVICE_PREFIX = "/calendar/v3"
 DEFAULT_CLIENT_ID = "fake-client-id.apps.googleusercontent.com"
 DEFAULT_CLIENT_SECRET = "fake-client-secret"
 DEFAULT_REFRESH_TOKEN = "1//fake-default-refresh-token"
-AUTH_ERROR = ApiError(
-    401,
-    "authError",
-    "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
-    "cookie or other valid authentication credential.",
-    location="Authorization",
-    locationType="header",
-)
+
+
+def auth_error() -> ApiError:
+    """Google's 401 for a missing, unknown, expired or revoked bearer token."""
+    return ApiError(
+        401,
+        "authError",
+        "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+        "login cookie or other valid authentication credential.",
+        location="Authorization",
+        locationType="header",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,14 +76,17 @@ class Fault:
 
 RATE_LIMIT_429 = Fault(429, "rateLimitExceeded", "Rate Limit Exceeded", "usageLimits")
 RATE_LIMIT_403 = Fault(403, "rateLimitExceeded", "Rate Limit Exceeded", "usageLimits")
-USER_RATE_LIMIT_403 = Fault(
-    403, "userRateLimitExceeded", "User Rate Limit Exceeded", "usageLimits"
-)
+USER_RATE_LIMIT_403 = Fault(403, "userRateLimitExceeded", "User Rate Limit Exceeded", "usageLimits")
 QUOTA_403 = Fault(403, "quotaExceeded", "Calendar usage limits exceeded.", "usageLimits")
 BACKEND_500 = Fault(500, "backendError", "Backend Error")
 UNAVAILABLE_503 = Fault(503, "backendError", "The service is currently unavailable.")
 ALL_FAULTS: tuple[Fault, ...] = (
-    RATE_LIMIT_429, RATE_LIMIT_403, USER_RATE_LIMIT_403, QUOTA_403, BACKEND_500, UNAVAILABLE_503
+    RATE_LIMIT_429,
+    RATE_LIMIT_403,
+    USER_RATE_LIMIT_403,
+    QUOTA_403,
+    BACKEND_500,
+    UNAVAILABLE_503,
 )
 
 
@@ -137,6 +146,7 @@ class FakeGoogleCalendar:
         self.request_log: Counter[tuple[str, str]] = Counter()
         self.requests: list[RequestInfo] = []
         self.channels: dict[str, Channel] = {}
+        self.internal_errors: list[str] = []  # tracebacks of bugs in the fake itself
         self._grants: dict[str, _Grant] = {}
         self._access: dict[str, tuple[str, float]] = {}
         self._faults = _Injection()
@@ -158,7 +168,9 @@ class FakeGoogleCalendar:
         self.base_url = f"http://127.0.0.1:{port}{SERVICE_PREFIX}/"
         self.token_uri = f"http://127.0.0.1:{port}/token"
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
             name="fake-gcal-http",
         )
         self._thread.start()
@@ -179,14 +191,18 @@ class FakeGoogleCalendar:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
 
     # -- OAuth ----------------------------------------------------------------------------
     def add_refresh_token(
-        self, token: str, client_id: str = DEFAULT_CLIENT_ID,
+        self,
+        token: str,
+        client_id: str = DEFAULT_CLIENT_ID,
         client_secret: str = DEFAULT_CLIENT_SECRET,
     ) -> None:
         with self.lock:
@@ -221,8 +237,13 @@ class FakeGoogleCalendar:
 
     # -- faults ---------------------------------------------------------------------------
     def fail_next(
-        self, n: int = 1, status: int = 503, reason: str = "backendError",
-        message: str | None = None, *, match: Matcher | None = None,
+        self,
+        n: int = 1,
+        status: int = 503,
+        reason: str = "backendError",
+        message: str | None = None,
+        *,
+        match: Matcher | None = None,
     ) -> None:
         """Answer the next `n` matching requests with this error instead of serving them."""
         known = {(f.status, f.reason): f for f in ALL_FAULTS}
@@ -233,8 +254,12 @@ class FakeGoogleCalendar:
             self._faults.queued.extend([(fault, match or api_only)] * n)
 
     def inject_errors(
-        self, rate: float, kinds: Sequence[Fault] = ALL_FAULTS, seed: int | None = None,
-        *, match: Matcher | None = None,
+        self,
+        rate: float,
+        kinds: Sequence[Fault] = ALL_FAULTS,
+        seed: int | None = None,
+        *,
+        match: Matcher | None = None,
     ) -> None:
         """Fail a random fraction `rate` of matching requests with one of `kinds`."""
         with self.lock:
@@ -271,7 +296,9 @@ class FakeGoogleCalendar:
     # -- direct state access for assertions --------------------------------------------------
     def add_calendar(self, summary: str = "Secondary", time_zone: str = "UTC") -> str:
         with self.lock:
-            return str(self.state.insert_calendar({"summary": summary, "timeZone": time_zone})["id"])
+            return str(
+                self.state.insert_calendar({"summary": summary, "timeZone": time_zone})["id"]
+            )
 
     def get_event_raw(self, cal: str, event_id: str) -> Json:
         """The stored resource, even when deleted or purged (KeyError if never existed)."""
@@ -311,7 +338,11 @@ class FakeGoogleCalendar:
         return out
 
     def human_move(
-        self, cal: str, event_id: str, new_start_iso: str, new_end_iso: str,
+        self,
+        cal: str,
+        event_id: str,
+        new_start_iso: str,
+        new_end_iso: str,
         tz: str | None = None,
     ) -> Json:
         """Drag the event: the UI writes dateTime with the user's offset and a timeZone."""
@@ -328,8 +359,13 @@ class FakeGoogleCalendar:
         return self._human_write(cal, event_id, change)
 
     def human_edit(
-        self, cal: str, event_id: str, *, summary: str | None = None,
-        description: str | None = None, location: str | None = None,
+        self,
+        cal: str,
+        event_id: str,
+        *,
+        summary: str | None = None,
+        description: str | None = None,
+        location: str | None = None,
     ) -> Json:
         fields = {"summary": summary, "description": description, "location": location}
 
@@ -373,17 +409,22 @@ class FakeGoogleCalendar:
     def _notify(self, cal_id: str, state: str = "exists", only: Channel | None = None) -> None:
         now_ms = time.time() * 1000
         with self.lock:
-            targets = [only] if only else [
-                c for c in self.channels.values()
-                if c.calendar_id == cal_id and c.expiration_ms > now_ms
-            ]
+            targets = (
+                [only]
+                if only
+                else [
+                    c
+                    for c in self.channels.values()
+                    if c.calendar_id == cal_id and c.expiration_ms > now_ms
+                ]
+            )
             batch = [(c.address, c.headers(state)) for c in targets]
         for address, headers in batch:
             self._notifier.send(address, headers)
 
     # -- HTTP dispatch --------------------------------------------------------------------
     def _route(self, method: str, raw_path: str, query: dict[str, list[str]]) -> RequestInfo:
-        path = raw_path[len(SERVICE_PREFIX):] if raw_path.startswith(SERVICE_PREFIX) else raw_path
+        path = raw_path[len(SERVICE_PREFIX) :] if raw_path.startswith(SERVICE_PREFIX) else raw_path
         parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
         cal = parts[1] if len(parts) > 1 and parts[0] == "calendars" else None
         eid = parts[3] if len(parts) > 3 else None
@@ -436,8 +477,11 @@ class FakeGoogleCalendar:
                     raise bad_request("Parse Error", "parseError") from err
             return self._api(info, body, headers)
         except ApiError as err:
-            extra = {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'} \
-                if err.code == 401 else {}
+            extra = (
+                {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'}
+                if err.code == 401
+                else {}
+            )
             return err.code, err.body(), extra
 
     def _check_auth(self, header: str) -> None:
@@ -448,7 +492,7 @@ class FakeGoogleCalendar:
             if ok and entry is not None and self._grants[entry[0]].revoked:
                 ok = False
         if not ok:
-            raise AUTH_ERROR
+            raise auth_error()
 
     def _token(self, raw: bytes, headers: dict[str, str]) -> tuple[int, Json, dict[str, str]]:
         if "json" in headers.get("content-type", ""):
@@ -456,22 +500,44 @@ class FakeGoogleCalendar:
         else:
             form = {k: v[-1] for k, v in parse_qs(raw.decode(), keep_blank_values=True).items()}
         if form.get("grant_type") != "refresh_token":
-            return 400, {"error": "unsupported_grant_type",
-                         "error_description": "Invalid grant_type: " + form.get("grant_type", "")}, {}
+            return (
+                400,
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "Invalid grant_type: " + form.get("grant_type", ""),
+                },
+                {},
+            )
         with self.lock:
             grant = self._grants.get(form.get("refresh_token", ""))
             if grant is None or grant.revoked:
-                return 400, {"error": "invalid_grant",
-                             "error_description": "Token has been expired or revoked."}, {}
+                return (
+                    400,
+                    {
+                        "error": "invalid_grant",
+                        "error_description": "Token has been expired or revoked.",
+                    },
+                    {},
+                )
             if (form.get("client_id"), form.get("client_secret")) != (
-                grant.client_id, grant.client_secret
+                grant.client_id,
+                grant.client_secret,
             ):
-                return 401, {"error": "invalid_client",
-                             "error_description": "The OAuth client was not found."}, {}
+                return (
+                    401,
+                    {
+                        "error": "invalid_client",
+                        "error_description": "The OAuth client was not found.",
+                    },
+                    {},
+                )
             access = "ya29.fake-" + secrets.token_urlsafe(24)
             self._access[access] = (form["refresh_token"], time.time() + self.access_token_ttl)
-        out: Json = {"access_token": access, "expires_in": self.access_token_ttl,
-                     "token_type": "Bearer"}
+        out: Json = {
+            "access_token": access,
+            "expires_in": self.access_token_ttl,
+            "token_type": "Bearer",
+        }
         if form.get("scope"):
             out["scope"] = form["scope"]
         return 200, out, {}
@@ -517,7 +583,11 @@ class FakeGoogleCalendar:
                 result = st.insert_event(cal, body, send_updates)
             elif info.op in ("events.patch", "events.update"):
                 result = st.write_event(
-                    cal, eid, body, replace=info.op == "events.update", if_match=if_match,
+                    cal,
+                    eid,
+                    body,
+                    replace=info.op == "events.update",
+                    if_match=if_match,
                     send_updates=send_updates,
                 )
             elif info.op == "events.delete":
@@ -534,6 +604,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ESF"
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without NODELAY, Nagle + delayed ACK
+        # would stall every keep-alive response by ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -542,6 +618,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             status, body, extra = fake.handle(self.command, self.path, headers, raw)
         except Exception as err:  # a bug in the fake: answer 500 rather than hang the client
+            fake.internal_errors.append(traceback.format_exc())
             status, body, extra = 500, ApiError(500, "backendError", repr(err)).body(), {}
         payload = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)

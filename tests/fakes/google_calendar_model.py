@@ -184,6 +184,7 @@ class CalendarState:
         self._seq = 0
         self._last_etag = 0
         self._page_snapshots: dict[str, tuple[list[Json], str]] = {}
+        self.short_pages = False  # first page of every listing comes back empty
         self.add_calendar(owner, "Calendar", time_zone)
 
     # -- counters -------------------------------------------------------------------------
@@ -260,8 +261,14 @@ class CalendarState:
         if instants[1] < instants[0]:
             raise bad_request("The specified time range is empty.", "timeRangeEmpty")
 
-    def _apply(self, cal: StoredCalendar, old: Json | None, new: Json, actor_seq: bool) -> Json:
-        """Finish a write: validate, sequence rules, etag/updated. Returns the new body."""
+    def _apply(
+        self, cal: StoredCalendar, old: Json | None, new: Json, explicit_sequence: bool
+    ) -> Json:
+        """Finish a write: validate, sequence rules, etag/updated. Returns the new body.
+
+        A client may set `sequence` (never below the current one); otherwise a change of
+        start, end or recurrence bumps it, as Google does for significant changes.
+        """
         if new.get("status", "confirmed") not in ("confirmed", "tentative", "cancelled"):
             raise bad_request("Invalid value for: status")
         self._normalize_times(cal, new)
@@ -269,12 +276,10 @@ class CalendarState:
             for key in ("start", "end"):
                 if "dateTime" in new[key] and not new[key].get("timeZone"):
                     # Google needs a zone to expand a recurring event's wall-clock times.
-                    raise bad_request(
-                        f"Missing time zone definition for {key} time.", "required"
-                    )
+                    raise bad_request(f"Missing time zone definition for {key} time.", "required")
             self._rule(cal, new)  # validates the rule
         current = int(old.get("sequence", 0)) if old else 0
-        if "sequence" in new and actor_seq and old is not None:
+        if explicit_sequence and old is not None:
             if int(new["sequence"]) < current:
                 raise bad_request(
                     "Invalid sequence value. The specified sequence number is below the "
@@ -285,6 +290,8 @@ class CalendarState:
             new["sequence"] = current + 1 if moved else current
         new.setdefault("sequence", 0)
         new.setdefault("status", "confirmed")
+        new.setdefault("reminders", {"useDefault": True})
+        new.setdefault("eventType", "default")
         new["etag"] = self.next_etag()
         new["updated"] = rfc3339_ms(time.time())
         return new
@@ -300,12 +307,16 @@ class CalendarState:
         if existing is not None and existing.purged_status is None:
             raise ApiError(409, "duplicate", "The requested identifier already exists.")
         now = time.time()
-        new: Json = {k: copy.deepcopy(v) for k, v in body.items() if k not in READ_ONLY_EVENT_FIELDS}
+        new: Json = {
+            k: copy.deepcopy(v) for k, v in body.items() if k not in READ_ONLY_EVENT_FIELDS
+        }
         eid = base64.b64encode(f"{event_id} {cal.id}".encode()).decode().rstrip("=")
         me = {"email": self.owner, "self": True}
-        organizer = me if cal.id == self.owner else {
-            "email": cal.id, "displayName": cal.summary, "self": True
-        }
+        organizer = (
+            me
+            if cal.id == self.owner
+            else {"email": cal.id, "displayName": cal.summary, "self": True}
+        )
         new.update(
             kind="calendar#event",
             id=event_id,
@@ -315,9 +326,7 @@ class CalendarState:
             organizer=organizer,
             iCalUID=body.get("iCalUID") or f"{event_id}@google.com",
         )
-        new.setdefault("reminders", {"useDefault": True})
-        new.setdefault("eventType", "default")
-        new = self._apply(cal, None, new, actor_seq=True)
+        new = self._apply(cal, None, new, explicit_sequence=True)
         cal.events[event_id] = StoredEvent(new, self.next_seq(), send_updates)
         return copy.deepcopy(new)
 
@@ -347,7 +356,7 @@ class CalendarState:
             new = {k: v for k, v in new.items() if v is not None}
         else:
             new = merge_patch(old, incoming)
-        new = self._apply(cal, old, new, actor_seq=not human)
+        new = self._apply(cal, old, new, explicit_sequence="sequence" in incoming and not human)
         ev.body = new
         ev.change_seq = self.next_seq()
         if not human:
@@ -355,16 +364,21 @@ class CalendarState:
         return copy.deepcopy(new)
 
     def delete_event(
-        self, cal_id: str, event_id: str, if_match: str | None = None,
-        send_updates: str | None = None, human: bool = False,
+        self,
+        cal_id: str,
+        event_id: str,
+        if_match: str | None = None,
+        send_updates: str | None = None,
+        human: bool = False,
     ) -> None:
         cal = self.calendar(cal_id)
         ev = self.find(cal, event_id)
         if ev.cancelled:
             raise gone()
         check_if_match(ev, if_match)
-        ev.body = dict(ev.body, status="cancelled", etag=self.next_etag(),
-                       updated=rfc3339_ms(time.time()))
+        ev.body = dict(
+            ev.body, status="cancelled", etag=self.next_etag(), updated=rfc3339_ms(time.time())
+        )
         ev.change_seq = self.next_seq()
         if not human:
             ev.send_updates = send_updates
@@ -432,8 +446,8 @@ class CalendarState:
     def list_events(self, cal_id: str, q: dict[str, list[str]]) -> Json:
         cal = self.calendar(cal_id)
         one = {k: v[-1] for k, v in q.items() if v}
-        max_results = int(one.get("maxResults", "250"))
-        if not 1 <= max_results <= 2500:
+        max_results = min(int(one.get("maxResults", "250")), 2500)
+        if max_results < 1:
             raise bad_request("Invalid value for: maxResults")
         if "pageToken" in one:
             snap = self._page_snapshots.get(one["pageToken"])
@@ -443,7 +457,9 @@ class CalendarState:
         else:
             items = self._select(cal, q, one)
             sync = self.sync_token(cal)
-        page, rest = items[:max_results], items[max_results:]
+        # Google may return fewer items than maxResults, even none, before the last page.
+        cut = 0 if self.short_pages and "pageToken" not in one and items else max_results
+        page, rest = items[:cut], items[cut:]
         out: Json = {
             "kind": "calendar#events",
             "etag": f'"p{self._seq}"',
@@ -462,15 +478,26 @@ class CalendarState:
             out["nextSyncToken"] = sync
         return out
 
-    def _select(self, cal: StoredCalendar, q: dict[str, list[str]], one: dict[str, str]) -> list[Json]:
+    def _select(
+        self, cal: StoredCalendar, q: dict[str, list[str]], one: dict[str, str]
+    ) -> list[Json]:
         single = one.get("singleEvents", "false").lower() == "true"
         if "syncToken" in one:
-            banned = {"iCalUID", "orderBy", "privateExtendedProperty", "q",
-                      "sharedExtendedProperty", "timeMin", "timeMax", "updatedMin"}
+            banned = {
+                "iCalUID",
+                "orderBy",
+                "privateExtendedProperty",
+                "q",
+                "sharedExtendedProperty",
+                "timeMin",
+                "timeMax",
+                "updatedMin",
+            }
             if banned & one.keys():
                 raise bad_request(
                     "Sync token cannot be used with other filters: "
-                    + ", ".join(sorted(banned & one.keys())))
+                    + ", ".join(sorted(banned & one.keys()))
+                )
             since = self._parse_sync_token(cal, one["syncToken"])
             chosen = [e for e in cal.events.values() if e.change_seq > since]
             show_deleted = True
@@ -514,7 +541,11 @@ class CalendarState:
                 continue
             items.append(copy.deepcopy(body))
         if one.get("orderBy") == "startTime":
-            items.sort(key=lambda b: event_bounds(cal, b)[0] if "start" in b else datetime.max)
+            items.sort(
+                key=lambda b: (
+                    event_bounds(cal, b)[0] if "start" in b else datetime.max.replace(tzinfo=UTC)
+                )
+            )
         elif one.get("orderBy") == "updated":
             items.sort(key=lambda b: b.get("updated", ""))
         return items
@@ -522,8 +553,13 @@ class CalendarState:
 
 def check_if_match(ev: StoredEvent, if_match: str | None) -> None:
     if if_match and if_match != "*" and if_match != ev.body["etag"]:
-        raise ApiError(412, "conditionNotMet", "Precondition Failed", location="If-Match",
-                       locationType="header")
+        raise ApiError(
+            412,
+            "conditionNotMet",
+            "Precondition Failed",
+            location="If-Match",
+            locationType="header",
+        )
 
 
 def event_bounds(cal: StoredCalendar, body: Json) -> tuple[datetime, datetime]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import queue
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .google_calendar_model import ApiError, bad_request
 
@@ -101,7 +101,6 @@ class Notifier:
     def __init__(self, timeout: float = 2.0) -> None:
         self._queue: queue.Queue[tuple[str, dict[str, str]] | None] = queue.Queue()
         self._timeout = timeout
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._thread = threading.Thread(target=self._run, name="fake-gcal-push", daemon=True)
         self.delivered = 0
         self.failed = 0
@@ -110,8 +109,9 @@ class Notifier:
         self._thread.start()
 
     def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=5)
 
     def send(self, address: str, headers: dict[str, str]) -> None:
         self._queue.put((address, headers))
@@ -122,10 +122,22 @@ class Notifier:
             if item is None:
                 return
             address, headers = item
-            req = urllib.request.Request(address, data=b"", headers=headers, method="POST")
             try:
-                with self._opener.open(req, timeout=self._timeout) as resp:
-                    resp.read()
+                self._post(address, headers)
                 self.delivered += 1
             except Exception:  # Google ignores receiver failures too
                 self.failed += 1
+
+    def _post(self, address: str, headers: dict[str, str]) -> None:
+        # http.client keeps the header case Google uses (urllib would capitalize() it).
+        url = urlsplit(address)
+        conn_cls = (
+            http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        )
+        conn = conn_cls(url.netloc, timeout=self._timeout)
+        try:
+            target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            conn.request("POST", target, body=b"", headers=headers)
+            conn.getresponse().read()
+        finally:
+            conn.close()

@@ -34,7 +34,10 @@ def make_service(fake: FakeGoogleCalendar, refresh_token: str = DEFAULT_REFRESH_
     # token_uri passed explicitly: some google-auth versions drop it from the info dict.
     creds = Credentials(None, token_uri=fake.token_uri, **fake.credentials_kwargs(refresh_token))
     return build(
-        "calendar", "v3", credentials=creds, static_discovery=True,
+        "calendar",
+        "v3",
+        credentials=creds,
+        static_discovery=True,
         client_options={"api_endpoint": fake.base_url},
     )
 
@@ -43,6 +46,7 @@ def make_service(fake: FakeGoogleCalendar, refresh_token: str = DEFAULT_REFRESH_
 def fake() -> Iterator[FakeGoogleCalendar]:
     with FakeGoogleCalendar() as f:
         yield f
+        assert f.internal_errors == []  # a 500 from a bug in the fake must not go unnoticed
 
 
 @pytest.fixture
@@ -126,26 +130,54 @@ def test_invalid_client_id_400(svc: Any, bad_id: str) -> None:
 
 def test_generated_id_and_validation(svc: Any) -> None:
     ev = svc.events().insert(calendarId="primary", body=body()).execute()
-    assert 5 <= len(ev["id"]) and set(ev["id"]) <= set("0123456789abcdefghijklmnopqrstuv")
+    assert len(ev["id"]) >= 5 and set(ev["id"]) <= set("0123456789abcdefghijklmnopqrstuv")
     bad = body(end={"dateTime": "2031-03-10T08:00:00Z"})
-    assert reason(http_error(svc.events().insert(calendarId="primary", body=bad).execute)) \
+    assert (
+        reason(http_error(svc.events().insert(calendarId="primary", body=bad).execute))
         == "timeRangeEmpty"
+    )
     no_tz = body(start={"dateTime": "2031-03-10T09:00:00"})
-    assert http_error(svc.events().insert(calendarId="primary", body=no_tz).execute).status_code \
-        == 400
+    assert (
+        http_error(svc.events().insert(calendarId="primary", body=no_tz).execute).status_code == 400
+    )
 
 
 def test_etag_changes_on_every_write(fake: FakeGoogleCalendar, svc: Any) -> None:
     ev = svc.events().insert(calendarId="primary", body=body("etag00001")).execute()
     etags = [ev["etag"]]
-    ev = svc.events().patch(calendarId="primary", eventId="etag00001",
-                            body={"summary": "renamed"}).execute()
+    ev = (
+        svc.events()
+        .patch(calendarId="primary", eventId="etag00001", body={"summary": "renamed"})
+        .execute()
+    )
     etags.append(ev["etag"])
     assert ev["sequence"] == 0  # a title edit is not a significant change
-    ev = svc.events().update(calendarId="primary", eventId="etag00001",
-                             body=body(end={"dateTime": "2031-03-10T11:00:00Z"})).execute()
+    ev = (
+        svc.events()
+        .update(
+            calendarId="primary",
+            eventId="etag00001",
+            body=body(end={"dateTime": "2031-03-10T11:00:00Z"}),
+        )
+        .execute()
+    )
     etags.append(ev["etag"])
     assert ev["sequence"] == 1  # the time changed
+    ev = (
+        svc.events()
+        .patch(
+            calendarId="primary",
+            eventId="etag00001",
+            body={"start": {"dateTime": "2031-03-10T08:00:00Z"}},
+        )
+        .execute()
+    )
+    etags.append(ev["etag"])
+    assert ev["sequence"] == 2  # patching the time bumps it too
+    err = http_error(
+        svc.events().patch(calendarId="primary", eventId="etag00001", body={"sequence": 1}).execute
+    )
+    assert err.status_code == 400  # a sequence below the current one is refused
     svc.events().delete(calendarId="primary", eventId="etag00001").execute()
     etags.append(fake.get_event_raw("primary", "etag00001")["etag"])
     numbers = [etag_n(e) for e in etags]
@@ -170,23 +202,37 @@ def test_if_match_412_and_if_none_match_304(svc: Any) -> None:
     req.headers["If-Match"] = current["etag"]
     assert req.execute()["summary"] == "z"
     get = svc.events().get(calendarId="primary", eventId="cond00001")
-    get.headers["If-None-Match"] = svc.events().get(
-        calendarId="primary", eventId="cond00001").execute()["etag"]
+    get.headers["If-None-Match"] = (
+        svc.events().get(calendarId="primary", eventId="cond00001").execute()["etag"]
+    )
     assert http_error(get.execute).status_code == 304
 
 
 def test_patch_semantics_and_update_replaces(svc: Any) -> None:
     ext = {"private": {"syncd_session": "s1", "keep": "me"}}
-    svc.events().insert(calendarId="primary", body=body(
-        "patch0001", description="notes", extendedProperties=ext,
-        reminders={"useDefault": False, "overrides": [{"method": "popup", "minutes": 5}]},
-    )).execute()
-    ev = svc.events().patch(calendarId="primary", eventId="patch0001", body={
-        "extendedProperties": {"private": {"syncd_session": "s2"}},
-        "reminders": {"overrides": []},
-        "location": None,
-        "start": {"dateTime": "2031-03-10T09:30:00Z"},
-    }).execute()
+    svc.events().insert(
+        calendarId="primary",
+        body=body(
+            "patch0001",
+            description="notes",
+            extendedProperties=ext,
+            reminders={"useDefault": False, "overrides": [{"method": "popup", "minutes": 5}]},
+        ),
+    ).execute()
+    ev = (
+        svc.events()
+        .patch(
+            calendarId="primary",
+            eventId="patch0001",
+            body={
+                "extendedProperties": {"private": {"syncd_session": "s2"}},
+                "reminders": {"overrides": []},
+                "location": None,
+                "start": {"dateTime": "2031-03-10T09:30:00Z"},
+            },
+        )
+        .execute()
+    )
     assert ev["extendedProperties"]["private"] == {"syncd_session": "s2", "keep": "me"}
     assert ev["reminders"] == {"useDefault": False, "overrides": []}  # arrays replace
     assert ev["description"] == "notes" and ev["start"]["dateTime"] == "2031-03-10T09:30:00Z"
@@ -208,22 +254,27 @@ def test_delete_get_cancelled_then_410_and_purge(fake: FakeGoogleCalendar, svc: 
     err = http_error(svc.events().get(calendarId="primary", eventId="gone00001").execute)
     assert (err.status_code, reason(err)) == (410, "deleted")
     fake.purge("primary", status=404)
-    assert http_error(
-        svc.events().get(calendarId="primary", eventId="gone00001").execute).status_code == 404
+    assert (
+        http_error(svc.events().get(calendarId="primary", eventId="gone00001").execute).status_code
+        == 404
+    )
 
 
 def test_send_updates_recorded(fake: FakeGoogleCalendar, svc: Any) -> None:
     svc.events().insert(calendarId="primary", body=body("notice001"), sendUpdates="none").execute()
     assert fake.send_updates_of("primary", "notice001") == "none"
-    svc.events().patch(calendarId="primary", eventId="notice001", body={},
-                       sendUpdates="all").execute()
+    svc.events().patch(
+        calendarId="primary", eventId="notice001", body={}, sendUpdates="all"
+    ).execute()
     assert fake.send_updates_of("primary", "notice001") == "all"
 
 
 # -- listing and sync -----------------------------------------------------------------------
 
 
-def test_sync_token_returns_only_changes_with_tombstones(fake: FakeGoogleCalendar, svc: Any) -> None:
+def test_sync_token_returns_only_changes_with_tombstones(
+    fake: FakeGoogleCalendar, svc: Any
+) -> None:
     for i in range(3):
         svc.events().insert(calendarId="primary", body=body(f"feed0000{i}")).execute()
     items, token = full_sync(svc)
@@ -243,8 +294,11 @@ def test_sync_token_returns_only_changes_with_tombstones(fake: FakeGoogleCalenda
     assert stone["status"] == "cancelled" and "summary" not in stone and "etag" in stone
     again = svc.events().list(calendarId="primary", syncToken=changed["nextSyncToken"]).execute()
     assert again["items"] == []
-    err = http_error(svc.events().list(calendarId="primary", syncToken=token,
-                                       timeMin="2030-01-01T00:00:00Z").execute)
+    err = http_error(
+        svc.events()
+        .list(calendarId="primary", syncToken=token, timeMin="2030-01-01T00:00:00Z")
+        .execute
+    )
     assert err.status_code == 400
 
 
@@ -278,11 +332,18 @@ def test_expired_sync_token_410_full_sync_required(fake: FakeGoogleCalendar, svc
 
 
 def test_filters_time_window_deleted_private_property(svc: Any) -> None:
-    svc.events().insert(calendarId="primary", body=body(
-        "filt00001", extendedProperties={"private": {"syncd_session": "a"}})).execute()
-    svc.events().insert(calendarId="primary", body=body(
-        "filt00002", start={"dateTime": "2031-04-01T09:00:00Z"},
-        end={"dateTime": "2031-04-01T10:00:00Z"})).execute()
+    svc.events().insert(
+        calendarId="primary",
+        body=body("filt00001", extendedProperties={"private": {"syncd_session": "a"}}),
+    ).execute()
+    svc.events().insert(
+        calendarId="primary",
+        body=body(
+            "filt00002",
+            start={"dateTime": "2031-04-01T09:00:00Z"},
+            end={"dateTime": "2031-04-01T10:00:00Z"},
+        ),
+    ).execute()
     svc.events().insert(calendarId="primary", body=body("filt00003")).execute()
     svc.events().delete(calendarId="primary", eventId="filt00003").execute()
 
@@ -305,7 +366,9 @@ def test_single_events_expands_recurrence(fake: FakeGoogleCalendar, svc: Any) ->
     assert master[0]["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=3"]
     items, _ = full_sync(svc, singleEvents=True, orderBy="startTime")
     assert [e["id"] for e in items] == [
-        "recur0001_20310310T090000Z", "recur0001_20310317T090000Z", "recur0001_20310324T090000Z"
+        "recur0001_20310310T090000Z",
+        "recur0001_20310317T090000Z",
+        "recur0001_20310324T090000Z",
     ]
     assert {e["recurringEventId"] for e in items} == {"recur0001"}
 
@@ -313,19 +376,31 @@ def test_single_events_expands_recurrence(fake: FakeGoogleCalendar, svc: Any) ->
 # -- OAuth ----------------------------------------------------------------------------------
 
 
-def test_credentials_refresh_against_fake_and_401_refresh(fake: FakeGoogleCalendar,
-                                                          svc: Any) -> None:
+def test_credentials_refresh_against_fake_and_401_refresh(
+    fake: FakeGoogleCalendar, svc: Any
+) -> None:
     svc.calendars().get(calendarId="primary").execute()
     fake.expire_access_tokens()
     svc.calendars().get(calendarId="primary").execute()  # 401, refresh, retried transparently
     assert fake.count("token") == 2
-    creds = Credentials.from_authorized_user_info(fake.authorized_user_info())
-    assert creds.refresh_token == DEFAULT_REFRESH_TOKEN
+    # from_authorized_user_info drops the file's token_uri (it forces Google's): re-apply it.
+    info = fake.authorized_user_info()
+    creds = Credentials.from_authorized_user_info(info).with_token_uri(info["token_uri"])
+    other = build(
+        "calendar",
+        "v3",
+        credentials=creds,
+        static_discovery=True,
+        client_options={"api_endpoint": fake.base_url},
+    )
+    assert other.calendars().get(calendarId="primary").execute()["id"] == fake.owner
+    assert fake.count("token") == 3
 
 
 def test_unknown_bearer_gets_google_auth_error(fake: FakeGoogleCalendar) -> None:
-    req = urllib.request.Request(fake.base_url + "calendars/primary",
-                                 headers={"Authorization": "Bearer nope"})
+    req = urllib.request.Request(
+        fake.base_url + "calendars/primary", headers={"Authorization": "Bearer nope"}
+    )
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=5)
     assert info.value.code == 401
@@ -345,20 +420,25 @@ def test_revoked_refresh_token_raises_refresh_error(fake: FakeGoogleCalendar, sv
 # -- fault injection ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "why"), [
-    (429, "rateLimitExceeded"), (403, "rateLimitExceeded"), (403, "userRateLimitExceeded"),
-    (403, "quotaExceeded"), (500, "backendError"), (503, "backendError"),
-])
-def test_injected_errors_surface(fake: FakeGoogleCalendar, svc: Any, status: int,
-                                 why: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "why"),
+    [
+        (429, "rateLimitExceeded"),
+        (403, "rateLimitExceeded"),
+        (403, "userRateLimitExceeded"),
+        (403, "quotaExceeded"),
+        (500, "backendError"),
+        (503, "backendError"),
+    ],
+)
+def test_injected_errors_surface(fake: FakeGoogleCalendar, svc: Any, status: int, why: str) -> None:
     fake.fail_next(1, status, why)
     err = http_error(lambda: svc.events().list(calendarId="primary").execute(num_retries=0))
     assert (err.status_code, reason(err)) == (status, why)
     assert svc.events().list(calendarId="primary").execute()["items"] == []
 
 
-def test_client_retries_transient_errors_until_success(fake: FakeGoogleCalendar,
-                                                       svc: Any) -> None:
+def test_client_retries_transient_errors_until_success(fake: FakeGoogleCalendar, svc: Any) -> None:
     fake.fail_next(2, 503, "backendError")
     fake.fail_next(1, 403, "rateLimitExceeded")
     fake.reset_log()
@@ -369,8 +449,7 @@ def test_client_retries_transient_errors_until_success(fake: FakeGoogleCalendar,
     assert reason(err) == "quotaExceeded" and fake.count("events.list") == 5
 
 
-def test_random_injection_with_predicate_and_latency(fake: FakeGoogleCalendar,
-                                                     svc: Any) -> None:
+def test_random_injection_with_predicate_and_latency(fake: FakeGoogleCalendar, svc: Any) -> None:
     svc.events().insert(calendarId="primary", body=body("fault0001")).execute()
 
     def only_list(info: RequestInfo) -> bool:
@@ -449,10 +528,20 @@ class _Receiver:
 def test_watch_notifications_and_channel_stop(fake: FakeGoogleCalendar, svc: Any) -> None:
     rx = _Receiver()
     try:
-        channel = svc.events().watch(calendarId="primary", body={
-            "id": "chan-1", "type": "web_hook", "address": rx.url, "token": "secret-token",
-            "params": {"ttl": "600"},
-        }).execute()
+        channel = (
+            svc.events()
+            .watch(
+                calendarId="primary",
+                body={
+                    "id": "chan-1",
+                    "type": "web_hook",
+                    "address": rx.url,
+                    "token": "secret-token",
+                    "params": {"ttl": "600"},
+                },
+            )
+            .execute()
+        )
         assert channel["resourceId"] and int(channel["expiration"]) > time.time() * 1000
         first = rx.wait_for(1)[0]
         assert first["X-Goog-Resource-State"] == "sync"
@@ -493,15 +582,24 @@ def test_human_helpers_show_up_in_sync_feed() -> None:
             assert etag_n(resp["items"][0]["etag"]) > etag_n(before)
             return dict(resp["items"][0])
 
-        moved = step(lambda: fake2.human_move("primary", "human0001", "2031-03-11T09:00:00Z",
-                                              "2031-03-11T10:30:00Z", tz="America/New_York"))
-        assert moved["start"] == {"dateTime": "2031-03-11T05:00:00-04:00",
-                                  "timeZone": "America/New_York"}
+        moved = step(
+            lambda: fake2.human_move(
+                "primary",
+                "human0001",
+                "2031-03-11T09:00:00Z",
+                "2031-03-11T10:30:00Z",
+                tz="America/New_York",
+            )
+        )
+        assert moved["start"] == {
+            "dateTime": "2031-03-11T05:00:00-04:00",
+            "timeZone": "America/New_York",
+        }
         assert datetime.fromisoformat(moved["end"]["dateTime"]) == datetime.fromisoformat(
-            "2031-03-11T10:30:00+00:00")
+            "2031-03-11T10:30:00+00:00"
+        )
         assert moved["sequence"] == 1
-        edited = step(lambda: fake2.human_edit("primary", "human0001",
-                                               description="cancel: sick"))
+        edited = step(lambda: fake2.human_edit("primary", "human0001", description="cancel: sick"))
         assert edited["description"] == "cancel: sick" and edited["sequence"] == 1
         deleted = step(lambda: fake2.human_delete("primary", "human0001"))
         assert deleted["status"] == "cancelled"
@@ -509,11 +607,13 @@ def test_human_helpers_show_up_in_sync_feed() -> None:
         assert restored["status"] == "confirmed" and restored["summary"] == "Session"
         all_day = step(lambda: fake2.human_make_all_day("primary", "human0001", "2031-03-12"))
         assert all_day["start"] == {"date": "2031-03-12"} and all_day["end"] == {
-            "date": "2031-03-13"}
+            "date": "2031-03-13"
+        }
         svc.events().update(calendarId="primary", eventId="human0001", body=body()).execute()
         token = svc.events().list(calendarId="primary", syncToken=token).execute()["nextSyncToken"]
-        recurring = step(lambda: fake2.human_make_recurring("primary", "human0001",
-                                                            "FREQ=DAILY;COUNT=2"))
+        recurring = step(
+            lambda: fake2.human_make_recurring("primary", "human0001", "FREQ=DAILY;COUNT=2")
+        )
         assert recurring["recurrence"] == ["RRULE:FREQ=DAILY;COUNT=2"]
         assert recurring["start"]["timeZone"] == "Europe/Berlin"
     finally:

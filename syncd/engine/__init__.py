@@ -1,0 +1,1 @@
+"""The sync engine: a pure planner and the runner around it (fetch → plan → commit → execute)."""
