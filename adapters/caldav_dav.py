@@ -68,8 +68,10 @@ def multiget_body(hrefs: list[str]) -> str:
 def busy_query_body(start: datetime, end: datetime, expand: bool) -> str:
     """calendar-query REPORT for VEVENTs overlapping [start, end), optionally expanded."""
     rng = f'start="{_ical_utc(start)}" end="{_ical_utc(end)}"'
-    data = f"<C:calendar-data><C:expand {rng}/></C:calendar-data>" if expand else (
-        "<C:calendar-data/>"
+    data = (
+        f"<C:calendar-data><C:expand {rng}/></C:calendar-data>"
+        if expand
+        else ("<C:calendar-data/>")
     )
     return (
         f"{_HEAD}<C:calendar-query {_NS}><D:prop><D:getetag/>{data}</D:prop>"
@@ -79,7 +81,7 @@ def busy_query_body(start: datetime, end: datetime, expand: bool) -> str:
 
 
 PROPFIND_COLLECTION = (
-    f"{_HEAD}<D:propfind {_NS} xmlns:CS=\"http://calendarserver.org/ns/\"><D:prop>"
+    f'{_HEAD}<D:propfind {_NS} xmlns:CS="http://calendarserver.org/ns/"><D:prop>'
     "<CS:getctag/><D:sync-token/><D:getetag/><D:supported-report-set/>"
     "</D:prop></D:propfind>"
 )

@@ -100,9 +100,7 @@ def parse_event(data: str | bytes) -> EventContent | None:
     master = _master(events)
     start, end, all_day = _interval(master)
     recurring = (
-        "RRULE" in master
-        or "RDATE" in master
-        or any("RECURRENCE-ID" in ev for ev in events)
+        "RRULE" in master or "RDATE" in master or any("RECURRENCE-ID" in ev for ev in events)
     )
     uid = _text(master, "UID")
     return EventContent(

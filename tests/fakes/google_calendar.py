@@ -198,6 +198,16 @@ class FakeGoogleCalendar:
     ) -> None:
         self.stop()
 
+    @property
+    def short_pages(self) -> bool:
+        """When True, the first page of every listing is empty (with a nextPageToken)."""
+        return self.state.short_pages
+
+    @short_pages.setter
+    def short_pages(self, value: bool) -> None:
+        with self.lock:
+            self.state.short_pages = value
+
     # -- OAuth ----------------------------------------------------------------------------
     def add_refresh_token(
         self,
@@ -633,5 +643,5 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return

@@ -168,7 +168,7 @@ def merge_patch(target: Json, patch: Json) -> Json:
 
 def tombstone(body: Json) -> Json:
     """What a list returns for a deleted event: only `id` is guaranteed by Google."""
-    stub = {k: body[k] for k in ("kind", "etag", "id", "status") if k in body}
+    stub: Json = {k: body[k] for k in ("kind", "etag", "id", "status") if k in body}
     for key in ("recurringEventId", "originalStartTime"):
         if key in body:
             stub[key] = body[key]
@@ -446,7 +446,8 @@ class CalendarState:
     def list_events(self, cal_id: str, q: dict[str, list[str]]) -> Json:
         cal = self.calendar(cal_id)
         one = {k: v[-1] for k, v in q.items() if v}
-        max_results = min(int(one.get("maxResults", "250")), 2500)
+        raw_max = one.get("maxResults", "250")
+        max_results = min(int(raw_max), 2500) if raw_max.isdigit() else 0
         if max_results < 1:
             raise bad_request("Invalid value for: maxResults")
         if "pageToken" in one:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from google.auth.exceptions import RefreshError
-from google.oauth2.credentials import Credentials
+from google.oauth2 import credentials as oauth2_credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
@@ -26,6 +26,7 @@ from .google_calendar import (
 )
 
 Json = dict[str, Any]
+Credentials: Any = oauth2_credentials.Credentials  # google-auth ships no type hints here
 START = "2031-03-10T09:00:00Z"
 END = "2031-03-10T10:00:00Z"
 
@@ -320,6 +321,15 @@ def test_paging_next_page_then_next_sync_token(svc: Any) -> None:
         svc.events().patch(calendarId="primary", eventId=f"page0000{i}", body={}).execute()
     items, _ = full_sync(svc, syncToken=pages[-1]["nextSyncToken"], maxResults=2)
     assert [e["id"] for e in items] == ["page00000", "page00001", "page00002"]
+
+
+def test_short_pages_first_page_empty(fake: FakeGoogleCalendar, svc: Any) -> None:
+    svc.events().insert(calendarId="primary", body=body("short0001")).execute()
+    fake.short_pages = True
+    first = svc.events().list(calendarId="primary").execute()
+    assert first["items"] == [] and "nextPageToken" in first and "nextSyncToken" not in first
+    items, _ = full_sync(svc)
+    assert [e["id"] for e in items] == ["short0001"]
 
 
 def test_expired_sync_token_410_full_sync_required(fake: FakeGoogleCalendar, svc: Any) -> None:

@@ -1,0 +1,323 @@
+"""CLI commands that reach beyond the booking core: calendars, sync, daemon, breaker, status."""
+
+from __future__ import annotations
+
+import json
+import signal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from syncd.domain.model import Actor
+from syncd.errors import NotFoundError, Refused, UsageError
+from syncd.store.models import CalendarRow, IntentRow, MirrorRow, OutboxRow
+from syncd.store.repo import get_admin_row
+
+if TYPE_CHECKING:
+    from syncd.cli import Runtime
+
+
+def _out(rt: Runtime, data: Any, lines: list[str]) -> None:
+    if rt.args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print("\n".join(lines))
+
+
+def calendar_json(row: CalendarRow, admin_email: str) -> dict[str, Any]:
+    """A calendar without its secrets."""
+    settings = {k: v for k, v in row.settings.items() if "password" not in k}
+    return {
+        "id": row.id,
+        "admin": admin_email,
+        "backend": row.backend,
+        "settings": settings,
+        "busy_only": row.busy_only,
+        "last_sync_at": row.last_sync_at,
+        "last_error": row.last_error,
+        "breaker_tripped": row.breaker_tripped_at is not None,
+        "paused_reason": row.paused_reason,
+    }
+
+
+def calendar_add(rt: Runtime) -> int:
+    """``syncd calendar add EMAIL caldav|google ...``."""
+    a = rt.args
+    if a.backend == "caldav":
+        if not a.url:
+            raise UsageError("A CalDAV calendar needs --url (the calendar collection's URL).")
+        if a.password_file:
+            try:
+                open(a.password_file).close()
+            except OSError as err:
+                raise UsageError(f"--password-file {a.password_file}: {err.strerror}") from err
+        settings = {"url": a.url, "username": a.username, "password_file": a.password_file}
+    else:
+        if not a.calendar_id:
+            raise UsageError("A Google calendar needs --calendar-id (e.g. primary).")
+        settings = {"calendar_id": a.calendar_id, "credentials_file": a.credentials_file}
+    ctx = rt.ctx
+    with ctx.db.write() as orm:
+        admin = get_admin_row(orm, a.email)
+        row = CalendarRow(
+            admin_id=admin.id, backend=a.backend, settings=settings, busy_only=a.busy_only,
+            cursor_version=1,
+        )
+        orm.add(row)
+        orm.flush()
+        data = calendar_json(row, admin.email)
+    kind = "busy-only " if a.busy_only else ""
+    _out(rt, data, [f"Added {kind}{a.backend} calendar {data['id']} for {admin.email}."])
+    return 0
+
+
+def calendar_list(rt: Runtime) -> int:
+    """``syncd calendar list``."""
+    from syncd.store.models import AdminRow
+
+    with rt.ctx.db.read() as orm:
+        rows = orm.execute(
+            select(CalendarRow, AdminRow.email).join(AdminRow).order_by(CalendarRow.id)
+        ).all()
+        data = [calendar_json(c, e) for c, e in rows]
+    lines = [
+        f"{d['id']:>3}  {d['backend']:<6} {d['admin']:<28} "
+        f"{d['settings'].get('url') or d['settings'].get('calendar_id')}"
+        + ("  [busy-only]" if d["busy_only"] else "")
+        + ("  [BREAKER TRIPPED]" if d["breaker_tripped"] else "")
+        + (f"  [paused: {d['paused_reason']}]" if d["paused_reason"] else "")
+        + (f"  last error: {d['last_error']}" if d["last_error"] else "")
+        for d in data
+    ] or ["No calendars yet."]
+    _out(rt, data, lines)
+    return 0
+
+
+def sync(rt: Runtime) -> int:
+    """``syncd sync --once``: every calendar, then the outbox; exit 4 if a peer failed."""
+    from syncd.daemon import run_cycle, worker_id
+
+    summary = run_cycle(rt.ctx, rt.config, worker_id(), due_only=False)
+    data = {
+        "calendars": [
+            {"id": r.calendar_id, "changed": r.changed, "removed": r.removed,
+             "resynced": r.resynced, "actions": r.actions, "writes": r.writes,
+             "write_failures": r.write_failures, "held": r.held, "tripped": r.tripped,
+             "error": r.error}
+            for r in summary.reports
+        ],
+        "mail": getattr(summary.mail, "__dict__", None),
+    }
+    lines: list[str] = []
+    for r in summary.reports:
+        status = f"error: {r.error}" if r.error else "ok"
+        lines.append(f"calendar {r.calendar_id}: {status}; {r.changed} changed, "
+                     f"{r.removed} removed, {r.writes} written")
+        lines += [f"  {x}" for x in r.actions]
+        if r.tripped:
+            lines.append(f"  BREAKER TRIPPED: {r.held} sessions held")
+    if summary.mail is not None:
+        m = summary.mail
+        lines.append(f"outbox: {getattr(m, 'sent', 0)} sent, {getattr(m, 'retried', 0)} to "
+                     f"retry, {getattr(m, 'dead', 0)} dead")
+    _out(rt, data, lines)
+    return 4 if summary.peer_failed else 0
+
+
+def run(rt: Runtime) -> int:
+    """``syncd run``: the daemon."""
+    from syncd.daemon import Daemon
+
+    ctx, cfg = rt.ctx, rt.config
+
+    def start_web() -> Any:
+        from syncd.web.server import start_in_thread
+
+        return start_in_thread(ctx, cfg)
+
+    daemon = Daemon(ctx, cfg, start_web)
+    signal.signal(signal.SIGTERM, daemon.stop)
+    signal.signal(signal.SIGINT, daemon.stop)
+    return daemon.run()
+
+
+def web(rt: Runtime) -> int:
+    """``syncd web``: the customer page and the API in the foreground."""
+    from syncd.web.server import serve
+
+    serve(rt.ctx, rt.config)
+    return 0
+
+
+def breaker_release(rt: Runtime) -> int:
+    """Apply the cancellations the breaker holds (the admin really deleted them)."""
+    from syncd import services
+    from syncd.domain import sessions as rules
+    from syncd.engine import state
+
+    ctx = rt.ctx
+    now = ctx.clock()
+    done: list[str] = []
+    with ctx.db.write() as orm:
+        cal = state.get_calendar(orm, rt.args.calendar_id, lock=True)
+        held = state.held_intents(orm, cal.id)
+        if cal.breaker_tripped_at is None and not held:
+            raise Refused(f"The breaker of calendar {cal.id} is not tripped.")
+        for intent in held:
+            sid = intent.session_id
+
+            def make(s: Any, a: Any, _o: Any) -> Any:
+                return rules.cancel(s, a, a.policy.default_cancel_reason, Actor.ADMIN_CALENDAR, now)
+
+            try:
+                with orm.begin_nested():
+                    services.act_in(orm, ctx, sid, make, now)
+                done.append(sid)
+            except Refused:
+                pass
+            mirror = state.mirror_row(orm, cal.id, sid)
+            if mirror is not None:
+                mirror.gone = True
+            orm.delete(intent)
+        cal.breaker_tripped_at = None
+    _out(rt, {"calendar": rt.args.calendar_id, "canceled": done},
+         [f"Released: {len(done)} sessions canceled; their customers will be told."])
+    return 0
+
+
+def breaker_restore(rt: Runtime) -> int:
+    """Put the held events back into the calendar; no session changes, no customer email."""
+    from syncd.daemon import sync_one
+    from syncd.engine import state
+
+    ctx = rt.ctx
+    restored: list[str] = []
+    with ctx.db.write() as orm:
+        cal = state.get_calendar(orm, rt.args.calendar_id, lock=True)
+        held = state.held_intents(orm, cal.id)
+        if cal.breaker_tripped_at is None and not held:
+            raise Refused(f"The breaker of calendar {cal.id} is not tripped.")
+        for intent in held:
+            mirror = state.mirror_row(orm, cal.id, intent.session_id)
+            if mirror is not None:
+                mirror.written_etag = mirror.written_hash = mirror.seen_etag = None
+            restored.append(intent.session_id)
+            orm.delete(intent)
+        cal.breaker_tripped_at = None
+    report = sync_one(ctx, rt.config, rt.args.calendar_id)
+    lines = [f"Restoring {len(restored)} events in calendar {rt.args.calendar_id}."]
+    if report.error:
+        lines.append(f"The calendar could not be written now ({report.error}); "
+                     "the next sync will retry.")
+    _out(rt, {"calendar": rt.args.calendar_id, "restored": restored, "error": report.error},
+         lines)
+    return 4 if report.error else 0
+
+
+def status(rt: Runtime) -> int:
+    """Calendars, breakers, pending gestures and the outbox at a glance."""
+    ctx = rt.ctx
+    with ctx.db.read() as orm:
+        cals = orm.scalars(select(CalendarRow).order_by(CalendarRow.id)).all()
+        outbox = dict(
+            orm.execute(select(OutboxRow.status, func.count()).group_by(OutboxRow.status)).all()
+        )
+        intents = dict(
+            orm.execute(
+                select(IntentRow.calendar_id, func.count()).group_by(IntentRow.calendar_id)
+            ).all()
+        )
+        mirrors = dict(
+            orm.execute(
+                select(MirrorRow.calendar_id, func.count())
+                .where(MirrorRow.gone.is_(False))
+                .group_by(MirrorRow.calendar_id)
+            ).all()
+        )
+        data = {
+            "calendars": [
+                {"id": c.id, "backend": c.backend, "busy_only": c.busy_only,
+                 "last_sync_at": c.last_sync_at, "last_error": c.last_error,
+                 "breaker_tripped": c.breaker_tripped_at is not None,
+                 "paused_reason": c.paused_reason, "pending_gestures": intents.get(c.id, 0),
+                 "mirrored_events": mirrors.get(c.id, 0)}
+                for c in cals
+            ],
+            "outbox": {k: int(v) for k, v in outbox.items()},
+        }
+    lines = []
+    for c in data["calendars"]:  # type: ignore[union-attr]
+        flags = []
+        if c["breaker_tripped"]:
+            flags.append(f"BREAKER TRIPPED (syncd breaker release|restore {c['id']})")
+        if c["paused_reason"]:
+            flags.append(f"PAUSED: {c['paused_reason']}")
+        if c["last_error"]:
+            flags.append(f"last error: {c['last_error']}")
+        lines.append(
+            f"calendar {c['id']} ({c['backend']}): last sync {c['last_sync_at'] or 'never'}, "
+            f"{c['mirrored_events']} events, {c['pending_gestures']} pending gestures"
+            + ("; " + "; ".join(flags) if flags else "")
+        )
+    ob = data["outbox"]
+    lines.append("outbox: " + (", ".join(f"{v} {k}" for k, v in sorted(ob.items())) or "empty"))  # type: ignore[union-attr]
+    _out(rt, data, lines or ["Nothing configured yet."])
+    return 0
+
+
+def doctor(rt: Runtime) -> int:
+    """Check the configuration, the database, each calendar and the SMTP server."""
+    from syncd.backends import open_backend
+    from syncd.daemon import make_mailer
+
+    cfg = rt.config
+    checks: list[dict[str, Any]] = [{"check": "config", "ok": True, "detail": cfg.source}]
+    ok = True
+    try:
+        current = rt.ctx.db.is_current()
+        checks.append({"check": "database", "ok": current,
+                       "detail": "schema present" if current else "run 'syncd db upgrade'"})
+        ok &= current
+    except Exception as err:  # noqa: BLE001 - doctor reports every failure as a line
+        checks.append({"check": "database", "ok": False, "detail": str(err)})
+        ok = False
+    if ok:
+        with rt.ctx.db.read() as orm:
+            cals = [(c.id, c.backend, dict(c.settings)) for c in orm.scalars(select(CalendarRow))]
+        for cid, backend, settings in cals:
+            try:
+                b = open_backend(backend, settings, cfg)
+                b.changes(None, MappingProxyType({}))
+                b.close()
+                checks.append({"check": f"calendar {cid}", "ok": True, "detail": backend})
+            except Exception as err:  # noqa: BLE001
+                checks.append({"check": f"calendar {cid}", "ok": False, "detail": str(err)})
+                ok = False
+    try:
+        mailer = make_mailer(cfg)
+        mailer.close()
+        checks.append({"check": "smtp", "ok": True, "detail": f"{cfg.smtp.host}:{cfg.smtp.port}"})
+    except Exception as err:  # noqa: BLE001
+        checks.append({"check": "smtp", "ok": False, "detail": str(err)})
+        ok = False
+    _out(rt, checks, [f"{'ok  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}"
+                      for c in checks])
+    return 0 if ok else 4
+
+
+def auth_google(rt: Runtime) -> int:
+    """``syncd auth google EMAIL``."""
+    from adapters.google_auth import authorize
+
+    return authorize(rt)
+
+
+def demo(rt: Runtime) -> int:
+    """``syncd demo``."""
+    from syncd.demo import main as demo_main
+
+    return demo_main(rt)
+
+
+__all__ = ["NotFoundError"]

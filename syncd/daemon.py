@@ -1,0 +1,221 @@
+"""The long-running process: calendars synced by a thread pool, the outbox drained, web served.
+
+Several ``syncd run`` workers may share one PostgreSQL: calendars are claimed with leases
+(``FOR UPDATE SKIP LOCKED``), a dead worker's leases expire, and the outbox is drained the
+same way. SIGTERM stops in order: the units in hand finish, then the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from syncd.backends import open_backend
+from syncd.config import Config
+from syncd.engine.desired import GestureRules
+from syncd.engine.planner import BreakerRules
+from syncd.engine.runner import CycleReport, EngineSettings, sync_calendar
+from syncd.errors import SyncdError
+from syncd.services import Context
+from syncd.store.models import CalendarRow
+
+log = logging.getLogger("syncd.daemon")
+
+
+def engine_settings(cfg: Config) -> EngineSettings:
+    """The engine's knobs from the configuration."""
+    g = cfg.gestures
+    return EngineSettings(
+        settle=cfg.sync.settle,
+        rules=GestureRules(
+            tuple(g.cancel_keywords), tuple(g.reschedule_keywords), g.summary_template
+        ),
+        breaker=BreakerRules(cfg.breaker.min_sessions, cfg.breaker.fraction),
+    )
+
+
+def worker_id() -> str:
+    """host:pid, unique enough among workers sharing a database."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_calendars(
+    ctx: Context, owner: str, lease: timedelta, due_only: bool, limit: int = 50
+) -> list[int]:
+    """Take a lease on calendars nobody else holds (and, with ``due_only``, that are due)."""
+    now = ctx.clock()
+    with ctx.db.write() as orm:
+        stmt = (
+            select(CalendarRow)
+            .where(
+                CalendarRow.busy_only.is_(False),
+                CalendarRow.paused_reason.is_(None),
+                or_(CalendarRow.lease_until.is_(None), CalendarRow.lease_until < now,
+                    CalendarRow.lease_owner == owner),
+            )
+            .order_by(CalendarRow.next_sync_at.nulls_first(), CalendarRow.id)
+            .limit(limit)
+        )
+        if due_only:
+            stmt = stmt.where(
+                or_(CalendarRow.next_sync_at.is_(None), CalendarRow.next_sync_at <= now)
+            )
+        if ctx.db.lock_clause():
+            stmt = stmt.with_for_update(skip_locked=True)
+        rows = orm.scalars(stmt).all()
+        for row in rows:
+            row.lease_owner, row.lease_until = owner, now + lease
+        return [r.id for r in rows]
+
+
+def release_calendar(ctx: Context, calendar_id: int, owner: str, next_in: timedelta) -> None:
+    """Give the lease back and schedule the next poll, with ±10 % jitter."""
+    now = ctx.clock()
+    jitter = next_in.total_seconds() * random.uniform(0.9, 1.1)
+    with ctx.db.write() as orm:
+        row = orm.get(CalendarRow, calendar_id)
+        if row is not None and row.lease_owner == owner:
+            row.lease_owner, row.lease_until = None, None
+            row.next_sync_at = now + timedelta(seconds=jitter)
+
+
+@dataclass
+class CycleSummary:
+    """One pass over the calendars and the outbox."""
+
+    reports: list[CycleReport] = field(default_factory=list)
+    mail: Any = None
+
+    @property
+    def peer_failed(self) -> bool:
+        """True when a calendar (or the SMTP server) could not be reached."""
+        mail_failed = bool(getattr(self.mail, "retried", 0)) and not getattr(self.mail, "sent", 0)
+        return any(r.error for r in self.reports) or mail_failed
+
+
+def sync_one(ctx: Context, cfg: Config, calendar_id: int) -> CycleReport:
+    """Open the calendar's backend and run one cycle."""
+    with ctx.db.read() as orm:
+        row = orm.get_one(CalendarRow, calendar_id)
+        backend_name, settings = row.backend, dict(row.settings)
+    try:
+        backend = open_backend(backend_name, settings, cfg)
+    except SyncdError as err:
+        return CycleReport(calendar_id, error=str(err))
+    try:
+        return sync_calendar(ctx, engine_settings(cfg), calendar_id, backend)
+    finally:
+        backend.close()
+
+
+def make_mailer(cfg: Config) -> Any:
+    """The SMTP mailer of the configuration (composition root)."""
+    from adapters.smtp_mailer import SmtpMailer
+
+    s = cfg.smtp
+    return SmtpMailer(
+        s.host, s.port, s.security, s.username, s.password(), s.timeout.total_seconds()
+    )
+
+
+def drain_outbox(ctx: Context, cfg: Config, owner: str) -> Any:
+    """Send what is due in the outbox."""
+    from syncd.notify import sender
+
+    mailer = make_mailer(cfg)
+    try:
+        return sender.drain(ctx, mailer, cfg.smtp, owner)
+    finally:
+        mailer.close()
+
+
+def run_cycle(
+    ctx: Context, cfg: Config, owner: str, due_only: bool, pool: ThreadPoolExecutor | None = None
+) -> CycleSummary:
+    """Every claimable calendar once, then the outbox."""
+    summary = CycleSummary()
+    ids = claim_calendars(ctx, owner, cfg.sync.lease, due_only)
+
+    def one(cid: int) -> CycleReport:
+        try:
+            return sync_one(ctx, cfg, cid)
+        finally:
+            release_calendar(ctx, cid, owner, cfg.sync.poll_interval)
+
+    if pool is None:
+        summary.reports = [one(cid) for cid in ids]
+    else:
+        summary.reports = list(pool.map(one, ids))
+    summary.mail = drain_outbox(ctx, cfg, owner)
+    return summary
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) how we are; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        except OSError as err:
+            log.debug("sd_notify failed: %s", err)
+
+
+class Daemon:
+    """``syncd run``: poll loop, outbox, and the web server in a thread."""
+
+    def __init__(
+        self, ctx: Context, cfg: Config, start_web: Callable[[], Any] | None = None
+    ) -> None:
+        self.ctx, self.cfg = ctx, cfg
+        self.owner = worker_id()
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.start_web = start_web
+        self.last_cycle: datetime | None = None
+
+    def stop(self, *_: Any) -> None:
+        """Finish the unit in hand, then exit."""
+        log.info("stopping: finishing the work in hand")
+        self.stopping.set()
+        self.wake.set()
+
+    def run(self) -> int:
+        """Loop until stopped; returns the exit code."""
+        web = self.start_web() if self.start_web else None
+        sd_notify("READY=1")
+        log.info("syncd running as %s", self.owner)
+        tick = min(5.0, max(0.2, self.cfg.sync.poll_interval.total_seconds() / 4))
+        with ThreadPoolExecutor(self.cfg.sync.workers, thread_name_prefix="sync") as pool:
+            while not self.stopping.is_set():
+                try:
+                    summary = run_cycle(self.ctx, self.cfg, self.owner, True, pool)
+                    self.last_cycle = self.ctx.clock()
+                    for r in summary.reports:
+                        for a in r.actions:
+                            log.info("calendar %s: %s", r.calendar_id, a)
+                except SyncdError as err:
+                    log.error("cycle failed: %s", err)
+                sd_notify("WATCHDOG=1")
+                self.wake.wait(tick)
+                self.wake.clear()
+        sd_notify("STOPPING=1")
+        if web is not None and hasattr(web, "stop"):
+            web.stop()
+        time.sleep(0)
+        return 0

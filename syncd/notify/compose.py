@@ -1,0 +1,377 @@
+"""Composition: an outbox row's payload becomes one email, text + HTML (+ iTIP).
+
+Templates are Jinja2 files in ``syncd/notify/templates/`` named ``<kind>.subject``,
+``<kind>.txt`` and ``<kind>.html`` (the HTML ones extend ``base.html``, the text ones
+``base.txt``). A folder given as ``[smtp] templates`` is searched first, so an operator can
+override any single file. HTML is autoescaped; text and subjects are not.
+
+Customer times are shown in the customer's zone, with the zone named; admin times in the
+admin's zone. Every customer email about a time carries an iTIP part (RFC 5546, RFC 6047)
+with the UID of the mirrored event, so the customer's own calendar follows:
+
+- booked, rescheduled, confirmed: ``METHOD:REQUEST``, ``STATUS:CONFIRMED``;
+- canceled: ``METHOD:CANCEL``, ``STATUS:CANCELLED``;
+- choose: ``METHOD:REQUEST`` with ``STATUS:TENTATIVE`` and ``TRANSP:TRANSPARENT`` at the old
+  time: the customer's calendar shows the session as "not settled" until they pick a time
+  (the "confirmed" email then moves it). The single-use link is never put into the iTIP
+  part, only into the email body, so it does not spread into calendars.
+
+``python -m syncd.notify.compose --docs`` prints ``docs/EMAILS.md`` (every email as its
+reader sees it, rendered from :data:`EXAMPLES`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, getaddresses
+from pathlib import Path
+from typing import Any
+
+from icalendar import Calendar, Event, vCalAddress, vText
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from syncd.domain.model import CUSTOMER_NOTICES, NoticeKind
+from syncd.domain.timefmt import human, local
+
+TEMPLATES = Path(__file__).parent / "templates"
+PRODID = "-//syncd//syncd 1.0//EN"
+
+# kind -> (METHOD, STATUS, PARTSTAT of the customer)
+ITIP: dict[str, tuple[str, str, str]] = {
+    NoticeKind.BOOKED.value: ("REQUEST", "CONFIRMED", "ACCEPTED"),
+    NoticeKind.RESCHEDULED.value: ("REQUEST", "CONFIRMED", "ACCEPTED"),
+    NoticeKind.CONFIRMED.value: ("REQUEST", "CONFIRMED", "ACCEPTED"),
+    NoticeKind.CANCELED.value: ("CANCEL", "CANCELLED", "ACCEPTED"),
+    NoticeKind.CHOOSE.value: ("REQUEST", "TENTATIVE", "TENTATIVE"),
+}
+
+_ENVS: dict[str | None, Environment] = {}
+
+
+def environment(templates_dir: str | None = None) -> Environment:
+    """The Jinja2 environment: ``templates_dir`` first, then the built-in templates."""
+    key = str(Path(templates_dir).resolve()) if templates_dir else None
+    env = _ENVS.get(key)
+    if env is None:
+        loaders = [FileSystemLoader(key)] if key else []
+        loaders.append(FileSystemLoader(str(TEMPLATES)))
+        env = Environment(
+            loader=ChoiceLoader(loaders),
+            autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        env.filters["human"] = lambda iso, tz: human(_instant(iso), tz)
+        env.filters["short"] = lambda iso, tz: short(_instant(iso), tz)
+        _ENVS[key] = env
+    return env
+
+
+def short(instant: datetime, tz: str) -> str:
+    """The subject-line form of a time, e.g. ``Tue 1 Dec, 16:00 CET``."""
+    t = local(instant, tz)
+    return f"{t:%a} {t.day} {t:%b}, {t:%H:%M} {t.tzname()}"
+
+
+def _instant(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def context(payload: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The template variables of one email (every time already formatted)."""
+    data: dict[str, Any] = dict(payload.get("data") or {})
+    session: dict[str, Any] | None = payload.get("session")
+    admin: dict[str, Any] = (session or {}).get("admin") or payload.get("admin") or {}
+    admin_tz = admin.get("tz") or "UTC"
+    ctx: dict[str, Any] = {
+        "kind": kind,
+        "to_admin": kind not in {k.value for k in CUSTOMER_NOTICES},
+        "data": data,
+        "admin_name": admin.get("name") or admin.get("email") or "your host",
+        "admin_email": admin.get("email", ""),
+        "admin_tz": admin_tz,
+        "reason": data.get("reason") or (session or {}).get("cancel_reason") or "",
+        "message": data.get("message") or "",
+        "what": data.get("what") or "",
+        "link": payload.get("link") or "",
+        "calendar": data.get("calendar") or "",
+    }
+    if session is not None:
+        cust = session["customer"]
+        tz = cust.get("tz") or "UTC"
+        start, end = _instant(session["start"]), _instant(session["end"])
+        ctx.update(
+            session_id=session["id"],
+            customer_name=cust.get("name") or cust["email"],
+            customer_email=cust["email"],
+            customer_tz=tz,
+            when=human(start, tz),
+            short_when=short(start, tz),
+            when_admin=human(start, admin_tz),
+            short_when_admin=short(start, admin_tz),
+            minutes=int((end - start).total_seconds() // 60),
+            old_when=human(_instant(data["old_start"]), tz) if data.get("old_start") else "",
+            expires=human(_instant(data["expires"]), tz) if data.get("expires") else "",
+            expires_admin=(
+                human(_instant(data["expires"]), admin_tz) if data.get("expires") else ""
+            ),
+        )
+    sessions = data.get("sessions") or []
+    ctx["count"] = data.get("count", len(sessions))
+    ctx["sessions"] = [
+        {
+            "id": s.get("id", ""),
+            "customer": s.get("customer", ""),
+            "when": human(_instant(s["start"]), admin_tz) if s.get("start") else "",
+        }
+        for s in sessions
+    ]
+    cal_id = data.get("calendar_id", data.get("calendar", ""))
+    ctx["release_command"] = f"syncd breaker release {cal_id}"
+    ctx["restore_command"] = f"syncd breaker restore {cal_id}"
+    return ctx
+
+
+def render(
+    payload: dict[str, Any], kind: str, templates_dir: str | None = None
+) -> tuple[str, str, str]:
+    """``(subject, text, html)`` of one email."""
+    env = environment(templates_dir)
+    values = context(payload, kind)
+    subject = " ".join(env.get_template(f"{kind}.subject").render(values).split())
+    values["subject"] = subject
+    text = env.get_template(f"{kind}.txt").render(values)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+    html = env.get_template(f"{kind}.html").render(values)
+    return subject, text, html
+
+
+def itip(
+    payload: dict[str, Any], kind: str, sender: str, now: datetime | None = None
+) -> tuple[str, bytes] | None:
+    """``(METHOD, VCALENDAR bytes)`` of a customer email, or None for admin emails."""
+    if kind not in ITIP or "session" not in payload:
+        return None
+    method, status, partstat = ITIP[kind]
+    session = payload["session"]
+    cust = session["customer"]
+    sender_name, sender_addr = _address(sender)
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("method", method)
+    event = Event()
+    event.add("uid", session["uid"])
+    event.add("sequence", int(session.get("sequence", 0)))
+    event.add("dtstamp", (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0))
+    event.add("dtstart", _instant(session["start"]).astimezone(UTC))
+    event.add("dtend", _instant(session["end"]).astimezone(UTC))
+    admin_name = (session.get("admin") or {}).get("name") or "your host"
+    summary = f"Session with {admin_name}"
+    if kind == NoticeKind.CHOOSE.value:
+        summary += " (choose a new time)"
+    event.add("summary", summary)
+    event.add("status", status)
+    event.add("transp", "TRANSPARENT" if status == "TENTATIVE" else "OPAQUE")
+    organizer = vCalAddress(f"mailto:{sender_addr}")
+    if sender_name:
+        organizer.params["CN"] = vText(sender_name)
+    event.add("organizer", organizer)
+    attendee = vCalAddress(f"mailto:{cust['email']}")
+    attendee.params["CN"] = vText(cust.get("name") or cust["email"])
+    attendee.params["ROLE"] = vText("REQ-PARTICIPANT")
+    attendee.params["PARTSTAT"] = vText(partstat)
+    attendee.params["RSVP"] = vText("FALSE")
+    event.add("attendee", attendee)
+    cal.add_component(event)
+    return method, cal.to_ical()
+
+
+def _address(value: str) -> tuple[str, str]:
+    pairs = getaddresses([value])
+    if not pairs or not pairs[0][1]:
+        raise ValueError(f"{value!r} is not an email address")
+    return pairs[0]
+
+
+def _header_address(value: str) -> Address:
+    name, addr = _address(value)
+    user, _, domain = addr.rpartition("@")
+    return Address(display_name=name, username=user, domain=domain)
+
+
+def compose(
+    row_payload: dict[str, Any],
+    kind: str,
+    recipient: str,
+    message_id: str,
+    sender: str,
+    templates_dir: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> EmailMessage:
+    """The email of one outbox row, ready for :meth:`syncd.ports.Mailer.send`.
+
+    ``message_id`` is the row's (identical on every retry); ``sender`` is ``[smtp] from``.
+    Customer emails about a time are ``multipart/mixed``: a ``multipart/alternative`` of
+    text/plain, text/html and ``text/calendar; method=...``, then ``invite.ics``.
+    """
+    subject, text, html = render(row_payload, kind, templates_dir)
+    values = context(row_payload, kind)
+    msg = EmailMessage()
+    msg["From"] = _header_address(sender)
+    to = _header_address(recipient)
+    if not values["to_admin"] and "session" in row_payload:
+        name = row_payload["session"]["customer"].get("name") or ""
+        to = Address(display_name=name, username=to.username, domain=to.domain)
+        admin_email = values["admin_email"]
+        if admin_email:
+            msg["Reply-To"] = _header_address(f"{values['admin_name']} <{admin_email}>")
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(now or datetime.now(UTC))
+    msg["Message-ID"] = message_id
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    part = itip(row_payload, kind, sender, now)
+    if part is not None:
+        method, ics = part
+        msg.add_alternative(
+            ics.decode("utf-8"),
+            subtype="calendar",
+            charset="utf-8",
+            cte="quoted-printable",
+            params={"method": method},
+        )
+        msg.add_attachment(ics, maintype="application", subtype="ics", filename="invite.ics")
+    return msg
+
+
+# --- the documentation of every email ---------------------------------------------------------
+
+_ADMIN = {"email": "kim@example.com", "name": "Kim Lee", "tz": "America/New_York"}
+_SESSION = {
+    "id": "s_abcdefghijklmnop",
+    "uid": "syncd-s_abcdefghijklmnop@book.example.com",
+    "start": "2026-12-01T15:00:00+00:00",
+    "end": "2026-12-01T16:00:00+00:00",
+    "status": "booked",
+    "sequence": 0,
+    "cancel_reason": None,
+    "customer": {"email": "ann@example.org", "name": "Ann Weber", "tz": "Europe/Berlin"},
+    "admin": _ADMIN,
+}
+_OLD = {"old_start": "2026-11-30T09:00:00+00:00", "old_end": "2026-11-30T10:00:00+00:00"}
+_LINK = "https://book.example.com/choose/Xy3-EXAMPLE-TOKEN"
+
+#: A fixed example payload of every kind (what ``docs/EMAILS.md`` is rendered from).
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "booked": {"data": {}, "session": _SESSION},
+    "rescheduled": {"data": dict(_OLD), "session": {**_SESSION, "sequence": 1}},
+    "canceled": {
+        "data": {"reason": "I am ill, sorry! Let's find another time next week."},
+        "session": {**_SESSION, "status": "canceled", "sequence": 2},
+    },
+    "choose": {
+        "data": {
+            "message": "Something came up on Tuesday.\nCould we do another day?",
+            "expires": "2026-11-27T08:00:00+00:00",
+        },
+        "session": {**_SESSION, "status": "awaiting_customer", "sequence": 1},
+        "token": "Xy3-EXAMPLE-TOKEN",
+        "link": _LINK,
+    },
+    "confirmed": {
+        "data": {"old_start": "2026-12-01T15:00:00+00:00", "old_end": "2026-12-01T16:00:00+00:00"},
+        "session": {
+            **_SESSION,
+            "start": "2026-12-03T10:00:00+00:00",
+            "end": "2026-12-03T11:00:00+00:00",
+            "sequence": 2,
+        },
+    },
+    "gesture_undone": {
+        "data": {
+            "what": "moved the event to Mon 30 Nov 2026, 09:00 (in the past)",
+            "reason": "a session cannot be moved into the past",
+        },
+        "session": _SESSION,
+    },
+    "breaker_tripped": {
+        "data": {
+            "calendar": "Work (caldav, calendar 3)",
+            "calendar_id": 3,
+            "count": 2,
+            "sessions": [
+                {"id": "s_abcdefghijklmnop", "customer": "Ann Weber", "start": _SESSION["start"]},
+                {"id": "s_qrstuvwxyz234567", "customer": "Bo Chen",
+                 "start": "2026-12-02T14:00:00+00:00"},
+            ],
+        },
+        "admin": _ADMIN,
+    },
+    "link_expired": {
+        "data": {"expires": "2026-11-27T08:00:00+00:00"},
+        "session": {**_SESSION, "status": "awaiting_customer", "sequence": 1},
+    },
+    "auth_revoked": {
+        "data": {
+            "calendar": "kim@example.com (google)",
+            "reason": "Google refused the refresh token (invalid_grant).",
+        },
+        "admin": _ADMIN,
+    },
+}
+
+_DOC_HEAD = """# The emails syncd sends
+
+Every email as its reader sees it (the text part; the HTML part says the same). Customer
+times are in the customer's zone, admin times in the admin's. Customer emails about a time
+carry an iTIP part (`text/calendar`) and an `invite.ics` with the UID of the mirrored event.
+The example: Ann Weber (Europe/Berlin) booked Kim Lee (America/New_York).
+
+Generated by `python -m syncd.notify.compose --docs > docs/EMAILS.md`;
+`tests/unit/test_emails_doc.py` fails when this file is stale.
+"""
+
+
+def docs(templates_dir: str | None = None) -> str:
+    """The Markdown of ``docs/EMAILS.md``."""
+    out = [_DOC_HEAD]
+    for kind in NoticeKind:
+        payload = EXAMPLES[kind.value]
+        subject, text, _html = render(payload, kind.value, templates_dir)
+        customer = kind in CUSTOMER_NOTICES
+        to = _SESSION["customer"]["email"] if customer else _ADMIN["email"]  # type: ignore[index]
+        out.append(f"## {kind.value} — to the {'customer' if customer else 'admin'}\n")
+        out.append(f"To: {to}  \nSubject: {subject}  ")
+        if kind.value in ITIP:
+            method, status, _ = ITIP[kind.value]
+            out.append(f"iTIP: METHOD:{method}, STATUS:{status}  ")
+        out.append(f"\n```text\n{text}```\n")
+    return "\n".join(out)
+
+
+def _main(argv: list[str]) -> int:
+    if argv[1:2] == ["--docs"]:
+        sys.stdout.write(docs())
+        return 0
+    sys.stderr.write("usage: python -m syncd.notify.compose --docs > docs/EMAILS.md\n")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv))
+
+
+__all__ = ["EXAMPLES", "ITIP", "compose", "context", "docs", "itip", "render", "short"]
