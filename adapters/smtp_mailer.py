@@ -17,6 +17,7 @@ Not thread-safe: use one instance per worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
 import ssl
@@ -26,7 +27,6 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 
 from syncd.ports import MailPermanent, MailTransient
-
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
@@ -220,7 +220,5 @@ def _envelope_from(message: EmailMessage) -> str:
 def _quietly_close(conn: smtplib.SMTP | None) -> None:
     if conn is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         conn.close()
-    except OSError:
-        pass

@@ -18,7 +18,8 @@ def open_backend(backend: str, settings: dict[str, Any], cfg: Config) -> Calenda
         from adapters.caldav_backend import CalDAVBackend
 
         password = read_secret(
-            settings.get("password_file", ""), settings.get("password_credential", ""),
+            settings.get("password_file", ""),
+            settings.get("password_credential", ""),
             f"calendar {settings.get('url')}: password",
         )
         return CalDAVBackend(

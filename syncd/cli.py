@@ -118,7 +118,10 @@ def cmd_admin_add(rt: Runtime) -> int:
 
     a = rt.args
     admin = services.add_admin(
-        rt.ctx, a.email, a.name, a.tz,
+        rt.ctx,
+        a.email,
+        a.name,
+        a.tz,
         _duration_arg(a.reschedule_cutoff) if a.reschedule_cutoff else None,
         _duration_arg(a.cancel_cutoff) if a.cancel_cutoff else None,
     )
@@ -156,8 +159,12 @@ def cmd_session_book(rt: Runtime) -> int:
     from datetime import timedelta
 
     s = services.book(
-        rt.ctx, a.admin, Customer(a.customer, a.customer_name, a.customer_tz),
-        start, start + timedelta(minutes=a.duration), Actor(a.actor),
+        rt.ctx,
+        a.admin,
+        Customer(a.customer, a.customer_name, a.customer_tz),
+        start,
+        start + timedelta(minutes=a.duration),
+        Actor(a.actor),
     )
     _out(a, session_json(s), f"Booked {s.id} at {human(s.start, s.customer.tz)}.")
     return EXIT_OK
@@ -179,7 +186,8 @@ def cmd_session_show(rt: Runtime) -> int:
     lines = [
         _session_line(s),
         f"  customer time: {human(s.start, s.customer.tz)}",
-        f"  sequence {s.sequence}" + (f", cancel reason: {s.cancel_reason}" if s.cancel_reason else ""),
+        f"  sequence {s.sequence}"
+        + (f", cancel reason: {s.cancel_reason}" if s.cancel_reason else ""),
     ]
     lines += [
         f"  {h.at:%Y-%m-%d %H:%M}Z {h.actor.value:<14} {h.action}"
@@ -260,12 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="configuration file")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable output")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
 
-    p = argparse.ArgumentParser(prog="syncd", parents=[common],
-                                description="Mirror booked sessions into calendars.")
+    p = argparse.ArgumentParser(
+        prog="syncd", parents=[common], description="Mirror booked sessions into calendars."
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(parent: Any, name: str, fn: Callable[[Runtime], int], **kw: Any) -> Any:
@@ -304,8 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--password-file", default="")
     sp.add_argument("--calendar-id")
     sp.add_argument("--credentials-file", default="")
-    sp.add_argument("--busy-only", action="store_true",
-                    help="read busy times only (for free slots); never write")
+    sp.add_argument(
+        "--busy-only",
+        action="store_true",
+        help="read busy times only (for free slots); never write",
+    )
     cmd(calsub, "list", _engine_cmd("calendar_list"), help="list calendars")
 
     auth = sub.add_parser("auth", parents=[common], help="authorize calendar access")
@@ -324,8 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--customer-tz", default="UTC")
     sp.add_argument("--start", required=True)
     sp.add_argument("--duration", type=int, required=True, help="minutes")
-    sp.add_argument("--as", dest="actor", default="customer",
-                    choices=["customer", "admin", "api"])
+    sp.add_argument("--as", dest="actor", default="customer", choices=["customer", "admin", "api"])
     sp = cmd(sessub, "list", cmd_session_list, help="list sessions")
     sp.add_argument("--admin")
     sp.add_argument("--status")
@@ -357,8 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     br = sub.add_parser("breaker", parents=[common], help="the mass-deletion breaker")
     brsub = br.add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")
-    sp = cmd(brsub, "release", _engine_cmd("breaker_release"),
-             help="apply the held cancellations")
+    sp = cmd(brsub, "release", _engine_cmd("breaker_release"), help="apply the held cancellations")
     sp.add_argument("calendar_id", type=int)
     sp = cmd(brsub, "restore", _engine_cmd("breaker_restore"), help="put the events back")
     sp.add_argument("calendar_id", type=int)
@@ -380,7 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, name):
             setattr(args, name, default)
     level = logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     rt = Runtime(args)
     try:
         code: int = args.fn(rt)

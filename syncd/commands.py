@@ -61,7 +61,10 @@ def calendar_add(rt: Runtime) -> int:
     with ctx.db.write() as orm:
         admin = get_admin_row(orm, a.email)
         row = CalendarRow(
-            admin_id=admin.id, backend=a.backend, settings=settings, busy_only=a.busy_only,
+            admin_id=admin.id,
+            backend=a.backend,
+            settings=settings,
+            busy_only=a.busy_only,
             cursor_version=1,
         )
         orm.add(row)
@@ -101,10 +104,18 @@ def sync(rt: Runtime) -> int:
     summary = run_cycle(rt.ctx, rt.config, worker_id(), due_only=False)
     data = {
         "calendars": [
-            {"id": r.calendar_id, "changed": r.changed, "removed": r.removed,
-             "resynced": r.resynced, "actions": r.actions, "writes": r.writes,
-             "write_failures": r.write_failures, "held": r.held, "tripped": r.tripped,
-             "error": r.error}
+            {
+                "id": r.calendar_id,
+                "changed": r.changed,
+                "removed": r.removed,
+                "resynced": r.resynced,
+                "actions": r.actions,
+                "writes": r.writes,
+                "write_failures": r.write_failures,
+                "held": r.held,
+                "tripped": r.tripped,
+                "error": r.error,
+            }
             for r in summary.reports
         ],
         "mail": getattr(summary.mail, "__dict__", None),
@@ -112,15 +123,19 @@ def sync(rt: Runtime) -> int:
     lines: list[str] = []
     for r in summary.reports:
         status = f"error: {r.error}" if r.error else "ok"
-        lines.append(f"calendar {r.calendar_id}: {status}; {r.changed} changed, "
-                     f"{r.removed} removed, {r.writes} written")
+        lines.append(
+            f"calendar {r.calendar_id}: {status}; {r.changed} changed, "
+            f"{r.removed} removed, {r.writes} written"
+        )
         lines += [f"  {x}" for x in r.actions]
         if r.tripped:
             lines.append(f"  BREAKER TRIPPED: {r.held} sessions held")
     if summary.mail is not None:
         m = summary.mail
-        lines.append(f"outbox: {getattr(m, 'sent', 0)} sent, {getattr(m, 'retried', 0)} to "
-                     f"retry, {getattr(m, 'dead', 0)} dead")
+        lines.append(
+            f"outbox: {getattr(m, 'sent', 0)} sent, {getattr(m, 'retried', 0)} to "
+            f"retry, {getattr(m, 'dead', 0)} dead"
+        )
     _out(rt, data, lines)
     return 4 if summary.peer_failed else 0
 
@@ -181,8 +196,11 @@ def breaker_release(rt: Runtime) -> int:
                 mirror.gone = True
             orm.delete(intent)
         cal.breaker_tripped_at = None
-    _out(rt, {"calendar": rt.args.calendar_id, "canceled": done},
-         [f"Released: {len(done)} sessions canceled; their customers will be told."])
+    _out(
+        rt,
+        {"calendar": rt.args.calendar_id, "canceled": done},
+        [f"Released: {len(done)} sessions canceled; their customers will be told."],
+    )
     return 0
 
 
@@ -208,10 +226,10 @@ def breaker_restore(rt: Runtime) -> int:
     report = sync_one(ctx, rt.config, rt.args.calendar_id)
     lines = [f"Restoring {len(restored)} events in calendar {rt.args.calendar_id}."]
     if report.error:
-        lines.append(f"The calendar could not be written now ({report.error}); "
-                     "the next sync will retry.")
-    _out(rt, {"calendar": rt.args.calendar_id, "restored": restored, "error": report.error},
-         lines)
+        lines.append(
+            f"The calendar could not be written now ({report.error}); the next sync will retry."
+        )
+    _out(rt, {"calendar": rt.args.calendar_id, "restored": restored, "error": report.error}, lines)
     return 4 if report.error else 0
 
 
@@ -235,19 +253,24 @@ def status(rt: Runtime) -> int:
                 .group_by(MirrorRow.calendar_id)
             ).all()
         )
-        data = {
-            "calendars": [
-                {"id": c.id, "backend": c.backend, "busy_only": c.busy_only,
-                 "last_sync_at": c.last_sync_at, "last_error": c.last_error,
-                 "breaker_tripped": c.breaker_tripped_at is not None,
-                 "paused_reason": c.paused_reason, "pending_gestures": intents.get(c.id, 0),
-                 "mirrored_events": mirrors.get(c.id, 0)}
+        calendars: list[dict[str, Any]] = [
+                {
+                    "id": c.id,
+                    "backend": c.backend,
+                    "busy_only": c.busy_only,
+                    "last_sync_at": c.last_sync_at,
+                    "last_error": c.last_error,
+                    "breaker_tripped": c.breaker_tripped_at is not None,
+                    "paused_reason": c.paused_reason,
+                    "pending_gestures": intents.get(c.id, 0),
+                    "mirrored_events": mirrors.get(c.id, 0),
+                }
                 for c in cals
-            ],
-            "outbox": {k: int(v) for k, v in outbox.items()},
-        }
+            ]
+        counts: dict[str, int] = {k: int(v) for k, v in outbox.items()}
+    data: dict[str, Any] = {"calendars": calendars, "outbox": counts}
     lines = []
-    for c in data["calendars"]:  # type: ignore[union-attr]
+    for c in calendars:
         flags = []
         if c["breaker_tripped"]:
             flags.append(f"BREAKER TRIPPED (syncd breaker release|restore {c['id']})")
@@ -260,8 +283,8 @@ def status(rt: Runtime) -> int:
             f"{c['mirrored_events']} events, {c['pending_gestures']} pending gestures"
             + ("; " + "; ".join(flags) if flags else "")
         )
-    ob = data["outbox"]
-    lines.append("outbox: " + (", ".join(f"{v} {k}" for k, v in sorted(ob.items())) or "empty"))  # type: ignore[union-attr]
+    ob = counts
+    lines.append("outbox: " + (", ".join(f"{v} {k}" for k, v in sorted(ob.items())) or "empty"))
     _out(rt, data, lines or ["Nothing configured yet."])
     return 0
 
@@ -276,8 +299,13 @@ def doctor(rt: Runtime) -> int:
     ok = True
     try:
         current = rt.ctx.db.is_current()
-        checks.append({"check": "database", "ok": current,
-                       "detail": "schema present" if current else "run 'syncd db upgrade'"})
+        checks.append(
+            {
+                "check": "database",
+                "ok": current,
+                "detail": "schema present" if current else "run 'syncd db upgrade'",
+            }
+        )
         ok &= current
     except Exception as err:  # noqa: BLE001 - doctor reports every failure as a line
         checks.append({"check": "database", "ok": False, "detail": str(err)})
@@ -301,8 +329,11 @@ def doctor(rt: Runtime) -> int:
     except Exception as err:  # noqa: BLE001
         checks.append({"check": "smtp", "ok": False, "detail": str(err)})
         ok = False
-    _out(rt, checks, [f"{'ok  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}"
-                      for c in checks])
+    _out(
+        rt,
+        checks,
+        [f"{'ok  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}" for c in checks],
+    )
     return 0 if ok else 4
 
 
@@ -310,14 +341,16 @@ def auth_google(rt: Runtime) -> int:
     """``syncd auth google EMAIL``."""
     from adapters.google_auth import authorize
 
-    return authorize(rt)
+    code: int = authorize(rt)
+    return code
 
 
 def demo(rt: Runtime) -> int:
     """``syncd demo``."""
     from syncd.demo import main as demo_main
 
-    return demo_main(rt)
+    code: int = demo_main(rt)
+    return code
 
 
 __all__ = ["NotFoundError"]

@@ -164,9 +164,11 @@ def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:
         return f"[{loc[0]}] {msg}"
     section, key = loc[0], ".".join(loc[1:])
     if err["type"] == "extra_forbidden":
-        known = ", ".join(
-            sorted(f.alias or n for n, f in Config.model_fields[section].annotation.model_fields.items())  # type: ignore[union-attr]
+        model = Config.model_fields[section].annotation
+        fields = (
+            model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
         )
+        known = ", ".join(sorted(f.alias or n for n, f in fields.items()))
         return f"[{section}] {key} is not a known key (known: {known})"
     value = raw.get(section, {}).get(loc[1]) if isinstance(raw.get(section), dict) else None
     shown = f'"{value}"' if isinstance(value, str) else repr(value)

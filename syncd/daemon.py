@@ -61,8 +61,11 @@ def claim_calendars(
             .where(
                 CalendarRow.busy_only.is_(False),
                 CalendarRow.paused_reason.is_(None),
-                or_(CalendarRow.lease_until.is_(None), CalendarRow.lease_until < now,
-                    CalendarRow.lease_owner == owner),
+                or_(
+                    CalendarRow.lease_until.is_(None),
+                    CalendarRow.lease_until < now,
+                    CalendarRow.lease_owner == owner,
+                ),
             )
             .order_by(CalendarRow.next_sync_at.nulls_first(), CalendarRow.id)
             .limit(limit)

@@ -20,8 +20,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain import sessions as rules
-from syncd.domain.model import Actor, Admin, Customer, Policy, Session, Status, Transition
-from syncd.domain.model import WeeklyWindow
+from syncd.domain.model import (
+    Actor,
+    Admin,
+    Customer,
+    Policy,
+    Session,
+    Status,
+    Transition,
+    WeeklyWindow,
+)
 from syncd.errors import NotFoundError, Refused, UsageError
 from syncd.notify.outbox import enqueue
 from syncd.store.db import Database
@@ -71,7 +79,9 @@ def check_tz(tz: str) -> str:
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as err:
-        raise UsageError(f'"{tz}" is not a time zone (use an IANA name like Europe/Berlin)') from err
+        raise UsageError(
+            f'"{tz}" is not a time zone (use an IANA name like Europe/Berlin)'
+        ) from err
     return tz
 
 
@@ -207,8 +217,13 @@ def _record(orm: Orm, ctx: Context, t: Transition, admin: Admin, now: datetime) 
             tok.expires_at = now
             tok.expiry_notified = True
     extra = None
-    if t.after.status is Status.AWAITING_CUSTOMER and t.before is not None and (
-        t.before.status is not Status.AWAITING_CUSTOMER or t.entry.action == "let_customer_choose"
+    if (
+        t.after.status is Status.AWAITING_CUSTOMER
+        and t.before is not None
+        and (
+            t.before.status is not Status.AWAITING_CUSTOMER
+            or t.entry.action == "let_customer_choose"
+        )
     ):
         raw = secrets.token_urlsafe(32)
         orm.add(
@@ -274,9 +289,7 @@ def let_customer_choose(
     )
 
 
-def cancel(
-    ctx: Context, session_id: str, reason: str, actor: Actor = Actor.CUSTOMER
-) -> Session:
+def cancel(ctx: Context, session_id: str, reason: str, actor: Actor = Actor.CUSTOMER) -> Session:
     """Cancel a session; customers are bound by the cancel cut-off."""
     now = ctx.clock()
     return _act(ctx, session_id, lambda s, a, _o: rules.cancel(s, a, reason, actor, now))

@@ -46,8 +46,13 @@ class NoticeKind(StrEnum):
 
 
 CUSTOMER_NOTICES = frozenset(
-    {NoticeKind.BOOKED, NoticeKind.RESCHEDULED, NoticeKind.CANCELED, NoticeKind.CHOOSE,
-     NoticeKind.CONFIRMED}
+    {
+        NoticeKind.BOOKED,
+        NoticeKind.RESCHEDULED,
+        NoticeKind.CANCELED,
+        NoticeKind.CHOOSE,
+        NoticeKind.CONFIRMED,
+    }
 )
 
 

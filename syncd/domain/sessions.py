@@ -194,9 +194,7 @@ def customer_choose(
     return Transition(session, after, entry, (notice,))
 
 
-def cancel(
-    session: Session, admin: Admin, reason: str, actor: Actor, now: datetime
-) -> Transition:
+def cancel(session: Session, admin: Admin, reason: str, actor: Actor, now: datetime) -> Transition:
     """Cancel; the customer is bound by ``cancel_cutoff``; an admin must give a reason."""
     _require_live(session, "canceled again")
     if actor in ADMIN_ACTORS and not reason.strip():

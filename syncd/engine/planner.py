@@ -74,9 +74,7 @@ class PlanInput:
     removed: Sequence[str] = ()
     full_listing: bool = False
     intents: Mapping[str, PendingIntent] = field(default_factory=lambda: MappingProxyType({}))
-    verifications: Mapping[str, Verification] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    verifications: Mapping[str, Verification] = field(default_factory=lambda: MappingProxyType({}))
     settle: timedelta = timedelta(minutes=2)
     rules: GestureRules = GestureRules()
     breaker: BreakerRules = BreakerRules()
@@ -182,9 +180,15 @@ class _Builder:
 
     def freeze(self, hold: Sequence[str], trip: bool) -> Plan:
         return Plan(
-            tuple(self.set_intents), tuple(self.drop_intents), tuple(self.seen),
-            tuple(self.adopt), tuple(self.actions), tuple(self.writes), tuple(self.verify),
-            tuple(hold), trip,
+            tuple(self.set_intents),
+            tuple(self.drop_intents),
+            tuple(self.seen),
+            tuple(self.adopt),
+            tuple(self.actions),
+            tuple(self.writes),
+            tuple(self.verify),
+            tuple(hold),
+            trip,
         )
 
 
@@ -262,7 +266,8 @@ def _observe_changed(
     return new
 
 
-def _drop(b: _Builder, intent: PendingIntent | None) -> None:
+def _drop(b: _Builder, intent: PendingIntent | None) -> PendingIntent | None:
+    """Forget ``intent`` (if any); returns None, the intent now pending."""
     if intent is not None:
         b.drop_intents.append(intent.session_id)
     return None
@@ -300,10 +305,13 @@ def plan_calendar(inp: PlanInput) -> Plan:
         if event is not None and event.content.status != "cancelled":
             etag = event.etag
             intent = _observe_changed(b, inp, mirror, session, event, intent)
-        elif event is not None or mirror.remote_id in removed:
-            if intent is None or intent.kind != "removed":
-                intent = PendingIntent(sid, "removed", MappingProxyType({}), REMOVED_HASH, inp.now)
-                b.set_intents.append(intent)
+            if b.adopt and b.adopt[-1][0] == sid:
+                continue  # the event already shows what the session wants
+        elif (event is not None or mirror.remote_id in removed) and (
+            intent is None or intent.kind != "removed"
+        ):
+            intent = PendingIntent(sid, "removed", MappingProxyType({}), REMOVED_HASH, inp.now)
+            b.set_intents.append(intent)
         if intent is not None and intent.kind == "removed" and _due(intent, inp):
             check = inp.verifications.get(sid)
             if check is None:
@@ -356,14 +364,21 @@ def _breaker(b: _Builder, inp: PlanInput, upcoming: int) -> Plan:
     """Apply verified deletions, unless too many vanished at once: then hold them all."""
     held = [i.session_id for i in inp.intents.values() if i.held]
     candidates = [sid for sid, _ in b.removals]
-    pending_removals = {
-        i.session_id for i in inp.intents.values() if i.kind == "removed"
-    } | {i.session_id for i in b.set_intents if i.kind == "removed"}
+    pending_removals = {i.session_id for i in inp.intents.values() if i.kind == "removed"} | {
+        i.session_id for i in b.set_intents if i.kind == "removed"
+    }
     count = len(pending_removals | set(candidates))
     rules = inp.breaker
     trip = count > rules.min_sessions and count > rules.fraction * max(upcoming, 1)
     if inp.breaker_tripped or trip or held:
         hold = sorted(set(candidates) - set(held))
+        known = {i.session_id: i for i in (*inp.intents.values(), *b.set_intents)}
+        b.set_intents = [i for i in b.set_intents if i.session_id not in hold]
+        for sid in hold:
+            first = known[sid].first_seen if sid in known else inp.now
+            b.set_intents.append(
+                PendingIntent(sid, "removed", MappingProxyType({}), REMOVED_HASH, first, True)
+            )
         return b.freeze(hold, trip and not inp.breaker_tripped)
     for sid in candidates:
         b.drop_intents.append(sid)

@@ -49,7 +49,7 @@ from syncd.ports import (
     NotFound,
     PreconditionFailed,
 )
-from syncd.store.models import CalendarRow, MirrorRow
+from syncd.store.models import MirrorRow
 
 log = logging.getLogger("syncd.engine")
 
@@ -220,21 +220,7 @@ def commit(
             m.written_etag, m.written_hash, m.seen_etag = etag, digest, etag
         for action in plan.actions:
             writes.extend(_apply_action(orm, ctx, settings, st, action, now, report))
-        if plan.hold:
-            for sid in plan.hold:
-                intent = st.intents.get(sid)
-                kind = intent.kind if intent else "removed"
-                orm.flush()
-                row = state.mirror_row(orm, cid, sid)
-                if row is not None:
-                    from syncd.engine.planner import PendingIntent
-
-                    state.save_intent(
-                        orm, cid,
-                        PendingIntent(sid, kind, MappingProxyType({}), "removed",
-                                      intent.first_seen if intent else now, True),
-                    )
-            report.held = len(plan.hold)
+        report.held = len(plan.hold)
         if plan.trip:
             cal.breaker_tripped_at = now
             report.tripped = True
@@ -277,7 +263,8 @@ def _apply_action(
     if isinstance(action, Restore):
         session = st.sessions[sid]
         notice = Notice(
-            NoticeKind.GESTURE_UNDONE, sid,
+            NoticeKind.GESTURE_UNDONE,
+            sid,
             MappingProxyType({"why": action.why, "what": action.what, "reason": action.why}),
         )
         enqueue(orm, [notice], session, st.admin, ctx.uid(sid), now, ctx.host)
@@ -330,21 +317,32 @@ def _apply_action(
 
 
 def _alert_breaker(
-    orm: Orm, ctx: services.Context, st: state.CalendarState, held: tuple[str, ...],
+    orm: Orm,
+    ctx: services.Context,
+    st: state.CalendarState,
+    held: tuple[str, ...],
     now: datetime,
 ) -> None:
     sessions = [
-        {"id": sid, "customer": st.sessions[sid].customer.name,
-         "start": st.sessions[sid].start.isoformat()}
-        for sid in held if sid in st.sessions
+        {
+            "id": sid,
+            "customer": st.sessions[sid].customer.name,
+            "start": st.sessions[sid].start.isoformat(),
+        }
+        for sid in held
+        if sid in st.sessions
     ]
     log.error(
         "calendar %s: %d sessions vanished at once; holding them. Run 'syncd breaker release "
         "%s' to cancel them or 'syncd breaker restore %s' to put the events back.",
-        st.calendar_id, len(held), st.calendar_id, st.calendar_id,
+        st.calendar_id,
+        len(held),
+        st.calendar_id,
+        st.calendar_id,
     )
     notice = Notice(
-        NoticeKind.BREAKER_TRIPPED, None,
+        NoticeKind.BREAKER_TRIPPED,
+        None,
         MappingProxyType({"calendar": st.calendar_id, "count": len(held), "sessions": sessions}),
     )
     enqueue(orm, [notice], None, st.admin, "", now, ctx.host, dedupe_suffix=f":{st.calendar_id}")
@@ -364,8 +362,12 @@ def execute(
             _write_one(ctx, settings, calendar_id, backend, w)
             report.writes += 1
         except PreconditionFailed as err:
-            log.info("calendar %s: %s changed meanwhile (%s); re-read next cycle",
-                     calendar_id, w.session_id, err)
+            log.info(
+                "calendar %s: %s changed meanwhile (%s); re-read next cycle",
+                calendar_id,
+                w.session_id,
+                err,
+            )
             report.write_failures += 1
         except BackendError as err:
             log.warning("calendar %s: write for %s failed: %s", calendar_id, w.session_id, err)

@@ -72,8 +72,14 @@ def load_state(orm: Orm, calendar_id: int, now: datetime) -> CalendarState:
         for i in orm.scalars(select(IntentRow).where(IntentRow.calendar_id == calendar_id))
     }
     return CalendarState(
-        calendar_id, cal.backend, cal.cursor, cal.breaker_tripped_at is not None, admin,
-        sessions, {k: v for k, v in mirrors.items() if k in sessions}, intents,
+        calendar_id,
+        cal.backend,
+        cal.cursor,
+        cal.breaker_tripped_at is not None,
+        admin,
+        sessions,
+        {k: v for k, v in mirrors.items() if k in sessions},
+        intents,
     )
 
 
@@ -115,7 +121,5 @@ def drop_intent(orm: Orm, calendar_id: int, session_id: str) -> None:
 def held_intents(orm: Orm, calendar_id: int) -> list[IntentRow]:
     """Deletions the breaker holds in this calendar."""
     return list(
-        orm.scalars(
-            select(IntentRow).where(IntentRow.calendar_id == calendar_id, IntentRow.held)
-        )
+        orm.scalars(select(IntentRow).where(IntentRow.calendar_id == calendar_id, IntentRow.held))
     )

