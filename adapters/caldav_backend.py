@@ -176,7 +176,8 @@ class CalDAVBackend:
         retry_after = _retry_after(reply.headers.get("retry-after"))
         if reply.status == 429 or (reply.status == 503 and retry_after is not None):
             raise RateLimited(f"{method} {url}: HTTP {reply.status}", retry_after)
-        if reply.status >= 500 or reply.status == 0:
+        # 501 Not Implemented is an answer (an unsupported REPORT), not an outage.
+        if (reply.status >= 500 and reply.status != 501) or reply.status == 0:
             raise Transient(f"{method} {url}: HTTP {reply.status}")
         return reply
 

@@ -13,11 +13,18 @@ limited number of transactions, then back to ``accept``):
 - ``550``: 550 to RCPT TO (a permanent refusal; nothing kept);
 - ``drop``: keeps the message, then closes the connection without the final 250, so the
   client sees a disconnect although the message was received (the duplicate case).
+
+``security="starttls"`` or ``"tls"`` (implicit TLS) serve a self-signed certificate for
+127.0.0.1 (``tls_client_context()`` trusts it); ``login=("user", "pw")`` requires AUTH.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import socket
+import ssl
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -25,6 +32,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 MODES = ("accept", "421", "550", "drop")
 
@@ -77,6 +85,63 @@ class SmtpServer:
             return mode
 
 
+_CERT: tuple[str, str] | None = None
+
+
+def _certificate() -> tuple[str, str]:
+    """(cert path, key path) of a self-signed certificate for 127.0.0.1, made once."""
+    global _CERT
+    if _CERT is None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        folder = tempfile.mkdtemp(prefix="syncd-smtp-tls-")
+        cert_path, key_path = f"{folder}/cert.pem", f"{folder}/key.pem"
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(key_path, "wb") as f:
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        _CERT = (cert_path, key_path)
+    return _CERT
+
+
+def tls_client_context() -> ssl.SSLContext:
+    """A client context that trusts (only) the test servers' self-signed certificate."""
+    return ssl.create_default_context(cafile=_certificate()[0])
+
+
+def _server_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*_certificate())
+    return ctx
+
+
 class _Handler:
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
@@ -107,11 +172,40 @@ class _Handler:
         return "250 OK"
 
 
-def start_smtp(port: int = 0, *, handler_mode: str = "accept") -> SmtpServer:
+def start_smtp(
+    port: int = 0,
+    *,
+    handler_mode: str = "accept",
+    security: str = "none",
+    login: tuple[str, str] | None = None,
+) -> SmtpServer:
     """Start a server on 127.0.0.1 (``port=0``: a free one); stop it with ``.stop()``."""
     assert handler_mode in MODES, handler_mode
+    assert security in ("none", "starttls", "tls"), security
     srv = SmtpServer(port=port or free_port(), mode=handler_mode)
-    controller = Controller(_Handler(srv), hostname="127.0.0.1", port=srv.port)
+    kwargs: dict[str, Any] = {}
+    if security == "starttls":
+        kwargs.update(tls_context=_server_context(), require_starttls=True)
+    elif security == "tls":
+        kwargs.update(ssl_context=_server_context())
+    if login is not None:
+
+        def authenticator(
+            server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+        ) -> AuthResult:
+            ok = isinstance(data, LoginPassword) and (
+                data.login.decode(),
+                data.password.decode(),
+            ) == login
+            return AuthResult(success=ok, handled=False)
+
+        # aiosmtpd only counts STARTTLS as TLS; with implicit TLS the socket is encrypted too.
+        kwargs.update(
+            authenticator=authenticator,
+            auth_required=True,
+            auth_require_tls=security == "starttls",
+        )
+    controller = Controller(_Handler(srv), hostname="127.0.0.1", port=srv.port, **kwargs)
     controller.start()
     srv._controller = controller
     return srv

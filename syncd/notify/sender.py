@@ -158,7 +158,7 @@ def claim(
                 row.lease_owner = row.lease_until = None
                 seen.superseded += 1
                 continue
-            if False:
+            if customer and _older_in_flight(orm, row, now):
                 continue
             after_lease = row.status == SENDING
             if after_lease and row.attempts >= max_attempts:

@@ -61,9 +61,7 @@ def render(c: Counts | None) -> str:
     w.sample("syncd_calendars", c.calendars)
     w.metric("syncd_calendars_with_error", "gauge", "Calendars whose last sync failed.")
     w.sample("syncd_calendars_with_error", c.calendars_with_error)
-    w.metric(
-        "syncd_breakers_tripped", "gauge", "Calendars whose mass-deletion breaker is tripped."
-    )
+    w.metric("syncd_breakers_tripped", "gauge", "Calendars whose mass-deletion breaker is tripped.")
     w.sample("syncd_breakers_tripped", c.breakers_tripped)
     w.metric(
         "syncd_pending_gestures", "gauge", "Admin calendar gestures waiting (settle or breaker)."

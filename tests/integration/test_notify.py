@@ -6,6 +6,7 @@ Runs on SQLite, and on PostgreSQL when SYNCD_TEST_POSTGRES_URL is set (tests/con
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from syncd.services import Context
 from syncd.store.db import Database
 from syncd.store.models import ChoiceTokenRow, OutboxRow
 from tests.conftest import Clock
-from tests.smtp_server import SmtpServer, free_port, start_smtp
+from tests.smtp_server import SmtpServer, free_port, start_smtp, tls_client_context
 
 START = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)  # Tue 1 Dec 2026, 16:00 CET in Berlin
 END = START + timedelta(hours=1)
@@ -479,3 +480,46 @@ def test_templates_folder_overrides_and_html_is_escaped(ctx: Context, tmp_path: 
     assert "Wed 2 Dec 2026, 00:00 JST (Asia/Tokyo)" in text_of(msg)
     default = compose(payload, "booked", "eve@example.org", "<m@x>", FROM, None)
     assert default["Subject"].startswith("Booked:")
+
+
+# --- transport security and login ------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_tls_and_login(ctx: Context, security: str) -> None:
+    booked(ctx)
+    server = start_smtp(security=security, login=("kim", "s3cret"))
+    good = SmtpMailer(
+        "127.0.0.1", server.port, security, "kim", "s3cret", 5, ssl_context=tls_client_context()
+    )
+    bad = SmtpMailer(
+        "127.0.0.1", server.port, security, "kim", "wrong", 5, ssl_context=tls_client_context()
+    )
+    try:
+        result = drain(ctx, bad, server.port)
+        assert result.retried == 1 and server.messages == []
+        assert "refused the login" in (rows(ctx)[0].last_error or "")
+        result = drain(ctx, good, server.port, at=ctx.clock() + timedelta(minutes=1))
+        assert result.sent == 1 and len(server.messages) == 1
+    finally:
+        good.close()
+        bad.close()
+        server.stop()
+
+
+def test_connection_is_reused_and_reopened_after_a_drop(ctx: Context, smtp: SmtpServer) -> None:
+    booked(ctx)
+    booked(ctx, START + timedelta(hours=3), Customer("bo@example.org", "Bo", "UTC"))
+    m = SmtpMailer("127.0.0.1", smtp.port, "none", timeout=5)
+    try:
+        assert drain(ctx, m, smtp.port).sent == 2
+        first = m._conn
+        assert first is not None
+        first.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]  # e.g. a NAT timeout
+        booked(ctx, START + timedelta(hours=6), Customer("cy@example.org", "Cy", "UTC"))
+        assert drain(ctx, m, smtp.port).sent == 1
+        assert m._conn is not None and m._conn is not first
+        assert len(smtp.messages) == 3
+    finally:
+        m.close()

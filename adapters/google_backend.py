@@ -1,0 +1,572 @@
+"""Google Calendar backend: one calendar through the Calendar API v3 (google-api-python-client).
+
+Every request goes out with ``execute(num_retries=0)``; retries are ours, with tenacity
+(exponential backoff plus jitter, a few attempts), and only for calls that are safe to
+repeat: reads, an insert at a deterministic event id (a repeat answers 409), patches and
+deletes under ``If-Match``. ``calendars.insert`` and anything else not idempotent is not
+retried.
+
+Change feed: ``events.list`` with a ``syncToken`` (cursor ``v1:<token>``); 410 or an
+unknown cursor version raises :class:`CursorExpired`. Bump :data:`CURSOR_VERSION` whenever
+the shape of the listing request changes, so that old tokens are not reused with it.
+
+Failures map onto the ports' errors: 429 and 403 ``rateLimitExceeded`` /
+``userRateLimitExceeded`` → :class:`RateLimited` (retried); 403 ``quotaExceeded`` →
+:class:`RateLimited` with a long ``retry_after`` (not retried); 5xx, timeouts, refused
+connections → :class:`Transient` (retried); 401, other 403s and a refused refresh token
+(``invalid_grant``) → :class:`AuthRevoked`, never :class:`NotFound`.
+
+A backend object is not thread-safe (httplib2 is not): use one per worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httplib2
+from google.auth.exceptions import RefreshError, TransportError
+from googleapiclient.errors import HttpError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from adapters import google_auth
+from syncd import eventtext
+from syncd.config import Config
+from syncd.errors import ConfigError
+from syncd.ports import (
+    AuthRevoked,
+    BackendError,
+    ChangeSet,
+    CursorExpired,
+    DesiredEvent,
+    EventContent,
+    NotFound,
+    PreconditionFailed,
+    RateLimited,
+    RemoteEvent,
+    Transient,
+)
+
+log = logging.getLogger(__name__)
+
+CURSOR_VERSION = "v1"
+SESSION_KEY = "syncd_session"
+EVENT_FIELDS = (
+    "id,etag,status,start,end,recurrence,recurringEventId,summary,description,iCalUID,"
+    "extendedProperties,transparency"
+)
+LIST_FIELDS = f"items({EVENT_FIELDS}),nextPageToken,nextSyncToken"
+RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded"})
+QUOTA_RETRY_AFTER = 600.0
+MAX_PAGES = 10_000
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+Json = dict[str, Any]
+Build = Callable[[Any], Any]  # service -> googleapiclient HttpRequest
+
+
+class _Missing(NotFound):
+    """404 or 410; ``status`` tells which (a 410 on events.list is an expired sync token)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Conflict(PreconditionFailed):
+    """409: an insert found an event (live or a tombstone) at its id."""
+
+
+class _BadRequest(BackendError):
+    """400: the request was refused as malformed (an unknown sync or page token, mostly)."""
+
+
+class _Tries:
+    """How many attempts one call took (a write retried after a lost answer may have landed)."""
+
+    n = 0
+
+
+def _utc(dt: datetime) -> str:
+    """An RFC 3339 UTC instant as Google writes it (``...Z``)."""
+    if dt.tzinfo is None:
+        raise ValueError(f"naive datetime {dt!r}: syncd works with aware instants")
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _plain(text: str) -> str:
+    """Notes as plain text: Google's web UI saves edited descriptions with ``<br>``."""
+    return _BR.sub("\n", text) if "<br" in text.lower() else text
+
+
+def _when(part: Any) -> tuple[datetime, bool]:
+    """(UTC instant, all_day) of an event's ``start``/``end``; ValueError if malformed."""
+    if not isinstance(part, dict):
+        raise ValueError("no start/end")
+    if part.get("dateTime"):
+        dt = datetime.fromisoformat(str(part["dateTime"]))
+        if dt.tzinfo is None:  # Google always sends an offset; be lenient with a bare zone
+            dt = dt.replace(tzinfo=ZoneInfo(str(part.get("timeZone") or "UTC")))
+        return dt.astimezone(UTC), False
+    if part.get("date"):
+        d = date.fromisoformat(str(part["date"]))
+        return datetime(d.year, d.month, d.day, tzinfo=UTC), True
+    raise ValueError("neither dateTime nor date")
+
+
+def parse_event(body: Mapping[str, Any]) -> RemoteEvent:
+    """A Google event resource as a :class:`RemoteEvent`; ValueError if it has no times."""
+    start, all_day = _when(body.get("start"))
+    end, _ = _when(body.get("end"))
+    private = (body.get("extendedProperties") or {}).get("private") or {}
+    session = private.get(SESSION_KEY)
+    content = EventContent(
+        start=start,
+        end=end,
+        all_day=all_day,
+        recurring=bool(body.get("recurrence")),
+        status=str(body.get("status") or "confirmed"),
+        summary=str(body.get("summary") or ""),
+        description=_plain(str(body.get("description") or "")),
+        uid=str(body.get("iCalUID") or ""),
+        session_id=str(session) if session else None,
+    )
+    return RemoteEvent(str(body["id"]), str(body["etag"]), content)
+
+
+def _error_reason(err: HttpError) -> tuple[str, str]:
+    """(reason, message) of Google's JSON error body; ("", text) when it is not JSON."""
+    raw = err.content.decode("utf-8", "replace") if isinstance(err.content, bytes) else ""
+    try:
+        error = json.loads(raw)["error"]
+        items = error.get("errors") or [{}]
+        return str(items[0].get("reason") or ""), str(error.get("message") or "")
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return "", raw[:200]
+
+
+def _retry_after(value: Any) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None  # an HTTP date: rare from Google; our own backoff applies
+
+
+def _translate(err: HttpError, what: str) -> BackendError:
+    """The ports' error for one Google HTTP error answer."""
+    status = int(err.resp.status)
+    reason, message = _error_reason(err)
+    text = f"Google Calendar {what}: HTTP {status} {reason}: {message}".replace("  ", " ")
+    if status in (404, 410):
+        return _Missing(text, status)
+    if status == 409:
+        return _Conflict(text)
+    if status == 412:
+        return PreconditionFailed(text)
+    if status == 429 or (status == 403 and reason in RATE_REASONS):
+        return RateLimited(text, _retry_after(err.resp.get("retry-after")))
+    if status == 403 and reason in QUOTA_REASONS:
+        return RateLimited(text, QUOTA_RETRY_AFTER)
+    if status in (401, 403):
+        return AuthRevoked(text)
+    if status == 400:
+        return _BadRequest(text)
+    if status >= 500 or status == 408:
+        return Transient(text)
+    return BackendError(text)
+
+
+def _events_list(service: Any, params: Mapping[str, Any]) -> Any:
+    return service.events().list(**params)
+
+
+class GoogleBackend:
+    """A :class:`syncd.ports.CalendarBackend` for one Google calendar.
+
+    ``credentials`` are google-auth credentials (see :mod:`adapters.google_auth`).
+    ``time_min_days`` bounds the full listing to events ending after now minus that many
+    days. ``page_size`` is ``maxResults`` of every listing. ``max_attempts`` and
+    ``retry_wait`` (min, max seconds) shape the retries; ``sleep`` is for tests.
+    """
+
+    def __init__(
+        self,
+        calendar_id: str,
+        credentials: Any,
+        api_endpoint: str,
+        timeout: float = 20.0,
+        time_min_days: int = 1,
+        *,
+        page_size: int = 250,
+        max_attempts: int = 5,
+        retry_wait: tuple[float, float] = (0.5, 30.0),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not calendar_id:
+            raise ConfigError("A Google calendar needs a calendar_id (e.g. primary).")
+        self.calendar_id = calendar_id
+        self.time_min_days = time_min_days
+        self.page_size = page_size
+        self.max_attempts = max(1, max_attempts)
+        self.retry_wait = retry_wait
+        self._sleep = sleep
+        self._http = google_auth.authorized_http(credentials, timeout)
+        self._service = google_auth.build_service(self._http, api_endpoint)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any], cfg: Config, timeout: float
+    ) -> GoogleBackend:
+        """The backend of a calendar row's settings.
+
+        Keys: ``calendar_id`` (required), ``credentials_file`` (may be empty: then
+        ``<state_dir>/google/<admin_email>.json``), ``admin_email`` (the default file's
+        name and a service account's subject).
+        """
+        calendar_id = str(settings.get("calendar_id") or "")
+        admin_email = str(settings.get("admin_email") or "")
+        creds = google_auth.load_credentials(
+            str(settings.get("credentials_file") or ""), cfg, admin_email
+        )
+        return cls(calendar_id, creds, cfg.google.api_endpoint, timeout=timeout)
+
+    # -- transport ----------------------------------------------------------------------
+
+    def _retryable(self, err: BaseException) -> bool:
+        if isinstance(err, RateLimited) and err.retry_after is not None:
+            return err.retry_after <= self.retry_wait[1]  # a long wait is the caller's
+        return isinstance(err, Transient)
+
+    def _wait(self, state: RetryCallState) -> float:
+        lo, hi = self.retry_wait
+        backoff = (wait_exponential(multiplier=lo, max=hi) + wait_random(0, lo))(state)
+        err = state.outcome.exception() if state.outcome is not None else None
+        asked = err.retry_after if isinstance(err, RateLimited) and err.retry_after else 0.0
+        return max(backoff, min(asked, hi))
+
+    def _once(self, what: str, build: Build, if_match: str | None) -> Any:
+        request = build(self._service)
+        if if_match:
+            request.headers["If-Match"] = if_match
+        try:
+            return request.execute(num_retries=0)
+        except HttpError as err:
+            raise _translate(err, what) from err
+        except RefreshError as err:
+            if getattr(err, "retryable", False):
+                raise Transient(f"Google token refresh for {what} failed: {err}") from err
+            raise AuthRevoked(f"Google refused syncd's credentials ({what}): {err}") from err
+        except (TransportError, httplib2.HttpLib2Error, OSError) as err:
+            raise Transient(f"Google Calendar {what}: {type(err).__name__}: {err}") from err
+
+    def call(
+        self,
+        what: str,
+        build: Build,
+        *,
+        if_match: str | None = None,
+        retry: bool = True,
+        tries: _Tries | None = None,
+    ) -> Any:
+        """Execute the request ``build(service)`` returns, with error mapping and retries.
+
+        ``retry=False`` for anything not safe to repeat. Public for :mod:`google_push` and
+        :mod:`google_auth`.
+        """
+        counter = tries or _Tries()
+
+        def attempt() -> Any:
+            counter.n += 1
+            return self._once(what, build, if_match)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts if retry else 1),
+            wait=self._wait,
+            retry=retry_if_exception(self._retryable),
+            sleep=self._sleep,
+            reraise=True,
+            before_sleep=lambda s: log.info(
+                "calendar %s: %s failed (%s); retry %d",
+                self.calendar_id, what,
+                s.outcome.exception() if s.outcome else "?", s.attempt_number,
+            ),
+        )
+        return retrying(attempt)
+
+    def close(self) -> None:
+        """Release connections."""
+        self._http.close()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def remote_id_for(self, uid: str, session_id: str) -> str:
+        """base32hex (lower case, unpadded) of SHA-256 of the UID: 52 chars of [0-9a-v]."""
+        digest = hashlib.sha256(uid.encode("utf-8")).digest()
+        return base64.b32hexencode(digest).decode("ascii").rstrip("=").lower()
+
+    def _get_raw(self, remote_id: str) -> Json:
+        body: Json = self.call(
+            f"events.get {remote_id}",
+            lambda s: s.events().get(calendarId=self.calendar_id, eventId=remote_id),
+        )
+        return body
+
+    def get(self, remote_id: str) -> RemoteEvent:
+        """A fresh read; a deleted event (``status: cancelled``, 404, 410) is NotFound."""
+        body = self._get_raw(remote_id)
+        if body.get("status") == "cancelled":
+            raise NotFound(f"Google event {remote_id} is deleted (status cancelled)")
+        return self._parse(body, f"events.get {remote_id}")
+
+    def _parse(self, body: Json, what: str) -> RemoteEvent:
+        try:
+            return parse_event(body)
+        except (ValueError, KeyError) as err:
+            raise BackendError(f"Google Calendar {what}: malformed event: {err}") from err
+
+    def _list(self, what: str, params: Json, need_sync_token: bool) -> tuple[list[Json], str]:
+        """Every item of a listing, following ``nextPageToken``; the last page's sync token."""
+        items: list[Json] = []
+        page: str | None = None
+        for _ in range(MAX_PAGES):
+            query = dict(params, pageToken=page) if page else params
+            resp = self.call(what, functools.partial(_events_list, params=query))
+            items.extend(resp.get("items") or [])
+            page = resp.get("nextPageToken")
+            if not page:
+                token = str(resp.get("nextSyncToken") or "")
+                if need_sync_token and not token:
+                    raise Transient(f"Google Calendar {what}: last page without nextSyncToken")
+                return items, token
+        raise Transient(f"Google Calendar {what}: more than {MAX_PAGES} pages")
+
+    def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
+        """Full listing (``cursor`` None) or the sync-token feed; tombstones are ``removed``."""
+        params: Json = {
+            "calendarId": self.calendar_id,
+            "singleEvents": False,
+            "maxResults": self.page_size,
+            "fields": LIST_FIELDS,
+        }
+        if cursor is None:
+            since = datetime.now(UTC) - timedelta(days=self.time_min_days)
+            params.update(showDeleted=False, timeMin=_utc(since))
+            try:
+                items, token = self._list("events.list (full)", params, need_sync_token=True)
+            except _Missing as err:
+                raise BackendError(f"Google calendar {self.calendar_id} not found: {err}") from err
+        else:
+            version, _, sync_token = cursor.partition(":")
+            if version != CURSOR_VERSION or not sync_token:
+                raise CursorExpired(f"cursor {cursor[:20]!r} is not a {CURSOR_VERSION} cursor")
+            params["syncToken"] = sync_token
+            try:
+                items, token = self._list("events.list (sync)", params, need_sync_token=True)
+            except _Missing as err:
+                if err.status == 410:
+                    raise CursorExpired(str(err)) from err
+                raise BackendError(f"Google calendar {self.calendar_id} not found: {err}") from err
+            except _BadRequest as err:  # a token the server never issued
+                raise CursorExpired(str(err)) from err
+        latest: dict[str, RemoteEvent | None] = {}  # insertion-ordered; None = removed
+        for item in items:
+            if item.get("recurringEventId") or not item.get("id"):
+                continue  # an instance of a recurring event: never one of syncd's
+            rid = str(item["id"])
+            latest.pop(rid, None)
+            if item.get("status") == "cancelled":
+                if cursor is not None:
+                    latest[rid] = None
+                continue
+            try:
+                latest[rid] = parse_event(item)
+            except (ValueError, KeyError) as err:
+                log.warning("calendar %s: skipping malformed event %s: %s",
+                            self.calendar_id, rid, err)
+        return ChangeSet(
+            changed=tuple(ev for ev in latest.values() if ev is not None),
+            removed=tuple(rid for rid, ev in latest.items() if ev is None),
+            cursor=f"{CURSOR_VERSION}:{token}",
+            full=cursor is None,
+        )
+
+    def busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """Opaque, non-cancelled timed events (recurrences expanded) overlapping the window."""
+        params: Json = {
+            "calendarId": self.calendar_id,
+            "singleEvents": True,
+            "showDeleted": False,
+            "timeMin": _utc(start),
+            "timeMax": _utc(end),
+            "maxResults": self.page_size,
+            "fields": LIST_FIELDS,
+        }
+        items, _ = self._list("events.list (busy)", params, need_sync_token=False)
+        out: list[tuple[datetime, datetime]] = []
+        for item in items:
+            if item.get("status") == "cancelled" or item.get("transparency") == "transparent":
+                continue
+            try:
+                ev = parse_event(item)
+            except (ValueError, KeyError):
+                continue
+            c = ev.content
+            if not c.all_day and c.start < end and c.end > start:
+                out.append((c.start, c.end))
+        return sorted(out)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _new_body(self, remote_id: str, event: DesiredEvent) -> Json:
+        return {
+            "id": remote_id,
+            "iCalUID": event.uid,
+            "start": {"dateTime": _utc(event.start)},
+            "end": {"dateTime": _utc(event.end)},
+            "summary": event.summary,
+            "description": eventtext.merge_notes("", event.notes_block),
+            "status": event.status,
+            "transparency": "transparent" if event.transparent else "opaque",
+            "sequence": event.sequence,
+            "extendedProperties": {"private": {SESSION_KEY: event.session_id}},
+        }
+
+    def create(self, event: DesiredEvent) -> RemoteEvent:
+        """events.insert at the deterministic id; a tombstone there is revived."""
+        rid = self.remote_id_for(event.uid, event.session_id)
+        body = self._new_body(rid, event)
+        tries = _Tries()
+        try:
+            created: Json = self.call(
+                f"events.insert {rid}",
+                lambda s: s.events().insert(
+                    calendarId=self.calendar_id, body=body, sendUpdates="none"
+                ),
+                tries=tries,
+            )
+            return self._parse(created, f"events.insert {rid}")
+        except _Conflict:
+            pass
+        try:
+            existing = self._get_raw(rid)
+        except NotFound as err:  # deleted and purged between the two calls: try next cycle
+            raise Transient(f"Google event {rid} vanished while being created") from err
+        if existing.get("status") == "cancelled":
+            log.info("calendar %s: reviving deleted event %s", self.calendar_id, rid)
+            patch = self._patch_body(existing, event, revive=True)
+            return self._patch(rid, patch, str(existing["etag"]))
+        if tries.n > 1 and _matches(existing, body):
+            return self._parse(existing, f"events.insert {rid}")  # our retried insert landed
+        raise PreconditionFailed(f"Google event {rid} already exists in {self.calendar_id}")
+
+    def update(self, remote_id: str, event: DesiredEvent, etag: str) -> RemoteEvent:
+        """Read, check ``etag``, patch only syncd's fields under ``If-Match``."""
+        current = self._get_raw(remote_id)
+        if current.get("status") == "cancelled":
+            raise NotFound(f"Google event {remote_id} is deleted (status cancelled)")
+        if current.get("etag") != etag:
+            raise PreconditionFailed(f"Google event {remote_id} changed (etag {etag} is stale)")
+        return self._patch(remote_id, self._patch_body(current, event), etag)
+
+    def _patch_body(self, current: Json, event: DesiredEvent, revive: bool = False) -> Json:
+        """The patch of the fields syncd owns; everything else the admin set is kept."""
+        patch: Json = {
+            "status": event.status,
+            "transparency": "transparent" if event.transparent else "opaque",
+            "sequence": max(int(current.get("sequence") or 0), event.sequence),
+        }
+        for key, when in (("start", event.start), ("end", event.end)):
+            part: Json = {"dateTime": _utc(when)}
+            if "date" in (current.get(key) or {}):
+                part["date"] = None  # all-day → timed: Google needs the date cleared
+            patch[key] = part
+        if current.get("recurrence"):
+            patch["recurrence"] = None
+        old_summary = str(current.get("summary") or "")
+        old_description = str(current.get("description") or "")
+        summary = old_summary
+        description = eventtext.merge_notes(_plain(old_description), event.notes_block)
+        if event.strip_prefixes:
+            summary, description = eventtext.strip_command(
+                summary, description, event.strip_prefixes, event.summary
+            )
+        if revive or not summary.strip():
+            summary = event.summary
+        if summary != old_summary:
+            patch["summary"] = summary
+        if description != old_description:
+            patch["description"] = description
+        private = (current.get("extendedProperties") or {}).get("private") or {}
+        if private.get(SESSION_KEY) != event.session_id:
+            patch["extendedProperties"] = {"private": {SESSION_KEY: event.session_id}}
+        return patch
+
+    def _patch(self, remote_id: str, patch: Json, etag: str) -> RemoteEvent:
+        tries = _Tries()
+        what = f"events.patch {remote_id}"
+        try:
+            body: Json = self.call(
+                what,
+                lambda s: s.events().patch(
+                    calendarId=self.calendar_id, eventId=remote_id, body=patch,
+                    sendUpdates="none",
+                ),
+                if_match=etag,
+                tries=tries,
+            )
+        except PreconditionFailed:
+            if tries.n > 1:  # a lost answer: did our own earlier attempt land?
+                fresh = self._get_raw(remote_id)
+                if _matches(fresh, patch):
+                    return self._parse(fresh, what)
+            raise
+        return self._parse(body, what)
+
+    def delete(self, remote_id: str, etag: str | None) -> None:
+        """events.delete under ``If-Match`` (when given); an absent event is fine."""
+        try:
+            self.call(
+                f"events.delete {remote_id}",
+                lambda s: s.events().delete(
+                    calendarId=self.calendar_id, eventId=remote_id, sendUpdates="none"
+                ),
+                if_match=etag,
+            )
+        except NotFound:
+            return
+
+
+def _matches(body: Json, sent: Json) -> bool:
+    """Whether ``body`` carries what a write ``sent`` (to recognize our own landed write)."""
+    for key, value in sent.items():
+        if key in ("id", "iCalUID", "sequence", "extendedProperties"):
+            continue
+        if key in ("start", "end"):
+            try:
+                if _when(body.get(key))[0] != _when({"dateTime": value["dateTime"]})[0]:
+                    return False
+            except ValueError:
+                return False
+        elif value is None:
+            if body.get(key):
+                return False
+        elif body.get(key) != value:
+            return False
+    return True

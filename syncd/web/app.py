@@ -1,0 +1,155 @@
+"""The web application: the customer page, the REST API, health and metrics.
+
+``create_app(ctx, cfg)`` is the only entry point; ``syncd.web.server`` runs it under
+uvicorn. Routes:
+
+- ``GET|POST /choose/{token}``: the "choose a new time" page (``syncd.web.choose``);
+- ``/api/v1/...``: the REST API (``syncd.web.api``, documented by ``syncd.web.openapi``);
+- ``GET /healthz``: 200 while the process lives;
+- ``GET /readyz``: 200 when the database answers and has its schema, else 503;
+- ``GET /metrics``: Prometheus text (``syncd.web.metrics``).
+
+No page ever shows a stack trace: expected errors have their own pages, anything else is a
+plain 500 page (HTML, or ``{"error": ...}`` under ``/api/``) with the details in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from syncd.config import Config
+from syncd.services import Context
+from syncd.web import api, metrics
+from syncd.web.choose import ChoosePage
+from syncd.web.security import RateLimiter, SecurityHeaders
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class WebState:
+    """What every handler needs, kept on ``app.state.web``."""
+
+    ctx: Context
+    cfg: Config
+    limiter: RateLimiter
+    secure_cookies: bool
+    env: Environment = field(
+        default_factory=lambda: Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+    )
+
+    def render(self, name: str, **data: Any) -> str:
+        """One template rendered with ``data``."""
+        return self.env.get_template(name).render(**data)
+
+
+async def healthz(request: Request) -> Response:
+    """200 "ok" while the process lives (liveness)."""
+    return PlainTextResponse("ok\n")
+
+
+def _ready(ctx: Context) -> str | None:
+    """None when ready, else why not."""
+    try:
+        if ctx.db.is_current():
+            return None
+        return "the database has no schema yet: run 'syncd db upgrade'"
+    except Exception as err:  # readiness reports every failure, it never raises
+        return f"the database did not answer: {err}"
+
+
+async def readyz(request: Request) -> Response:
+    """200 when the database answers and the schema exists, else 503 with the reason."""
+    why = await run_in_threadpool(_ready, request.app.state.web.ctx)
+    if why is None:
+        return PlainTextResponse("ready\n")
+    return PlainTextResponse(f"not ready: {why}\n", status_code=503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus text format."""
+    text = await run_in_threadpool(metrics.scrape, request.app.state.web.ctx)
+    return Response(text, media_type=metrics.CONTENT_TYPE)
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if _is_api(request):
+        sentence = {404: "There is no such API endpoint.", 405: "Method not allowed."}.get(
+            exc.status_code, str(exc.detail)
+        )
+        return JSONResponse({"error": sentence}, exc.status_code, headers=headers)
+    titles = {404: "Page not found", 405: "Method not allowed"}
+    state: WebState = request.app.state.web
+    body = state.render(
+        "error.html",
+        title=titles.get(exc.status_code, "Error"),
+        message="There is nothing here. Please check the address."
+        if exc.status_code == 404
+        else str(exc.detail),
+    )
+    return HTMLResponse(body, exc.status_code, headers=headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    if _is_api(request):
+        return JSONResponse({"error": "Internal error; the details are in the log."}, 500)
+    state: WebState = request.app.state.web
+    body = state.render(
+        "error.html",
+        title="Something went wrong",
+        message="Something went wrong on our side. Please try again in a few minutes.",
+    )
+    return HTMLResponse(body, 500)
+
+
+def create_app(ctx: Context, cfg: Config) -> Starlette:
+    """The Starlette application serving ``ctx`` with the ``[web]`` settings of ``cfg``."""
+    state = WebState(
+        ctx=ctx,
+        cfg=cfg,
+        limiter=RateLimiter(cfg.web.rate_limit_per_minute),
+        secure_cookies=urlparse(cfg.web.public_url).scheme == "https",
+    )
+    page = ChoosePage(state)
+    routes = [
+        Route("/choose/{token}", page.get, methods=["GET"]),
+        Route("/choose/{token}", page.post, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *api.routes(),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+    app.state.web = state
+    return app
