@@ -13,8 +13,10 @@ A calendar row's ``credentials_file`` may be empty: the file is then
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -208,7 +210,9 @@ def authorize(rt: Runtime) -> int:
         )
     scopes = [SCOPE_EVENTS] if wanted_id else [SCOPE_APP_CREATED]
     flow = FLOW_FACTORY(secrets_file, scopes)
-    creds = flow.run_local_server(port=0, open_browser=not getattr(args, "no_browser", False))
+    # The flow prints the authorization URL; keep stdout for the result (--json).
+    with contextlib.redirect_stdout(sys.stderr):
+        creds = flow.run_local_server(port=0, open_browser=not getattr(args, "no_browser", False))
     if not getattr(creds, "refresh_token", None):
         raise SyncdError(
             "Google returned no refresh token; revoke syncd's access in your Google account "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import http.client
 import json
 import logging
 import re
@@ -162,13 +163,6 @@ def _error_reason(err: HttpError) -> tuple[str, str]:
         return "", raw[:200]
 
 
-def _retry_after(value: Any) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
-        return None  # an HTTP date: rare from Google; our own backoff applies
-
-
 def _translate(err: HttpError, what: str) -> BackendError:
     """The ports' error for one Google HTTP error answer."""
     status = int(err.resp.status)
@@ -181,7 +175,8 @@ def _translate(err: HttpError, what: str) -> BackendError:
     if status == 412:
         return PreconditionFailed(text)
     if status == 429 or (status == 403 and reason in RATE_REASONS):
-        return RateLimited(text, _retry_after(err.resp.get("retry-after")))
+        after = str(err.resp.get("retry-after") or "")  # seconds; an HTTP date is ignored
+        return RateLimited(text, float(after) if after.isdigit() else None)
     if status == 403 and reason in QUOTA_REASONS:
         return RateLimited(text, QUOTA_RETRY_AFTER)
     if status in (401, 403):
@@ -273,7 +268,7 @@ class GoogleBackend:
             if getattr(err, "retryable", False):
                 raise Transient(f"Google token refresh for {what} failed: {err}") from err
             raise AuthRevoked(f"Google refused syncd's credentials ({what}): {err}") from err
-        except (TransportError, httplib2.HttpLib2Error, OSError) as err:
+        except (TransportError, httplib2.HttpLib2Error, http.client.HTTPException, OSError) as err:
             raise Transient(f"Google Calendar {what}: {type(err).__name__}: {err}") from err
 
     def call(
@@ -296,17 +291,14 @@ class GoogleBackend:
             counter.n += 1
             return self._once(what, build, if_match)
 
+        def note(state: RetryCallState) -> None:
+            err = state.outcome.exception() if state.outcome else None
+            log.info("calendar %s: %s failed (%s); retrying", self.calendar_id, what, err)
+
         retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts if retry else 1),
-            wait=self._wait,
-            retry=retry_if_exception(self._retryable),
-            sleep=self._sleep,
-            reraise=True,
-            before_sleep=lambda s: log.info(
-                "calendar %s: %s failed (%s); retry %d",
-                self.calendar_id, what,
-                s.outcome.exception() if s.outcome else "?", s.attempt_number,
-            ),
+            stop=stop_after_attempt(self.max_attempts if retry else 1), wait=self._wait,
+            retry=retry_if_exception(self._retryable), sleep=self._sleep, reraise=True,
+            before_sleep=note,
         )
         return retrying(attempt)
 
@@ -368,23 +360,21 @@ class GoogleBackend:
         if cursor is None:
             since = datetime.now(UTC) - timedelta(days=self.time_min_days)
             params.update(showDeleted=False, timeMin=_utc(since))
-            try:
-                items, token = self._list("events.list (full)", params, need_sync_token=True)
-            except _Missing as err:
-                raise BackendError(f"Google calendar {self.calendar_id} not found: {err}") from err
         else:
             version, _, sync_token = cursor.partition(":")
             if version != CURSOR_VERSION or not sync_token:
                 raise CursorExpired(f"cursor {cursor[:20]!r} is not a {CURSOR_VERSION} cursor")
             params["syncToken"] = sync_token
-            try:
-                items, token = self._list("events.list (sync)", params, need_sync_token=True)
-            except _Missing as err:
-                if err.status == 410:
-                    raise CursorExpired(str(err)) from err
-                raise BackendError(f"Google calendar {self.calendar_id} not found: {err}") from err
-            except _BadRequest as err:  # a token the server never issued
+        try:
+            items, token = self._list("events.list", params, need_sync_token=True)
+        except _Missing as err:
+            if err.status == 410 and cursor is not None:
                 raise CursorExpired(str(err)) from err
+            raise BackendError(f"Google calendar {self.calendar_id} not found: {err}") from err
+        except _BadRequest as err:
+            if cursor is None:
+                raise
+            raise CursorExpired(str(err)) from err  # a token the server never issued
         latest: dict[str, RemoteEvent | None] = {}  # insertion-ordered; None = removed
         for item in items:
             if item.get("recurringEventId") or not item.get("id"):
@@ -456,9 +446,8 @@ class GoogleBackend:
         try:
             created: Json = self.call(
                 f"events.insert {rid}",
-                lambda s: s.events().insert(
-                    calendarId=self.calendar_id, body=body, sendUpdates="none"
-                ),
+                lambda s: s.events().insert(calendarId=self.calendar_id, body=body,
+                                            sendUpdates="none"),
                 tries=tries,
             )
             return self._parse(created, f"events.insert {rid}")
@@ -555,18 +544,16 @@ class GoogleBackend:
 
 def _matches(body: Json, sent: Json) -> bool:
     """Whether ``body`` carries what a write ``sent`` (to recognize our own landed write)."""
-    for key, value in sent.items():
-        if key in ("id", "iCalUID", "sequence", "extendedProperties"):
-            continue
-        if key in ("start", "end"):
-            try:
-                if _when(body.get(key))[0] != _when({"dateTime": value["dateTime"]})[0]:
-                    return False
-            except ValueError:
+    try:
+        for key, value in sent.items():
+            if key in ("start", "end"):
+                same = _when(body.get(key))[0] == _when(value)[0]
+            elif key in ("id", "iCalUID", "sequence", "extendedProperties"):
+                same = True
+            else:
+                same = body.get(key) == value if value is not None else not body.get(key)
+            if not same:
                 return False
-        elif value is None:
-            if body.get(key):
-                return False
-        elif body.get(key) != value:
-            return False
+    except ValueError:
+        return False
     return True

@@ -193,10 +193,8 @@ def start_smtp(
         def authenticator(
             server: Any, session: Any, envelope: Any, mechanism: str, data: Any
         ) -> AuthResult:
-            ok = isinstance(data, LoginPassword) and (
-                data.login.decode(),
-                data.password.decode(),
-            ) == login
+            wanted = (login[0].encode(), login[1].encode())
+            ok = isinstance(data, LoginPassword) and (data.login, data.password) == wanted
             return AuthResult(success=ok, handled=False)
 
         # aiosmtpd only counts STARTTLS as TLS; with implicit TLS the socket is encrypted too.

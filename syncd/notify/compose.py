@@ -246,12 +246,14 @@ def compose(
     part = itip(row_payload, kind, sender, now)
     if part is not None:
         method, ics = part
+        # icalendar folds lines at 75 octets: pure ASCII goes as 7bit, like most calendar
+        # servers send it; anything else as base64 (iTIP parsers handle it best).
         msg.add_alternative(
-            ics.decode("utf-8"),
+            ics,
+            maintype="text",
             subtype="calendar",
-            charset="utf-8",
-            cte="quoted-printable",
-            params={"method": method},
+            cte="7bit" if ics.isascii() else "base64",
+            params={"method": method, "charset": "utf-8"},
         )
         msg.add_attachment(ics, maintype="application", subtype="ics", filename="invite.ics")
     return msg
@@ -259,8 +261,8 @@ def compose(
 
 # --- the documentation of every email ---------------------------------------------------------
 
-_ADMIN = {"email": "kim@example.com", "name": "Kim Lee", "tz": "America/New_York"}
-_SESSION = {
+_ADMIN: dict[str, Any] = {"email": "kim@example.com", "name": "Kim Lee", "tz": "America/New_York"}
+_SESSION: dict[str, Any] = {
     "id": "s_abcdefghijklmnop",
     "uid": "syncd-s_abcdefghijklmnop@book.example.com",
     "start": "2026-12-01T15:00:00+00:00",
@@ -355,7 +357,7 @@ def docs(templates_dir: str | None = None) -> str:
         payload = EXAMPLES[kind.value]
         subject, text, _html = render(payload, kind.value, templates_dir)
         customer = kind in CUSTOMER_NOTICES
-        to = _SESSION["customer"]["email"] if customer else _ADMIN["email"]  # type: ignore[index]
+        to = _SESSION["customer"]["email"] if customer else _ADMIN["email"]
         out.append(f"## {kind.value} — to the {'customer' if customer else 'admin'}\n")
         out.append(f"To: {to}  \nSubject: {subject}  ")
         if kind.value in ITIP:

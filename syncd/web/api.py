@@ -184,6 +184,10 @@ async def create_session(request: Request) -> Response:
 async def list_sessions(request: Request) -> Response:
     """``GET /api/v1/sessions?admin=&status=``: sessions by start time."""
     ctx = request.app.state.web.ctx
+    unknown = sorted(set(request.query_params) - {"admin", "status"})
+    if unknown:
+        # A typo like ?stauts=booked must not silently list every session.
+        raise UsageError(f'Unknown query parameter "{unknown[0]}" (use admin and status).')
     admin = request.query_params.get("admin") or None
     status = request.query_params.get("status")
     sessions = await run_in_threadpool(services.list_sessions, ctx, admin, status)

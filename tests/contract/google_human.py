@@ -3,8 +3,8 @@
 Edits go straight into the fake's state the way Google's own UI would make them (through
 the fake's ``human_*`` helpers): new etags, sequence bumps, a ``timeZone`` on dragged
 times, no ``sendUpdates`` recorded. :class:`GoogleKit` is the contract suite's kit for the
-Google backend on the fake; add ``"google"`` to ``conftest.BACKENDS`` with a branch that
-builds ``GoogleKit.start()``.
+Google backend on the fake (a :class:`tests.contract.kit.BackendKit`); add ``"google"``
+to ``conftest.BACKENDS`` with a branch that builds ``GoogleKit.start()``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from adapters.google_auth import UserCredentials
 from adapters.google_backend import GoogleBackend
+from tests.contract.kit import Stopped
 from tests.contract.samples import desired
 from tests.fakes.google_calendar import FakeGoogleCalendar
 
@@ -157,15 +158,6 @@ def make_backend(fake: FakeGoogleCalendar, calendar_id: str = "primary", **optio
 
 
 @dataclass
-class Stopped:
-    """Same shape as ``tests.contract.conftest.Stopped``."""
-
-    backend: Any
-    remote_id: str
-    cursor: str
-
-
-@dataclass
 class GoogleKit:
     """The contract suite's kit for Google: one fake, a fresh calendar per backend."""
 
@@ -193,13 +185,16 @@ class GoogleKit:
     def stopped(self) -> Stopped:
         """A backend on a private fake that was used, then stopped."""
         fake = FakeGoogleCalendar().start()
+        backend = make_backend(fake, max_attempts=2)
         try:
-            backend = make_backend(fake, max_attempts=2)
             event = backend.create(desired("stopped"))
             cursor = backend.changes(None, {}).cursor
             assert cursor is not None
         finally:
             fake.stop()
+            # The fake's handler threads keep serving open keep-alive connections; drop
+            # them, as a real server going down would (the backend reconnects next call).
+            backend.close()
         self._made.append(backend)
         return Stopped(backend, event.remote_id, cursor)
 

@@ -2,40 +2,20 @@
 
 A kit makes backends on fresh calendars, gives the :class:`HumanEditor` for the same
 server and a backend whose server is down. Other suites (integration, demo) can reuse
-:class:`CalDAVKit` and :func:`desired`.
+:class:`CalDAVKit`; sample events come from :mod:`tests.contract.samples`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from adapters.caldav_backend import CalDAVBackend
-from syncd.eventtext import notes_block
-from syncd.ports import CalendarBackend, DesiredEvent
+from syncd.ports import CalendarBackend
 from tests.contract.human import CalDAVHuman, HumanEditor
+from tests.contract.samples import desired
 from tests.servers import Server, start_radicale, start_xandikos
-
-START = datetime(2031, 3, 10, 10, 0, tzinfo=UTC)
-END = datetime(2031, 3, 10, 11, 0, tzinfo=UTC)
-
-
-def desired(
-    session_id: str, start: datetime = START, end: datetime = END, **fields: Any
-) -> DesiredEvent:
-    """A DesiredEvent for ``session_id`` with syncd's deterministic UID; ``fields`` override."""
-    values: dict[str, Any] = {
-        "session_id": session_id,
-        "uid": f"syncd-{session_id}@syncd.test",
-        "start": start,
-        "end": end,
-        "summary": f"Session {session_id}",
-        "notes_block": notes_block([f"Session {session_id}", "Booked by Ada"]),
-    }
-    values.update(fields)
-    return DesiredEvent(**values)
 
 
 @dataclass

@@ -23,7 +23,8 @@ from syncd.ports import (
     Transient,
 )
 from tests.contract.human import HumanEditor
-from tests.contract.kit import END, START, BackendKit, desired
+from tests.contract.kit import BackendKit
+from tests.contract.samples import END, START, desired
 
 LATER = START + timedelta(days=2, hours=3)
 

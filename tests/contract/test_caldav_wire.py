@@ -24,7 +24,7 @@ from syncd.ports import (
     Transient,
 )
 from tests.contract.human import CalDAVHuman
-from tests.contract.kit import START, desired
+from tests.contract.samples import START, desired
 from tests.servers import Server
 
 COLL = "/u/cal/"
@@ -86,7 +86,7 @@ def stub() -> Iterator[Stub]:
             return
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}{COLL}"
     yield state
@@ -344,8 +344,8 @@ def test_update_keeps_every_field_syncd_does_not_own(server: Server) -> None:
     assert str(event["COLOR"]) == "tomato"
     assert str(event["X-HUMAN-APP-FLAG"]) == "kept"
     assert "assistant@example.org" in str(event["ATTENDEE"])
-    assert "Coaching" in event["CATEGORIES"].to_ical().decode()
-    assert int(event["SEQUENCE"]) == 2
+    assert "CATEGORIES:Coaching" in event.to_ical().decode()
+    assert event.decoded("SEQUENCE") == 2
     assert str(event["TRANSP"]) == "OPAQUE"
     backend.close()
 
@@ -376,3 +376,39 @@ def test_parse_normalizes_times() -> None:
     assert all_day.session_id is None and all_day.status == "confirmed"
     recurring = parse_event(ics("z", extra="RRULE:FREQ=DAILY\r\nSTATUS:CANCELLED\r\n"))
     assert recurring is not None and recurring.recurring and recurring.status == "cancelled"
+
+
+def test_wrong_password_is_auth_revoked_never_not_found(radicale_server: Server) -> None:
+    server = radicale_server
+    good = CalDAVBackend(server.make_calendar(), server.username, server.password)
+    created = good.create(desired("s_auth"))
+    bad = CalDAVBackend(good_url(server, created.remote_id), server.username, "wrong")
+    with pytest.raises(AuthRevoked):
+        bad.get(created.remote_id)
+    with pytest.raises(AuthRevoked):
+        bad.changes(None, {})
+    with pytest.raises(AuthRevoked):
+        bad.changes("sync:http://radicale.org/ns/sync/0", {})
+    with pytest.raises(AuthRevoked):
+        bad.delete(created.remote_id, None)
+    assert good.get(created.remote_id).etag == created.etag
+    good.close()
+    bad.close()
+
+
+def good_url(server: Server, remote_id: str) -> str:
+    """The collection URL of a member href."""
+    return server.root_url + remote_id.rsplit("/", 1)[0] + "/"
+
+
+def test_busy_expands_recurrences(server: Server) -> None:
+    backend = CalDAVBackend(server.make_calendar(), server.username, server.password)
+    created = backend.create(desired("s_weekly"))
+    CalDAVHuman(server).make_recurring(created.remote_id)  # weekly x4, third one excluded
+    week = timedelta(weeks=1)
+    window = (START + week - timedelta(hours=1), START + 3 * week + timedelta(hours=2))
+    assert backend.busy(*window) == [
+        (START + week, START + week + timedelta(hours=1)),
+        (START + 3 * week, START + 3 * week + timedelta(hours=1)),
+    ]
+    backend.close()

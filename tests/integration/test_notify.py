@@ -35,7 +35,7 @@ START = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)  # Tue 1 Dec 2026, 16:00 CET in
 END = START + timedelta(hours=1)
 FROM = "Bookings <bookings@book.example.com>"
 ADMIN = "kim@example.com"
-ANN = Customer("ann@example.org", "Ann Weber", "Europe/Berlin")
+ANN = Customer("ann@example.org", "Ann Weiß", "Europe/Berlin")  # non-ASCII on purpose
 
 
 @pytest.fixture
@@ -151,11 +151,12 @@ def test_booked_email_carries_itip_request(
     assert str(attendee) == "mailto:ann@example.org"
     assert attendee.params["RSVP"] == "FALSE"
     assert attendee.params["PARTSTAT"] == "ACCEPTED"
-    assert attendee.params["CN"] == "Ann Weber"
+    assert attendee.params["CN"] == "Ann Weiß"
 
     text = text_of(msg)
     assert "Tue 1 Dec 2026, 16:00 CET (Europe/Berlin)" in text
-    assert "Hello Ann Weber" in text
+    assert "Hello Ann Weiß" in text
+    assert msg["To"].addresses[0].display_name == "Ann Weiß"
     assert "Tue 1 Dec 2026, 16:00 CET (Europe/Berlin)" in html_of(msg)
 
 
@@ -523,3 +524,14 @@ def test_connection_is_reused_and_reopened_after_a_drop(ctx: Context, smtp: Smtp
         assert len(smtp.messages) == 3
     finally:
         m.close()
+
+
+def test_a_down_server_does_not_burn_every_rows_attempts(ctx: Context) -> None:
+    for i in range(5):
+        booked(ctx, START + timedelta(hours=2 * i), Customer(f"d{i}@example.org", f"D{i}", "UTC"))
+    port = free_port()
+    m = SmtpMailer("127.0.0.1", port, "none", timeout=5)
+    result = drain(ctx, m, port)
+    assert result.retried == sender.STOP_AFTER_TRANSIENT == 3
+    assert [r.attempts for r in rows(ctx)] == [1, 1, 1, 0, 0]
+    assert {r.status for r in rows(ctx)} == {"pending"}
