@@ -34,7 +34,7 @@ from syncd.config import Config
 from syncd.services import Context
 from syncd.web import api, metrics
 from syncd.web.choose import ChoosePage
-from syncd.web.security import RateLimiter, SecurityHeaders
+from syncd.web.security import RateLimiter, SecurityHeaders, add_headers
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +117,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    # The path is logged without the link token (a secret) of the customer page.
+    path = "/choose/…" if request.url.path.startswith("/choose/") else request.url.path
+    log.error("unexpected error on %s %s", request.method, path, exc_info=exc)
+    response: Response
     if _is_api(request):
-        return JSONResponse({"error": "Internal error; the details are in the log."}, 500)
-    state: WebState = request.app.state.web
-    body = state.render(
-        "error.html",
-        title="Something went wrong",
-        message="Something went wrong on our side. Please try again in a few minutes.",
-    )
-    return HTMLResponse(body, 500)
+        response = JSONResponse({"error": "Internal error; the details are in the log."}, 500)
+    else:
+        state: WebState = request.app.state.web
+        body = state.render(
+            "error.html",
+            title="Something went wrong",
+            message="Something went wrong on our side. Please try again in a few minutes.",
+        )
+        response = HTMLResponse(body, 500)
+    # This answer is sent by Starlette's outermost middleware, past SecurityHeaders.
+    add_headers(response.headers, request.url.path)
+    return response
 
 
 def create_app(ctx: Context, cfg: Config) -> Starlette:

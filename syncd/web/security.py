@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSP = (
@@ -61,6 +62,14 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def add_headers(headers: MutableHeaders, path: str) -> None:
+    """Put the strict headers on a response built outside the middleware (a 500 page)."""
+    for name, value in BASE_HEADERS:
+        headers[name.decode()] = value.decode()
+    if path.startswith(NO_STORE_PREFIXES):
+        headers["cache-control"] = "no-store"
 
 
 class RateLimiter:

@@ -280,3 +280,62 @@ def test_get_never_consumes_and_a_taken_slot_is_a_409(site: Site) -> None:
     s = services.show(site.ctx, site.session_id)
     assert s.status is Status.BOOKED
     assert s.start == datetime.fromisoformat(slots[1].replace("Z", "+00:00"))
+
+
+BUSY_ICS = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//syncd tests//EN
+BEGIN:VEVENT
+UID:busy-dentist@example.com
+DTSTAMP:20261101T000000Z
+DTSTART:20261201T080000Z
+DTEND:20261201T110000Z
+SUMMARY:Dentist
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def test_busy_calendars_block_slots_and_a_dead_one_is_skipped(
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from syncd.store.models import AdminRow, CalendarRow
+    from tests.servers import running
+
+    with running("xandikos", tmp_path) as server:
+        url = server.make_calendar()
+        status, _, _ = server.request(
+            "PUT", f"{url}busy.ics", BUSY_ICS.encode(), {"Content-Type": "text/calendar"}
+        )
+        assert status in (201, 204)
+        with site.ctx.db.write() as orm:
+            admin_id = orm.scalars(select(AdminRow.id).where(AdminRow.email == ADMIN)).one()
+            for cal_url in (url, "http://127.0.0.1:1/nobody/calendar/"):
+                orm.add(
+                    CalendarRow(
+                        admin_id=admin_id,
+                        backend="caldav",
+                        settings={"url": cal_url, "username": "", "password_file": ""},
+                        busy_only=True,
+                        cursor_version=1,
+                    )
+                )
+        with httpx.Client(base_url=site.web.url) as client:
+            page = client.get(f"/choose/{site.token}", params={"tz": "UTC"})
+            assert page.status_code == 200
+            csrf, slots = _form_fields(page.text)
+            # Tue 1 Dec, 09:00-12:00 Berlin is busy; 12:00 Berlin (11:00Z) is free again.
+            for busy in ("2026-12-01T08:00:00Z", "2026-12-01T09:00:00Z", "2026-12-01T10:00:00Z"):
+                assert busy not in slots
+            assert {"2026-12-01T11:00:00Z", "2026-12-02T08:00:00Z"} <= set(slots)
+            # The dead calendar is left out with a warning, not an error page.
+            assert any(
+                r.levelname == "WARNING" and "did not answer" in r.getMessage()
+                for r in caplog.records
+            )
+            taken = client.post(
+                f"/choose/{site.token}",
+                data={"csrf": csrf, "slot": "2026-12-01T09:00:00Z", "tz": "UTC"},
+            )
+            assert taken.status_code == 409
+    assert services.show(site.ctx, site.session_id).status is Status.AWAITING_CUSTOMER
