@@ -235,14 +235,20 @@ def authorize(rt: Runtime) -> int:
     if not wanted_id:
         settings["app_created"] = True
     row_id = _register(rt, email, settings)
-    data = {"calendar": row_id, "calendar_id": calendar_id, "credentials_file": str(path),
-            "created": created}
+    data = {
+        "calendar": row_id,
+        "calendar_id": calendar_id,
+        "credentials_file": str(path),
+        "created": created,
+    }
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2))
     else:
         made = "created the Bookings calendar" if created else "using calendar"
-        print(f"Authorized {email}: {made} {calendar_id} (syncd calendar {row_id}); "
-              f"token stored in {path}.")
+        print(
+            f"Authorized {email}: {made} {calendar_id} (syncd calendar {row_id}); "
+            f"token stored in {path}."
+        )
     return 0
 
 
@@ -277,8 +283,10 @@ def _calendar_exists(creds: Any, cfg: Config, calendar_id: str, named: bool) -> 
     backend = _backend(creds, cfg, calendar_id)
     try:
         if named:  # calendar.events cannot read the calendar resource: probe its events
-            backend.call("events.list", lambda s: s.events().list(
-                calendarId=calendar_id, maxResults=1, fields="items(id)"))
+            backend.call(
+                "events.list",
+                lambda s: s.events().list(calendarId=calendar_id, maxResults=1, fields="items(id)"),
+            )
         else:
             backend.call("calendars.get", lambda s: s.calendars().get(calendarId=calendar_id))
     except NotFound:
@@ -320,7 +328,10 @@ def _register(rt: Runtime, email: str, settings: dict[str, Any]) -> int:
                 row.paused_reason = None  # the credentials were just renewed
                 return row.id
         new = CalendarRow(
-            admin_id=admin.id, backend="google", settings=settings, busy_only=False,
+            admin_id=admin.id,
+            backend="google",
+            settings=settings,
+            busy_only=False,
             cursor_version=1,
         )
         orm.add(new)

@@ -296,8 +296,11 @@ class GoogleBackend:
             log.info("calendar %s: %s failed (%s); retrying", self.calendar_id, what, err)
 
         retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts if retry else 1), wait=self._wait,
-            retry=retry_if_exception(self._retryable), sleep=self._sleep, reraise=True,
+            stop=stop_after_attempt(self.max_attempts if retry else 1),
+            wait=self._wait,
+            retry=retry_if_exception(self._retryable),
+            sleep=self._sleep,
+            reraise=True,
             before_sleep=note,
         )
         return retrying(attempt)
@@ -388,8 +391,9 @@ class GoogleBackend:
             try:
                 latest[rid] = parse_event(item)
             except (ValueError, KeyError) as err:
-                log.warning("calendar %s: skipping malformed event %s: %s",
-                            self.calendar_id, rid, err)
+                log.warning(
+                    "calendar %s: skipping malformed event %s: %s", self.calendar_id, rid, err
+                )
         return ChangeSet(
             changed=tuple(ev for ev in latest.values() if ev is not None),
             removed=tuple(rid for rid, ev in latest.items() if ev is None),
@@ -446,8 +450,9 @@ class GoogleBackend:
         try:
             created: Json = self.call(
                 f"events.insert {rid}",
-                lambda s: s.events().insert(calendarId=self.calendar_id, body=body,
-                                            sendUpdates="none"),
+                lambda s: s.events().insert(
+                    calendarId=self.calendar_id, body=body, sendUpdates="none"
+                ),
                 tries=tries,
             )
             return self._parse(created, f"events.insert {rid}")
@@ -514,7 +519,9 @@ class GoogleBackend:
             body: Json = self.call(
                 what,
                 lambda s: s.events().patch(
-                    calendarId=self.calendar_id, eventId=remote_id, body=patch,
+                    calendarId=self.calendar_id,
+                    eventId=remote_id,
+                    body=patch,
                     sendUpdates="none",
                 ),
                 if_match=etag,

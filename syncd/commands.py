@@ -56,7 +56,11 @@ def calendar_add(rt: Runtime) -> int:
     else:
         if not a.calendar_id:
             raise UsageError("A Google calendar needs --calendar-id (e.g. primary).")
-        settings = {"calendar_id": a.calendar_id, "credentials_file": a.credentials_file}
+        settings = {
+            "calendar_id": a.calendar_id,
+            "credentials_file": a.credentials_file,
+            "admin_email": a.email.strip().lower(),
+        }
     ctx = rt.ctx
     with ctx.db.write() as orm:
         admin = get_admin_row(orm, a.email)
@@ -254,19 +258,19 @@ def status(rt: Runtime) -> int:
             ).all()
         )
         calendars: list[dict[str, Any]] = [
-                {
-                    "id": c.id,
-                    "backend": c.backend,
-                    "busy_only": c.busy_only,
-                    "last_sync_at": c.last_sync_at,
-                    "last_error": c.last_error,
-                    "breaker_tripped": c.breaker_tripped_at is not None,
-                    "paused_reason": c.paused_reason,
-                    "pending_gestures": intents.get(c.id, 0),
-                    "mirrored_events": mirrors.get(c.id, 0),
-                }
-                for c in cals
-            ]
+            {
+                "id": c.id,
+                "backend": c.backend,
+                "busy_only": c.busy_only,
+                "last_sync_at": c.last_sync_at,
+                "last_error": c.last_error,
+                "breaker_tripped": c.breaker_tripped_at is not None,
+                "paused_reason": c.paused_reason,
+                "pending_gestures": intents.get(c.id, 0),
+                "mirrored_events": mirrors.get(c.id, 0),
+            }
+            for c in cals
+        ]
         counts: dict[str, int] = {k: int(v) for k, v in outbox.items()}
     data: dict[str, Any] = {"calendars": calendars, "outbox": counts}
     lines = []

@@ -24,18 +24,20 @@ class Result:
 def write_config(path: Path, db_url: str, extra: str = "") -> Path:
     """A minimal config file pointing at ``db_url``."""
     path.write_text(
-        f'[database]\nurl = "{db_url}"\n[web]\npublic_url = "https://book.example.com"\n'
-        + extra
+        f'[database]\nurl = "{db_url}"\n[web]\npublic_url = "https://book.example.com"\n' + extra
     )
     return path
 
 
-def syncd(config: Path, *args: str, env: dict[str, str] | None = None,
-          timeout: float = 120) -> Result:
+def syncd(
+    config: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> Result:
     """``syncd --config CONFIG ARGS...`` through ``python -m syncd.cli``."""
     proc = subprocess.run(
         [sys.executable, "-m", "syncd.cli", "--config", str(config), *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)

@@ -114,7 +114,7 @@ def _coalesce(
         if row.kind not in customer_kinds:
             continue
         row.status = SUPERSEDED
-        row.payload = {k: v for k, v in row.payload.items() if k != "token"}
+        row.payload = {k: v for k, v in row.payload.items() if k not in ("token", "link")}
         old = row.payload.get("data", {})
         if row.kind == NoticeKind.BOOKED.value and kind in (
             NoticeKind.RESCHEDULED,

@@ -35,7 +35,9 @@ class GoogleHuman:
     """
 
     def __init__(
-        self, fake: FakeGoogleCalendar, calendars: list[str] | None = None,
+        self,
+        fake: FakeGoogleCalendar,
+        calendars: list[str] | None = None,
         home_zone: str = HOME_ZONE,
     ) -> None:
         self.fake = fake

@@ -107,10 +107,16 @@ class MemoryBackend:
         summary = base.summary if base and base.summary else e.summary
         description = merge_notes(base.description if base else "", e.notes_block)
         if e.strip_prefixes:
-            summary, description = strip_command(summary, description, e.strip_prefixes,
-                                                 e.summary)
-        return EventContent(start=e.start, end=e.end, status=e.status, summary=summary,
-                            description=description, uid=e.uid, session_id=e.session_id)
+            summary, description = strip_command(summary, description, e.strip_prefixes, e.summary)
+        return EventContent(
+            start=e.start,
+            end=e.end,
+            status=e.status,
+            summary=summary,
+            description=description,
+            uid=e.uid,
+            session_id=e.session_id,
+        )
 
     def create(self, event: DesiredEvent) -> RemoteEvent:
         if self.cal.faults.fail_writes:
@@ -146,8 +152,11 @@ class MemoryBackend:
         self.cal._touch(remote_id)
 
     def busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-        return [(e.content.start, e.content.end) for e in self.cal.events.values()
-                if e.content.start < end and start < e.content.end]
+        return [
+            (e.content.start, e.content.end)
+            for e in self.cal.events.values()
+            if e.content.start < end and start < e.content.end
+        ]
 
     def close(self) -> None:
         pass

@@ -167,8 +167,13 @@ def test_update_keeps_admin_fields_strips_command_and_untimes(
     sequence_before = fake.get_event_raw(CAL, rid)["sequence"]
     block = notes_block(["Session s_keep", "Moved by the admin"])
     want = desired(
-        "s_keep", LATER, LATER + timedelta(hours=1), notes_block=block, status="tentative",
-        transparent=True, strip_prefixes=("cancel:", "reschedule:"),
+        "s_keep",
+        LATER,
+        LATER + timedelta(hours=1),
+        notes_block=block,
+        status="tentative",
+        transparent=True,
+        strip_prefixes=("cancel:", "reschedule:"),
     )
     updated = backend.update(rid, want, seen.etag)
     raw = fake.get_event_raw(CAL, rid)
@@ -213,9 +218,7 @@ def test_update_with_stale_etag_writes_nothing(
     assert backend.get(created.remote_id).content.start == START
 
 
-def test_update_of_deleted_event_is_not_found(
-    backend: GoogleBackend, human: GoogleHuman
-) -> None:
+def test_update_of_deleted_event_is_not_found(backend: GoogleBackend, human: GoogleHuman) -> None:
     created = backend.create(desired("s_upd_gone"))
     human.delete(created.remote_id)
     with pytest.raises(NotFound):
@@ -247,9 +250,7 @@ def test_delete_conditional_and_idempotent(
 # -- change feed -------------------------------------------------------------------------------
 
 
-def test_changes_pages_full_then_incremental(
-    fake: FakeGoogleCalendar, human: GoogleHuman
-) -> None:
+def test_changes_pages_full_then_incremental(fake: FakeGoogleCalendar, human: GoogleHuman) -> None:
     backend = make_backend(fake, page_size=2)
     made = [
         backend.create(desired(f"s_page{i}", START + timedelta(days=i), END + timedelta(days=i)))
@@ -322,7 +323,10 @@ def test_drag_in_another_zone_has_utc_instants(
     created = backend.create(desired("s_ny"))
     cursor = backend.changes(None, {}).cursor
     fake.human_move(
-        CAL, created.remote_id, "2031-03-12T11:30:00", "2031-03-12T12:15:00",
+        CAL,
+        created.remote_id,
+        "2031-03-12T11:30:00",
+        "2031-03-12T12:15:00",
         tz="America/New_York",
     )
     raw = fake.get_event_raw(CAL, created.remote_id)
@@ -369,12 +373,14 @@ def test_busy_reports_opaque_timed_events(backend: GoogleBackend, fake: FakeGoog
     seven = timedelta(hours=7)
     day_event = backend.create(desired("s_day", START + seven, END + seven))
     fake.human_make_all_day(CAL, day_event.remote_id, START.date())
-    weekly = backend.create(desired("s_weekly", START - timedelta(days=7, hours=-2),
-                                    END - timedelta(days=7, hours=-2)))
+    weekly = backend.create(
+        desired("s_weekly", START - timedelta(days=7, hours=-2), END - timedelta(days=7, hours=-2))
+    )
     fake.human_make_recurring(CAL, weekly.remote_id, "FREQ=WEEKLY;COUNT=3")
     day = START.replace(hour=0)
     assert backend.busy(day, day + timedelta(days=1)) == [
-        (START, END), (START + timedelta(hours=2), END + timedelta(hours=2))
+        (START, END),
+        (START + timedelta(hours=2), END + timedelta(hours=2)),
     ]
 
 
@@ -410,8 +416,11 @@ def test_rate_limit_storm_applies_each_write_once(fake: FakeGoogleCalendar) -> N
         for i in range(6)
     ]
     updated = [
-        backend.update(c.remote_id, desired(f"s_storm{i}", LATER + timedelta(hours=i),
-                                             LATER + timedelta(hours=i + 1)), c.etag)
+        backend.update(
+            c.remote_id,
+            desired(f"s_storm{i}", LATER + timedelta(hours=i), LATER + timedelta(hours=i + 1)),
+            c.etag,
+        )
         for i, c in enumerate(created)
     ]
     for u in updated[:3]:
@@ -481,8 +490,9 @@ def test_server_errors_are_retried(backend: GoogleBackend, fake: FakeGoogleCalen
     assert fake.count("events.get") == 3
     fake.fail_next(2, 500, "backendError", match=only("events.patch"))
     fake.reset_log()
-    updated = backend.update(created.remote_id, desired("s_5xx", LATER, LATER + timedelta(hours=1)),
-                             created.etag)
+    updated = backend.update(
+        created.remote_id, desired("s_5xx", LATER, LATER + timedelta(hours=1)), created.etag
+    )
     assert fake.count("events.patch") == 3
     assert fake.get_event_raw(CAL, created.remote_id)["etag"] == updated.etag
     fake.fail_next(1, 503, match=only("events.insert"))
@@ -534,9 +544,7 @@ def make_config(fake: FakeGoogleCalendar, tmp_path: Path, secrets: str = "") -> 
     )
 
 
-def test_from_settings_default_file_and_token_uri(
-    fake: FakeGoogleCalendar, tmp_path: Path
-) -> None:
+def test_from_settings_default_file_and_token_uri(fake: FakeGoogleCalendar, tmp_path: Path) -> None:
     cfg = make_config(fake, tmp_path)
     path = google_auth.default_credentials_path(cfg, "Admin@Example.com")
     assert path == tmp_path / "state" / "google" / "admin@example.com.json"
@@ -554,13 +562,15 @@ def test_from_settings_default_file_and_token_uri(
     explicit.write_text(json.dumps(fake.authorized_user_info()))  # its own token_uri wins
     other = GoogleBackend.from_settings(
         {"calendar_id": CAL, "credentials_file": str(explicit)},
-        Config(google=GoogleConfig(api_endpoint=fake.base_url)), 5.0,
+        Config(google=GoogleConfig(api_endpoint=fake.base_url)),
+        5.0,
     )
     assert other.changes(None, {}).full
     explicit.write_text("{}")
     with pytest.raises(ConfigError):
-        GoogleBackend.from_settings({"calendar_id": CAL, "credentials_file": str(explicit)},
-                                    cfg, 5.0)
+        GoogleBackend.from_settings(
+            {"calendar_id": CAL, "credentials_file": str(explicit)}, cfg, 5.0
+        )
 
 
 class FakeFlow:
@@ -596,8 +606,7 @@ def test_authorize_stores_token_and_creates_bookings_calendar(
     monkeypatch.setattr(google_auth, "FLOW_FACTORY", flow.factory)
 
     def rt(calendar_id: str = "") -> Any:
-        args = argparse.Namespace(email=ADMIN, calendar_id=calendar_id, no_browser=True,
-                                  json=False)
+        args = argparse.Namespace(email=ADMIN, calendar_id=calendar_id, no_browser=True, json=False)
         return SimpleNamespace(args=args, config=cfg, ctx=ctx)
 
     assert google_auth.authorize(rt()) == 0

@@ -88,8 +88,9 @@ def test_move_waits_for_the_settle_window_then_reschedules() -> None:
     seen = replace(written(s), seen_etag='"a2"')  # the commit recorded the etag it saw
     second = plan_calendar(inp([s], now=later, intents={s.id: intent}, mirrors={s.id: seen}))
     assert second.actions == (
-        ApplyReschedule(s.id, new_start, new_start + timedelta(hours=1), '"a2"',
-                        intent.observed_hash),
+        ApplyReschedule(
+            s.id, new_start, new_start + timedelta(hours=1), '"a2"', intent.observed_hash
+        ),
     )
 
 
@@ -107,8 +108,9 @@ def test_undo_within_the_settle_window_drops_the_intent() -> None:
     moved = remote(s, etag='"a2"', start=new_start, end=new_start + timedelta(hours=1))
     (intent,) = plan_calendar(inp([s], changed=[moved])).set_intents
     back = remote(s, etag='"a3"')  # dragged back to where syncd put it
-    plan = plan_calendar(inp([s], now=NOW + timedelta(minutes=1), changed=[back],
-                             intents={s.id: intent}))
+    plan = plan_calendar(
+        inp([s], now=NOW + timedelta(minutes=1), changed=[back], intents={s.id: intent})
+    )
     assert plan.drop_intents == (s.id,) and plan.actions == ()
 
 
@@ -120,8 +122,14 @@ def test_a_different_gesture_restarts_the_settle_clock() -> None:
     ).set_intents
     t2 = s.start + timedelta(days=2)
     later = NOW + timedelta(minutes=1, seconds=30)
-    plan = plan_calendar(inp([s], now=later, intents={s.id: intent},
-                             changed=[remote(s, etag='"a3"', start=t2, end=t2 + timedelta(hours=1))]))
+    plan = plan_calendar(
+        inp(
+            [s],
+            now=later,
+            intents={s.id: intent},
+            changed=[remote(s, etag='"a3"', start=t2, end=t2 + timedelta(hours=1))],
+        )
+    )
     assert plan.actions == ()
     assert plan.set_intents[0].first_seen == later
 
@@ -131,12 +139,15 @@ def test_deletion_is_verified_before_cancel() -> None:
     first = plan_calendar(inp([s], removed=[f"/cal/{s.id}.ics"], settle=timedelta(0)))
     assert first.verify == (s.id,) and first.actions == ()
     (intent,) = first.set_intents
-    gone = plan_calendar(with_verifications(
-        inp([s], removed=[f"/cal/{s.id}.ics"], settle=timedelta(0)),
-        {s.id: Verification("gone")},
-    ))
-    assert gone.actions == (ApplyCancel(s.id, "Your host had to cancel this session.", False,
-                                        None),)
+    gone = plan_calendar(
+        with_verifications(
+            inp([s], removed=[f"/cal/{s.id}.ics"], settle=timedelta(0)),
+            {s.id: Verification("gone")},
+        )
+    )
+    assert gone.actions == (
+        ApplyCancel(s.id, "Your host had to cancel this session.", False, None),
+    )
     assert intent.kind == "removed"
 
 
@@ -183,10 +194,15 @@ def test_invalid_shapes_are_restored() -> None:
     cases = {
         "all-day": remote(s, etag='"a2"', all_day=True),
         "recurring": remote(s, etag='"a3"', recurring=True),
-        "past": remote(s, etag='"a4"', start=NOW - timedelta(days=1),
-                       end=NOW - timedelta(days=1) + timedelta(hours=1)),
-        "zero": remote(s, etag='"a5"', end=s.start + timedelta(hours=2), start=s.start
-                       + timedelta(hours=2)),
+        "past": remote(
+            s,
+            etag='"a4"',
+            start=NOW - timedelta(days=1),
+            end=NOW - timedelta(days=1) + timedelta(hours=1),
+        ),
+        "zero": remote(
+            s, etag='"a5"', end=s.start + timedelta(hours=2), start=s.start + timedelta(hours=2)
+        ),
     }
     for name, ev in cases.items():
         plan = plan_calendar(inp([s], changed=[ev], settle=timedelta(0)))
@@ -213,15 +229,17 @@ def test_a_few_deletions_do_not_trip_the_breaker() -> None:
     sessions = [session(n) for n in range(8)]
     removed = [f"/cal/{s.id}.ics" for s in sessions[:3]]
     base = inp(sessions, removed=removed, settle=timedelta(0))
-    plan = plan_calendar(with_verifications(base, {s.id: Verification("gone")
-                                                   for s in sessions[:3]}))
+    plan = plan_calendar(
+        with_verifications(base, {s.id: Verification("gone") for s in sessions[:3]})
+    )
     assert plan.trip is False and len(plan.actions) == 3
 
 
 def test_tripped_breaker_holds_new_deletions_too() -> None:
     sessions = [session(n) for n in range(8)]
-    base = inp(sessions, removed=[f"/cal/{sessions[0].id}.ics"], settle=timedelta(0),
-               breaker_tripped=True)
+    base = inp(
+        sessions, removed=[f"/cal/{sessions[0].id}.ics"], settle=timedelta(0), breaker_tripped=True
+    )
     plan = plan_calendar(with_verifications(base, {sessions[0].id: Verification("gone")}))
     assert plan.actions == () and plan.hold == (sessions[0].id,)
 
@@ -254,8 +272,13 @@ def test_platform_change_waits_while_an_admin_gesture_is_pending() -> None:
     s = session()
     mirror = written(s)
     moved = replace(s, start=s.start + timedelta(hours=3), end=s.end + timedelta(hours=3))
-    intent = PendingIntent(s.id, "reschedule", MappingProxyType(
-        {"start": s.start.isoformat(), "end": s.end.isoformat()}), "h", NOW)
+    intent = PendingIntent(
+        s.id,
+        "reschedule",
+        MappingProxyType({"start": s.start.isoformat(), "end": s.end.isoformat()}),
+        "h",
+        NOW,
+    )
     plan = plan_calendar(inp([moved], mirrors={s.id: mirror}, intents={s.id: intent}))
     assert plan.writes == ()
 

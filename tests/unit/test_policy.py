@@ -41,8 +41,12 @@ def test_customer_reschedule_exactly_at_the_cutoff(offset: timedelta, allowed: b
     now = START - timedelta(hours=24) + offset
     to = START + timedelta(days=2)
     if allowed:
-        assert rules.reschedule(booked(), ADMIN, to, to + timedelta(hours=1), Actor.CUSTOMER,
-                                now).after.start == to
+        assert (
+            rules.reschedule(
+                booked(), ADMIN, to, to + timedelta(hours=1), Actor.CUSTOMER, now
+            ).after.start
+            == to
+        )
     else:
         with pytest.raises(Refused):
             rules.reschedule(booked(), ADMIN, to, to + timedelta(hours=1), Actor.CUSTOMER, now)
@@ -73,10 +77,14 @@ def test_admin_is_never_bound_by_a_cutoff() -> None:
     to = START + timedelta(days=1)
     for actor in (Actor.ADMIN, Actor.ADMIN_CALENDAR):
         assert rules.cancel(booked(), ADMIN, "sick", actor, now).after.cancel_reason == "sick"
-        assert rules.reschedule(booked(), ADMIN, to, to + timedelta(hours=1), actor,
-                                now).after.start == to
-        assert rules.let_customer_choose(booked(), ADMIN, "pick", actor,
-                                         now).after.status is Status.AWAITING_CUSTOMER
+        assert (
+            rules.reschedule(booked(), ADMIN, to, to + timedelta(hours=1), actor, now).after.start
+            == to
+        )
+        assert (
+            rules.let_customer_choose(booked(), ADMIN, "pick", actor, now).after.status
+            is Status.AWAITING_CUSTOMER
+        )
 
 
 def test_admin_cancel_needs_a_reason_and_choose_needs_a_message() -> None:
@@ -107,7 +115,11 @@ def test_transitions_bump_sequence_record_history_and_cause_notices() -> None:
     assert [n.kind.value for n in t3.notices] == ["confirmed"]
     t4 = rules.cancel(t3.after, ADMIN, "sorry", Actor.ADMIN, now)
     assert [h.action for h in t4.after.history] == [
-        "rescheduled", "let_customer_choose", "chose_new_time", "canceled"]
+        "rescheduled",
+        "let_customer_choose",
+        "chose_new_time",
+        "canceled",
+    ]
     with pytest.raises(Refused):
         rules.cancel(t4.after, ADMIN, "again", Actor.ADMIN, now)
     with pytest.raises(Refused):
@@ -118,12 +130,20 @@ def test_booking_refuses_overlaps_and_the_past() -> None:
     now = START - timedelta(days=3)
     other = booked()
     with pytest.raises(Refused, match="overlaps"):
-        rules.book("s_9", ADMIN, ANN, START + timedelta(minutes=30),
-                   START + timedelta(minutes=90), now, [other])
+        rules.book(
+            "s_9",
+            ADMIN,
+            ANN,
+            START + timedelta(minutes=30),
+            START + timedelta(minutes=90),
+            now,
+            [other],
+        )
     with pytest.raises(Refused, match="past"):
         rules.book("s_9", ADMIN, ANN, now - timedelta(hours=1), now, now, [])
-    ok = rules.book("s_9", ADMIN, ANN, START + timedelta(hours=1), START + timedelta(hours=2),
-                    now, [other])
+    ok = rules.book(
+        "s_9", ADMIN, ANN, START + timedelta(hours=1), START + timedelta(hours=2), now, [other]
+    )
     assert ok.after.status is Status.BOOKED and ok.notices[0].kind.value == "booked"
 
 
@@ -131,5 +151,6 @@ def test_customer_choice_respects_min_notice() -> None:
     now = START - timedelta(days=3)
     waiting = rules.let_customer_choose(booked(), ADMIN, "m", Actor.ADMIN, now).after
     with pytest.raises(Refused, match="too soon"):
-        rules.customer_choose(waiting, ADMIN, now + timedelta(hours=1),
-                              now + timedelta(hours=2), now, [])
+        rules.customer_choose(
+            waiting, ADMIN, now + timedelta(hours=1), now + timedelta(hours=2), now, []
+        )

@@ -17,8 +17,10 @@ from syncd.eventtext import find_command, merge_notes, notes_block, strip_comman
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("2m", 120), ("24h", 86400),
-                                               ("7d", 604800), ("1h30m", 5400), ("0s", 0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("2m", 120), ("24h", 86400), ("7d", 604800), ("1h30m", 5400), ("0s", 0)],
+)
 def test_durations(text: str, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
     assert parse_duration(format_duration(timedelta(seconds=seconds))).total_seconds() == seconds
@@ -33,16 +35,28 @@ def test_bad_durations(bad: str) -> None:
 def test_weekly_windows_and_free_slots_across_dst() -> None:
     windows = parse_weekly("mon-fri 09:00-11:00")
     assert [w.weekday for w in windows] == [0, 1, 2, 3, 4]
-    admin = Admin("c@x", "C", "Europe/Berlin", Policy(min_notice=timedelta(hours=2)),
-                  tuple(windows), timedelta(hours=1))
+    admin = Admin(
+        "c@x",
+        "C",
+        "Europe/Berlin",
+        Policy(min_notice=timedelta(hours=2)),
+        tuple(windows),
+        timedelta(hours=1),
+    )
     # Fri 23 Oct (CEST, UTC+2) and Mon 26 Oct (CET, UTC+1): 09:00 local both days.
     now = datetime(2026, 10, 23, 5, 0, tzinfo=UTC)
     slots = free_slots(admin, now, now + timedelta(days=4), [])
     starts = [s for s, _ in slots]
     assert datetime(2026, 10, 23, 7, 0, tzinfo=UTC) in starts  # 09:00 CEST
     assert datetime(2026, 10, 26, 8, 0, tzinfo=UTC) in starts  # 09:00 CET
-    busy = Session("s", "c@x", Customer("a@x", "A", "UTC"), datetime(2026, 10, 26, 8, 0,
-                   tzinfo=UTC), datetime(2026, 10, 26, 9, 0, tzinfo=UTC), Status.BOOKED)
+    busy = Session(
+        "s",
+        "c@x",
+        Customer("a@x", "A", "UTC"),
+        datetime(2026, 10, 26, 8, 0, tzinfo=UTC),
+        datetime(2026, 10, 26, 9, 0, tzinfo=UTC),
+        Status.BOOKED,
+    )
     starts2 = [s for s, _ in free_slots(admin, now, now + timedelta(days=4), [busy])]
     assert datetime(2026, 10, 26, 8, 0, tzinfo=UTC) not in starts2
     with pytest.raises(UsageError):
@@ -58,8 +72,9 @@ def test_commands_and_notes() -> None:
     cmd = find_command("Ann", "\nreschedule: next week\n" + block, ["cancel:"], ["reschedule:"])
     assert cmd is not None and cmd.kind == "reschedule" and cmd.text == "next week"
     assert find_command("Ann", "please cancel: no", ["cancel:"], ["reschedule:"]) is None
-    summary, desc = strip_command("reschedule: x", "reschedule: x\nkeep\n\n" + block,
-                                  ["reschedule:"], "Ann — 1:1 session")
+    summary, desc = strip_command(
+        "reschedule: x", "reschedule: x\nkeep\n\n" + block, ["reschedule:"], "Ann — 1:1 session"
+    )
     assert summary == "Ann — 1:1 session" and desc.startswith("keep") and block in desc
 
 
@@ -75,10 +90,12 @@ def test_example_config_loads_and_init_writes_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[sync]\nsettle = "2 minutes"',
-         'syncd.toml: [sync] settle = "2 minutes" is not a duration (use 90s, 2m, 24h, 7d)'),
-        ("[sync]\nsetle = \"2m\"", "syncd.toml: [sync] setle is not a known key"),
-        ('[smtp]\nsecurity = "ssl"', "syncd.toml: [smtp] security = \"ssl\" is not accepted"),
+        (
+            '[sync]\nsettle = "2 minutes"',
+            'syncd.toml: [sync] settle = "2 minutes" is not a duration (use 90s, 2m, 24h, 7d)',
+        ),
+        ('[sync]\nsetle = "2m"', "syncd.toml: [sync] setle is not a known key"),
+        ('[smtp]\nsecurity = "ssl"', 'syncd.toml: [smtp] security = "ssl" is not accepted'),
         ("[smtp\nhost=1", "syncd.toml: not valid TOML"),
         ("[nope]\nx = 1", "syncd.toml: [nope] is not a known section"),
     ],
@@ -90,8 +107,9 @@ def test_config_errors_name_file_and_key(text: str, message: str) -> None:
     assert err.value.exit_code == 78
 
 
-def test_secrets_come_from_files_or_credentials(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_come_from_files_or_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
     cfg = config.parse(f'[smtp]\npassword_file = "{tmp_path / "pw"}"', "x")
     assert cfg.smtp.password() == "s3cret"
