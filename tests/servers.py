@@ -142,12 +142,17 @@ def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def start_radicale(tmp_path: Path, username: str = "user", password: str = "secret") -> Server:
-    """Start Radicale 3 with htpasswd (plain) auth and filesystem storage under ``tmp_path``."""
+def start_radicale(
+    tmp_path: Path, username: str = "user", password: str = "secret", port: int | None = None
+) -> Server:
+    """Start Radicale 3 with htpasswd (plain) auth and filesystem storage under ``tmp_path``.
+
+    Started again with the same ``tmp_path`` and ``port`` it serves the same data (a restart).
+    """
     root = tmp_path / "radicale"
     root.mkdir(parents=True, exist_ok=True)
     (root / "users").write_text(f"{username}:{password}\n")
-    port = free_port()
+    port = port or free_port()
     config = root / "config"
     config.write_text(
         "\n".join(
@@ -180,11 +185,11 @@ def start_radicale(tmp_path: Path, username: str = "user", password: str = "secr
     return server
 
 
-def start_xandikos(tmp_path: Path) -> Server:
-    """Start Xandikos (no authentication) with its data under ``tmp_path``."""
+def start_xandikos(tmp_path: Path, port: int | None = None) -> Server:
+    """Start Xandikos (no authentication) with its data under ``tmp_path`` (restartable)."""
     root = tmp_path / "xandikos"
     (root / "data").mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log_path = root / "server.log"
     args = [
         sys.executable,

@@ -133,14 +133,35 @@ def sync_calendar(
     calendar_id: int,
     backend: CalendarBackend,
 ) -> CycleReport:
-    """One cycle for one calendar; never raises for a peer failure (see ``report.error``)."""
+    """One cycle for one calendar; never raises for a peer failure (see ``report.error``).
+
+    When the cycle wrote to the calendar, one more pass reads the feed again, so the cursor
+    moves past syncd's own writes (seen there as echoes). Some servers (Xandikos) derive
+    the sync token from the collection's contents: a token taken before a create comes
+    back once that event is deleted, and a diff from it would miss the deletion.
+    """
     report = CycleReport(calendar_id)
+    _one_pass(ctx, settings, calendar_id, backend, report)
+    if report.writes and report.error is None:
+        _one_pass(ctx, settings, calendar_id, backend, report)
+    return report
+
+
+def _one_pass(
+    ctx: services.Context,
+    settings: EngineSettings,
+    calendar_id: int,
+    backend: CalendarBackend,
+    report: CycleReport,
+) -> None:
+    """fetch → plan → commit → execute, once."""
     now = ctx.clock()
     with ctx.db.read() as orm:
         st = state.load_state(orm, calendar_id, now)
     try:
         cs = _fetch(backend, st, report)
-        report.changed, report.removed = len(cs.changed), len(cs.removed)
+        report.changed += len(cs.changed)
+        report.removed += len(cs.removed)
         inp = PlanInput(
             now=now,
             sessions=MappingProxyType(st.sessions),
@@ -162,14 +183,13 @@ def sync_calendar(
     except AuthRevoked as err:
         report.error, report.auth_revoked = str(err), True
         _record_error(ctx, calendar_id, str(err), now, paused=True, admin=st.admin)
-        return report
+        return
     except BackendError as err:
         report.error = str(err)
         _record_error(ctx, calendar_id, str(err), now)
-        return report
+        return
     writes = commit(ctx, settings, st, plan, cs.cursor, backend, now, report)
     execute(ctx, settings, calendar_id, backend, writes, report)
-    return report
 
 
 def _record_error(
