@@ -1,8 +1,8 @@
 """Fixtures of the backend contract suite: real servers and one kit per backend.
 
-``backend_factory`` is parametrized over :data:`BACKENDS`. To add a backend (Google
-through its fake), write a kit satisfying :class:`tests.contract.kit.BackendKit`, add its
-name to :data:`BACKENDS` and a branch in :func:`backend_factory`.
+``backend_factory`` is parametrized over :data:`BACKENDS`. To add a backend, write a kit
+satisfying :class:`tests.contract.kit.BackendKit`, add its name to :data:`BACKENDS` and a
+branch in :func:`backend_factory`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from tests.contract.human import HumanEditor
 from tests.contract.kit import BackendKit, CalDAVKit
 from tests.servers import Server, start_radicale, start_xandikos
 
-# The backends every contract test runs against. Add "google" here, and its kit below.
-BACKENDS = ["radicale", "xandikos"]
+# The backends every contract test runs against (Google through its faithful fake).
+BACKENDS = ["radicale", "xandikos", "google"]
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +44,10 @@ def backend_factory(request: pytest.FixtureRequest) -> Iterator[BackendKit]:
     if name in ("radicale", "xandikos"):
         server: Server = request.getfixturevalue(f"{name}_server")
         kit = CalDAVKit(name, server, request.getfixturevalue("tmp_path"))
-    # elif name == "google":
-    #     kit = GoogleKit(request.getfixturevalue("google_fake"), ...)
+    elif name == "google":
+        from tests.contract.google_human import GoogleKit
+
+        kit = GoogleKit.start()
     else:  # a name in BACKENDS without a kit
         raise LookupError(f"no contract kit for backend {name!r}")
     yield kit
