@@ -41,18 +41,30 @@ def planner_input(n: int, changes: int) -> PlanInput:
     sessions, desired, mirrors, changed = {}, {}, {}, []
     for i in range(n):
         start = NOW + timedelta(days=1 + i // 8, hours=i % 8)
-        s = Session(f"s_{i}", "c@x", Customer(f"c{i}@x", f"C{i}", "UTC"), start,
-                    start + timedelta(hours=1), Status.BOOKED)
+        s = Session(
+            f"s_{i}",
+            "c@x",
+            Customer(f"c{i}@x", f"C{i}", "UTC"),
+            start,
+            start + timedelta(hours=1),
+            Status.BOOKED,
+        )
         d = desired_event(s, f"syncd-s_{i}@h", "https://h", RULES)
         sessions[s.id], desired[s.id] = s, d
         h = content_hash(desired_content(d), RULES)
         mirrors[s.id] = MirrorState(s.id, f"/c/{i}.ics", f'"{i}"', h, f'"{i}"')
         if i < changes:
-            c = replace(desired_content(d), start=start + timedelta(hours=3),
-                        end=start + timedelta(hours=4))
+            c = replace(
+                desired_content(d), start=start + timedelta(hours=3), end=start + timedelta(hours=4)
+            )
             changed.append(RemoteEvent(f"/c/{i}.ics", f'"n{i}"', c))
-    return PlanInput(NOW, MappingProxyType(sessions), MappingProxyType(desired),
-                     MappingProxyType(mirrors), changed=changed)
+    return PlanInput(
+        NOW,
+        MappingProxyType(sessions),
+        MappingProxyType(desired),
+        MappingProxyType(mirrors),
+        changed=changed,
+    )
 
 
 def bench_planner() -> list[tuple[str, str]]:
@@ -60,8 +72,9 @@ def bench_planner() -> list[tuple[str, str]]:
     for n, changes in ((500, 5), (5000, 50), (5000, 0)):
         inp = planner_input(n, changes)
         med, best = timeit(lambda inp=inp: plan_calendar(inp))  # type: ignore[misc]
-        rows.append((f"plan_calendar, {n} sessions, {changes} changed", f"{med:.1f} ms "
-                     f"(min {best:.1f})"))
+        rows.append(
+            (f"plan_calendar, {n} sessions, {changes} changed", f"{med:.1f} ms (min {best:.1f})")
+        )
     return rows
 
 
@@ -81,27 +94,45 @@ def bench_radicale() -> list[tuple[str, str]]:
             w = World(Path(tmp), server)
             for i in range(100):
                 start = (w.clock.now + timedelta(days=2 + i // 8, hours=i % 8)).replace(
-                    minute=0, second=0)
-                services.book(w.ctx, "coach@example.com",
-                              Customer(f"c{i}@example.org", f"C{i}", "UTC"), start,
-                              start + timedelta(hours=1))
+                    minute=0, second=0
+                )
+                services.book(
+                    w.ctx,
+                    "coach@example.com",
+                    Customer(f"c{i}@example.org", f"C{i}", "UTC"),
+                    start,
+                    start + timedelta(hours=1),
+                )
             t0 = time.perf_counter()
             w.sync()
-            rows.append(("first cycle: create 100 events (Radicale)",
-                         f"{(time.perf_counter() - t0) * 1000:.0f} ms"))
+            rows.append(
+                (
+                    "first cycle: create 100 events (Radicale)",
+                    f"{(time.perf_counter() - t0) * 1000:.0f} ms",
+                )
+            )
             med, best = timeit(w.sync)
-            rows.append(("idle cycle, 100 mirrored events (Radicale)",
-                         f"{med:.1f} ms (min {best:.1f})"))
+            rows.append(
+                ("idle cycle, 100 mirrored events (Radicale)", f"{med:.1f} ms (min {best:.1f})")
+            )
             human = CalDAVHuman(server)
             sids = [s.id for s in services.list_sessions(w.ctx)][:10]
             for sid in sids:
                 s = w.session(sid)
-                human.move(w.remote_id(sid), s.start + timedelta(hours=1),
-                           s.end + timedelta(hours=1), "Europe/Berlin")
+                human.move(
+                    w.remote_id(sid),
+                    s.start + timedelta(hours=1),
+                    s.end + timedelta(hours=1),
+                    "Europe/Berlin",
+                )
             t0 = time.perf_counter()
             report = w.sync()
-            rows.append((f"cycle with 10 admin moves -> {len(report.actions)} reschedules",
-                         f"{(time.perf_counter() - t0) * 1000:.0f} ms"))
+            rows.append(
+                (
+                    f"cycle with 10 admin moves -> {len(report.actions)} reschedules",
+                    f"{(time.perf_counter() - t0) * 1000:.0f} ms",
+                )
+            )
             _ = (Database, CalendarRow, sync_one)
         finally:
             server.stop()
@@ -110,8 +141,10 @@ def bench_radicale() -> list[tuple[str, str]]:
 
 def main() -> None:
     rows = bench_planner() + bench_radicale()
-    print(f"Machine: {platform.platform()}, Python {platform.python_version()}, "
-          f"{platform.processor() or platform.machine()}")
+    print(
+        f"Machine: {platform.platform()}, Python {platform.python_version()}, "
+        f"{platform.processor() or platform.machine()}"
+    )
     print("Command: make bench   (python -m bench.run)\n")
     print("| benchmark | result |\n|---|---|")
     for name, value in rows:

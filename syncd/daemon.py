@@ -160,6 +160,9 @@ def run_cycle(
         summary.reports = [one(cid) for cid in ids]
     else:
         summary.reports = list(pool.map(one, ids))
+    from syncd.notify.expiry import notify_expired_links
+
+    notify_expired_links(ctx)
     summary.mail = drain_outbox(ctx, cfg, owner)
     return summary
 

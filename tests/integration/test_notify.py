@@ -535,3 +535,26 @@ def test_a_down_server_does_not_burn_every_rows_attempts(ctx: Context) -> None:
     assert result.retried == sender.STOP_AFTER_TRANSIENT == 3
     assert [r.attempts for r in rows(ctx)] == [1, 1, 1, 0, 0]
     assert {r.status for r in rows(ctx)} == {"pending"}
+
+
+def test_expired_unused_link_tells_the_admin_once(ctx: Context, clock: Clock) -> None:
+    """A link that expires while the session still waits → one email to the admin."""
+    from syncd.notify.expiry import notify_expired_links
+
+    services.add_admin(ctx, "coach@example.com", "Coach", "Europe/Berlin")
+    start = clock.now + timedelta(days=3)
+    s = services.book(
+        ctx,
+        "coach@example.com",
+        Customer("ann@example.org", "Ann", "UTC"),
+        start,
+        start + timedelta(hours=1),
+    )
+    services.let_customer_choose(ctx, s.id, "please pick", Actor.ADMIN)
+    assert notify_expired_links(ctx) == 0
+    clock.advance(days=8)
+    assert notify_expired_links(ctx) == 1
+    assert notify_expired_links(ctx) == 0
+    with ctx.db.read() as orm:
+        kinds = [(r.kind, r.recipient) for r in orm.scalars(select(OutboxRow))]
+    assert ("link_expired", "coach@example.com") in kinds

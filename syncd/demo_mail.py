@@ -1,0 +1,365 @@
+"""The demo's mail catcher: an SMTP server that keeps every message, and a page to read them.
+
+:class:`MailStore` keeps each received message as ``<dir>/mail/NNNN.eml`` (so the mail
+survives restarts and ``syncd demo --walkthrough`` can read it from another process);
+:func:`start_smtp` runs aiosmtpd in a thread; :func:`mail_app` is a small Starlette app
+that lists the messages (``/``), shows one rendered (``/mail/N``: headers, the text part,
+the HTML part in a sandboxed iframe, the iTIP part as text), serves the raw message
+(``/mail/N/raw``) and a JSON index (``/mails.json``). :func:`serve_in_thread` runs any ASGI
+app under uvicorn in a daemon thread.
+
+Only ``syncd demo`` uses this module; aiosmtpd comes with the ``demo`` extra.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from syncd.errors import ConfigError
+
+_NAME = re.compile(r"^(\d{4,})\.eml$")
+_URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+@dataclass(frozen=True)
+class MailView:
+    """One kept message, decoded for display."""
+
+    number: int
+    sender: str
+    to: str
+    subject: str
+    date: str
+    message_id: str
+    text: str
+    html: str
+    itip: str
+    itip_method: str
+    attachments: tuple[str, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON of ``/mails.json``."""
+        return {
+            "n": self.number,
+            "to": self.to,
+            "subject": self.subject,
+            "date": self.date,
+            "message_id": self.message_id,
+            "itip_method": self.itip_method,
+        }
+
+
+def parse_mail(number: int, raw: bytes) -> MailView:
+    """Decode a raw message into its headers and parts."""
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    text = body_html = itip = method = ""
+    attachments: list[str] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        kind = part.get_content_type()
+        filename = part.get_filename()
+        if filename:
+            attachments.append(f"{filename} ({kind})")
+            continue
+        content = part.get_content()
+        if isinstance(content, bytes):
+            content = content.decode("utf-8", "replace")
+        if kind == "text/plain" and not text:
+            text = str(content)
+        elif kind == "text/html" and not body_html:
+            body_html = str(content)
+        elif kind == "text/calendar" and not itip:
+            itip = str(content)
+            method = str(part.get_param("method") or "")
+    return MailView(
+        number=number,
+        sender=str(msg.get("From", "")),
+        to=str(msg.get("To", "")),
+        subject=str(msg.get("Subject", "")),
+        date=str(msg.get("Date", "")),
+        message_id=str(msg.get("Message-ID", "")),
+        text=text,
+        html=body_html,
+        itip=itip,
+        itip_method=method,
+        attachments=tuple(attachments),
+    )
+
+
+class MailStore:
+    """Messages kept as numbered ``.eml`` files in one folder (written atomically)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def numbers(self) -> list[int]:
+        """The numbers of the kept messages, oldest first."""
+        found = (_NAME.match(p.name) for p in self.folder.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def path(self, number: int) -> Path:
+        """Where message ``number`` is kept."""
+        return self.folder / f"{number:04d}.eml"
+
+    def save(self, raw: bytes) -> int:
+        """Keep one message; returns its number."""
+        with self._lock:
+            number = max(self.numbers(), default=0) + 1
+            tmp = self.folder / f".{number:04d}.tmp"
+            tmp.write_bytes(raw)
+            os.replace(tmp, self.path(number))
+            return number
+
+    def raw(self, number: int) -> bytes | None:
+        """The raw message, or None."""
+        try:
+            return self.path(number).read_bytes()
+        except OSError:
+            return None
+
+    def load(self, number: int) -> MailView | None:
+        """One message decoded, or None."""
+        raw = self.raw(number)
+        return None if raw is None else parse_mail(number, raw)
+
+    def all(self, after: int = 0) -> list[MailView]:
+        """Every message numbered above ``after``, oldest first."""
+        views = (self.load(n) for n in self.numbers() if n > after)
+        return [v for v in views if v is not None]
+
+
+# --- SMTP ---------------------------------------------------------------------------------
+
+
+class _Keeper:
+    """aiosmtpd handler: keep every message, tell the terminal."""
+
+    def __init__(self, store: MailStore, announce: Callable[[MailView], None]) -> None:
+        self.store, self.announce = store, announce
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw: bytes = envelope.original_content or envelope.content
+        number = self.store.save(raw)
+        try:
+            self.announce(parse_mail(number, raw))
+        except Exception:  # noqa: BLE001 - a display problem never refuses a message
+            pass
+        return "250 OK: kept"
+
+
+class SmtpCatcher:
+    """A running aiosmtpd controller; ``stop()`` is idempotent."""
+
+    def __init__(self, controller: Any, port: int) -> None:
+        self._controller: Any = controller
+        self.port = port
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+def start_smtp(
+    store: MailStore, port: int, announce: Callable[[MailView], None] = lambda _m: None
+) -> SmtpCatcher:
+    """Start an SMTP server on 127.0.0.1:``port`` that keeps every message in ``store``."""
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(_Keeper(store, announce), hostname="127.0.0.1", port=port)
+    try:
+        controller.start()
+    except Exception as err:  # aiosmtpd raises several kinds when the port is taken
+        raise ConfigError(f"demo: cannot start the SMTP server on port {port}: {err}") from err
+    return SmtpCatcher(controller, port)
+
+
+# --- the mail page ------------------------------------------------------------------------
+
+_STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 60rem;
+       padding: 0 1rem; color: #1d2430; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #dde2ea;
+         vertical-align: top; }
+pre { background: #f4f6f9; padding: .8rem; overflow-x: auto; white-space: pre-wrap; }
+iframe { width: 100%; height: 28rem; border: 1px solid #dde2ea; }
+.muted { color: #5d6878; } dt { font-weight: 600; } dd { margin: 0 0 .4rem 0; }
+"""
+
+
+def _page(title: str, body: str, refresh: bool = False) -> HTMLResponse:
+    meta = '<meta http-equiv="refresh" content="5">' if refresh else ""
+    return HTMLResponse(
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+def _linkify(text: str) -> str:
+    """Escape ``text`` and make its URLs clickable (the "choose a new time" link)."""
+    out, last = [], 0
+    for m in _URL.finditer(text):
+        out.append(html.escape(text[last : m.start()]))
+        url = html.escape(m.group(0))
+        out.append(f'<a href="{url}">{url}</a>')
+        last = m.end()
+    out.append(html.escape(text[last:]))
+    return "".join(out)
+
+
+def _short_date(value: str) -> str:
+    try:
+        return parsedate_to_datetime(value).astimezone().strftime("%a %d %b %H:%M:%S")
+    except (TypeError, ValueError):
+        return value
+
+
+def mail_app(store: MailStore, title: str = "syncd demo — emails sent") -> Starlette:
+    """The Starlette app of the mail page."""
+
+    async def index(request: Request) -> Response:
+        mails = list(reversed(store.all()))
+        rows = "".join(
+            f'<tr><td><a href="/mail/{m.number}">{m.number}</a></td>'
+            f"<td>{html.escape(_short_date(m.date))}</td><td>{html.escape(m.to)}</td>"
+            f'<td><a href="/mail/{m.number}">{html.escape(m.subject)}</a></td>'
+            f"<td>{html.escape(m.itip_method) or '—'}</td></tr>"
+            for m in mails
+        )
+        table = (
+            "<table><tr><th>#</th><th>Date</th><th>To</th><th>Subject</th><th>iTIP</th></tr>"
+            f"{rows}</table>"
+            if mails
+            else '<p class="muted">No email yet.</p>'
+        )
+        body = (
+            f"<h1>{html.escape(title)}</h1><p class='muted'>{len(mails)} emails, newest "
+            "first; this page refreshes every 5 seconds. Kept as .eml files in "
+            f"{html.escape(str(store.folder))}.</p>{table}"
+        )
+        return _page(title, body, refresh=True)
+
+    async def show(request: Request) -> Response:
+        number = int(request.path_params["n"])
+        m = store.load(number)
+        if m is None:
+            return _page("No such email", "<h1>No such email</h1><p><a href='/'>All emails</a>")
+        headers = "".join(
+            f"<dt>{k}</dt><dd>{html.escape(v)}</dd>"
+            for k, v in (
+                ("From", m.sender),
+                ("To", m.to),
+                ("Subject", m.subject),
+                ("Date", m.date),
+                ("Message-ID", m.message_id),
+                ("Attachments", ", ".join(m.attachments) or "none"),
+            )
+        )
+        parts = [f"<h2>Text part</h2><pre>{_linkify(m.text)}</pre>"]
+        if m.html:
+            srcdoc = html.escape(m.html, quote=True)
+            parts.append(f'<h2>HTML part</h2><iframe sandbox srcdoc="{srcdoc}"></iframe>')
+        if m.itip:
+            parts.append(
+                f"<h2>iTIP part (text/calendar; method={html.escape(m.itip_method)})</h2>"
+                f"<pre>{html.escape(m.itip)}</pre>"
+            )
+        nav = (
+            f"<p><a href='/'>All emails</a> · <a href='/mail/{number}/raw'>raw message</a>"
+            + (f" · <a href='/mail/{number - 1}'>previous</a>" if number > 1 else "")
+            + (f" · <a href='/mail/{number + 1}'>next</a>" if store.raw(number + 1) else "")
+            + "</p>"
+        )
+        body = f"{nav}<h1>{html.escape(m.subject)}</h1><dl>{headers}</dl>{''.join(parts)}"
+        return _page(m.subject, body)
+
+    async def raw(request: Request) -> Response:
+        data = store.raw(int(request.path_params["n"]))
+        if data is None:
+            return Response("no such email\n", 404, media_type="text/plain")
+        return Response(data, media_type="text/plain; charset=utf-8")
+
+    async def index_json(request: Request) -> Response:
+        return JSONResponse([m.summary() for m in store.all()])
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/mail/{n:int}", show),
+            Route("/mail/{n:int}/raw", raw),
+            Route("/mails.json", index_json),
+        ]
+    )
+
+
+# --- a uvicorn thread -----------------------------------------------------------------------
+
+
+class ThreadedServer:
+    """An ASGI app served by uvicorn in a daemon thread."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, port: int) -> None:
+        self.server, self.thread, self.port = server, thread, port
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask uvicorn to exit and wait for its thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(timeout)
+
+
+def serve_in_thread(app: Any, port: int, name: str = "demo-web") -> ThreadedServer:
+    """Serve ``app`` on 127.0.0.1:``port`` in a daemon thread; ConfigError if it cannot."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as err:
+        sock.close()
+        raise ConfigError(f"demo: cannot listen on 127.0.0.1:{port}: {err.strerror}") from err
+    config = uvicorn.Config(
+        app, lifespan="off", access_log=False, log_config=None, server_header=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise ConfigError(f"demo: the {name} server did not start on port {port}")
+        time.sleep(0.02)
+    return ThreadedServer(server, thread, int(sock.getsockname()[1]))
