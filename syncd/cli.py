@@ -312,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--url")
     sp.add_argument("--username", default="")
     sp.add_argument("--password-file", default="")
+    sp.add_argument(
+        "--password-credential",
+        default="",
+        help="systemd credential name (LoadCredential=) holding the password",
+    )
     sp.add_argument("--calendar-id")
     sp.add_argument("--credentials-file", default="")
     sp.add_argument(

@@ -52,7 +52,12 @@ def calendar_add(rt: Runtime) -> int:
                 open(a.password_file).close()
             except OSError as err:
                 raise UsageError(f"--password-file {a.password_file}: {err.strerror}") from err
-        settings = {"url": a.url, "username": a.username, "password_file": a.password_file}
+        settings = {
+            "url": a.url,
+            "username": a.username,
+            "password_file": a.password_file,
+            "password_credential": a.password_credential,
+        }
     else:
         if not a.calendar_id:
             raise UsageError("A Google calendar needs --calendar-id (e.g. primary).")

@@ -31,6 +31,7 @@ from syncd.services import Context
 from syncd.store.models import CalendarRow
 
 log = logging.getLogger("syncd.daemon")
+PAUSED_RETRY = timedelta(minutes=10)
 
 
 def engine_settings(cfg: Config) -> EngineSettings:
@@ -60,7 +61,6 @@ def claim_calendars(
             select(CalendarRow)
             .where(
                 CalendarRow.busy_only.is_(False),
-                CalendarRow.paused_reason.is_(None),
                 or_(
                     CalendarRow.lease_until.is_(None),
                     CalendarRow.lease_until < now,
@@ -83,11 +83,17 @@ def claim_calendars(
 
 
 def release_calendar(ctx: Context, calendar_id: int, owner: str, next_in: timedelta) -> None:
-    """Give the lease back and schedule the next poll, with ±10 % jitter."""
+    """Give the lease back and schedule the next poll, with ±10 % jitter.
+
+    A calendar paused because its credentials were refused is retried only every
+    ten minutes; the first cycle that gets through un-pauses it.
+    """
     now = ctx.clock()
-    jitter = next_in.total_seconds() * random.uniform(0.9, 1.1)
     with ctx.db.write() as orm:
         row = orm.get(CalendarRow, calendar_id)
+        if row is not None and row.paused_reason is not None:
+            next_in = max(next_in, PAUSED_RETRY)
+        jitter = next_in.total_seconds() * random.uniform(0.9, 1.1)
         if row is not None and row.lease_owner == owner:
             row.lease_owner, row.lease_until = None, None
             row.next_sync_at = now + timedelta(seconds=jitter)
@@ -215,6 +221,8 @@ class Daemon:
                     for r in summary.reports:
                         for a in r.actions:
                             log.info("calendar %s: %s", r.calendar_id, a)
+                        if r.error:
+                            log.warning("calendar %s: cycle failed: %s", r.calendar_id, r.error)
                 except SyncdError as err:
                     log.error("cycle failed: %s", err)
                 sd_notify("WATCHDOG=1")

@@ -5,14 +5,16 @@ survives restarts and ``syncd demo --walkthrough`` can read it from another proc
 :func:`start_smtp` runs aiosmtpd in a thread; :func:`mail_app` is a small Starlette app
 that lists the messages (``/``), shows one rendered (``/mail/N``: headers, the text part,
 the HTML part in a sandboxed iframe, the iTIP part as text), serves the raw message
-(``/mail/N/raw``) and a JSON index (``/mails.json``). :func:`serve_in_thread` runs any ASGI
-app under uvicorn in a daemon thread.
+(``/mail/N/raw``) and a JSON index (``/mails.json``), and shows the coach's calendar as it
+is on the CalDAV server (``/calendar``) for a newcomer without a calendar app.
+:func:`serve_in_thread` runs any ASGI app under uvicorn in a daemon thread.
 
 Only ``syncd demo`` uses this module; aiosmtpd comes with the ``demo`` extra.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
@@ -25,15 +27,21 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, SyncdError
+from syncd.eventtext import split_notes
+
+if TYPE_CHECKING:
+    from syncd.demo_radicale import CalEvent
 
 _NAME = re.compile(r"^(\d{4,})\.eml$")
 _URL = re.compile(r"https?://[^\s<>\"']+")
@@ -162,10 +170,8 @@ class _Keeper:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw: bytes = envelope.original_content or envelope.content
         number = self.store.save(raw)
-        try:
+        with contextlib.suppress(Exception):  # a display problem never refuses a message
             self.announce(parse_mail(number, raw))
-        except Exception:  # noqa: BLE001 - a display problem never refuses a message
-            pass
         return "250 OK: kept"
 
 
@@ -239,8 +245,32 @@ def _short_date(value: str) -> str:
         return value
 
 
-def mail_app(store: MailStore, title: str = "syncd demo — emails sent") -> Starlette:
-    """The Starlette app of the mail page."""
+def _calendar_table(events: list[CalEvent], tz: str) -> str:
+    rows = []
+    for e in events:
+        when = "—"
+        if e.start is not None and e.end is not None:
+            s, t = e.start.astimezone(ZoneInfo(tz)), e.end.astimezone(ZoneInfo(tz))
+            when = f"{s:%a %d %b %H:%M}–{t:%H:%M} {s.tzname()}"
+        own = split_notes(e.notes)[0].strip()  # the admin's text, not syncd's block
+        note = own.splitlines()[0] if own else ""
+        rows.append(
+            f"<tr><td>{html.escape(when)}</td><td>{html.escape(e.summary)}</td>"
+            f"<td>{html.escape(e.status.lower() or '—')}</td><td>{html.escape(note)}</td></tr>"
+        )
+    if not rows:
+        return '<p class="muted">The calendar is empty.</p>'
+    head = "<tr><th>When</th><th>Title</th><th>Status</th><th>Your notes (first line)</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def mail_app(
+    store: MailStore,
+    events: Callable[[], list[CalEvent]] | None = None,
+    tz: str = "UTC",
+    title: str = "syncd demo — emails sent",
+) -> Starlette:
+    """The Starlette app of the mail page (and of ``/calendar`` when ``events`` is given)."""
 
     async def index(request: Request) -> Response:
         mails = list(reversed(store.all()))
@@ -260,7 +290,8 @@ def mail_app(store: MailStore, title: str = "syncd demo — emails sent") -> Sta
         body = (
             f"<h1>{html.escape(title)}</h1><p class='muted'>{len(mails)} emails, newest "
             "first; this page refreshes every 5 seconds. Kept as .eml files in "
-            f"{html.escape(str(store.folder))}.</p>{table}"
+            f"{html.escape(str(store.folder))}. <a href='/calendar'>The calendar</a></p>"
+            f"{table}"
         )
         return _page(title, body, refresh=True)
 
@@ -282,8 +313,13 @@ def mail_app(store: MailStore, title: str = "syncd demo — emails sent") -> Sta
         )
         parts = [f"<h2>Text part</h2><pre>{_linkify(m.text)}</pre>"]
         if m.html:
-            srcdoc = html.escape(m.html, quote=True)
-            parts.append(f'<h2>HTML part</h2><iframe sandbox srcdoc="{srcdoc}"></iframe>')
+            # Links open in a new tab: the customer page refuses to be framed.
+            doc = m.html.replace("<head>", '<head><base target="_blank">', 1)
+            srcdoc = html.escape(doc, quote=True)
+            sandbox = "allow-popups allow-popups-to-escape-sandbox"
+            parts.append(
+                f'<h2>HTML part</h2><iframe sandbox="{sandbox}" srcdoc="{srcdoc}"></iframe>'
+            )
         if m.itip:
             parts.append(
                 f"<h2>iTIP part (text/calendar; method={html.escape(m.itip_method)})</h2>"
@@ -307,9 +343,25 @@ def mail_app(store: MailStore, title: str = "syncd demo — emails sent") -> Sta
     async def index_json(request: Request) -> Response:
         return JSONResponse([m.summary() for m in store.all()])
 
+    async def calendar(request: Request) -> Response:
+        if events is None:
+            return _page("No calendar", "<h1>No calendar</h1>")
+        try:
+            table = _calendar_table(await run_in_threadpool(events), tz)
+        except (OSError, SyncdError) as err:
+            table = f"<p>The calendar server did not answer: {html.escape(str(err))}</p>"
+        body = (
+            "<p><a href='/'>All emails</a></p><h1>The coach's calendar, as it is now</h1>"
+            f"<p class='muted'>Times in {html.escape(tz)}; refreshes every 5 seconds. Edit it "
+            "in a calendar app, or run the walkthrough, and watch it change.</p>"
+            f"{table}"
+        )
+        return _page("The calendar", body, refresh=True)
+
     return Starlette(
         routes=[
             Route("/", index),
+            Route("/calendar", calendar),
             Route("/mail/{n:int}", show),
             Route("/mail/{n:int}/raw", raw),
             Route("/mails.json", index_json),

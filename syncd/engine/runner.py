@@ -258,6 +258,7 @@ def commit(
         cal.cursor = cursor
         cal.last_sync_at = now
         cal.last_error = None
+        cal.paused_reason = None  # the credentials work again
     return writes
 
 
