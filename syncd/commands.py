@@ -158,7 +158,7 @@ def run(rt: Runtime) -> int:
     def start_web() -> Any:
         from syncd.web.server import start_in_thread
 
-        return start_in_thread(ctx, cfg)
+        return start_in_thread(ctx, cfg, on_notify=lambda _calendar_id: daemon.wake.set())
 
     daemon = Daemon(ctx, cfg, start_web)
     signal.signal(signal.SIGTERM, daemon.stop)

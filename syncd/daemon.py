@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
+from syncd import push
 from syncd.backends import open_backend
 from syncd.config import Config
 from syncd.engine.desired import GestureRules
@@ -79,6 +80,7 @@ def claim_calendars(
         rows = orm.scalars(stmt).all()
         for row in rows:
             row.lease_owner, row.lease_until = owner, now + lease
+            row.next_sync_at = row.lease_until  # a push notification moves it back to now
         return [r.id for r in rows]
 
 
@@ -95,8 +97,14 @@ def release_calendar(ctx: Context, calendar_id: int, owner: str, next_in: timede
             next_in = max(next_in, PAUSED_RETRY)
         jitter = next_in.total_seconds() * random.uniform(0.9, 1.1)
         if row is not None and row.lease_owner == owner:
+            notified = (
+                row.next_sync_at is not None
+                and row.lease_until is not None
+                and (row.next_sync_at < row.lease_until)
+            )
             row.lease_owner, row.lease_until = None, None
-            row.next_sync_at = now + timedelta(seconds=jitter)
+            if not notified:  # else: it changed during this sync, so sync it again at once
+                row.next_sync_at = now + timedelta(seconds=jitter)
 
 
 @dataclass
@@ -216,6 +224,10 @@ class Daemon:
         with ThreadPoolExecutor(self.cfg.sync.workers, thread_name_prefix="sync") as pool:
             while not self.stopping.is_set():
                 try:
+                    push.ensure_channels(self.ctx, self.cfg, self.ctx.clock())
+                except SyncdError as err:
+                    log.warning("push channels: %s", err)
+                try:
                     summary = run_cycle(self.ctx, self.cfg, self.owner, True, pool)
                     self.last_cycle = self.ctx.clock()
                     for r in summary.reports:
@@ -229,6 +241,10 @@ class Daemon:
                 self.wake.wait(tick)
                 self.wake.clear()
         sd_notify("STOPPING=1")
+        try:
+            push.stop_channels(self.ctx, self.cfg)
+        except SyncdError as err:
+            log.warning("push channels not stopped: %s", err)
         if web is not None and hasattr(web, "stop"):
             web.stop()
         time.sleep(0)

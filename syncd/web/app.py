@@ -16,6 +16,7 @@ plain 500 page (HTML, or ``{"error": ...}`` under ``/api/``) with the details in
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from starlette.routing import Route
 
 from syncd.config import Config
 from syncd.services import Context
-from syncd.web import api, metrics
+from syncd.web import api, metrics, push
 from syncd.web.choose import ChoosePage
 from syncd.web.security import RateLimiter, SecurityHeaders, add_headers
 
@@ -136,7 +137,9 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-def create_app(ctx: Context, cfg: Config) -> Starlette:
+def create_app(
+    ctx: Context, cfg: Config, on_notify: Callable[[int], None] | None = None
+) -> Starlette:
     """The Starlette application serving ``ctx`` with the ``[web]`` settings of ``cfg``."""
     state = WebState(
         ctx=ctx,
@@ -152,6 +155,7 @@ def create_app(ctx: Context, cfg: Config) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *api.routes(),
+        *push.routes(ctx, cfg, on_notify or (lambda _calendar_id: None)),
     ]
     app = Starlette(
         routes=routes,

@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import uvicorn
 
@@ -34,9 +35,15 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _config(ctx: Context, cfg: Config, host: str, port: int) -> uvicorn.Config:
+def _config(
+    ctx: Context,
+    cfg: Config,
+    host: str,
+    port: int,
+    on_notify: Callable[[int], None] | None = None,
+) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(ctx, cfg),
+        create_app(ctx, cfg, on_notify),
         host=host,
         port=port,
         lifespan="off",
@@ -94,7 +101,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def start_in_thread(ctx: Context, cfg: Config) -> WebServer:
+def start_in_thread(
+    ctx: Context, cfg: Config, on_notify: Callable[[int], None] | None = None
+) -> WebServer:
     """Start serving ``[web] listen`` in a daemon thread; port 0 picks a free port.
 
     The socket is bound here, in the caller's thread, so a port already in use is a
@@ -102,7 +111,7 @@ def start_in_thread(ctx: Context, cfg: Config) -> WebServer:
     """
     host, port = parse_listen(cfg.web.listen)
     sock = _bind(host, port)
-    server = uvicorn.Server(_config(ctx, cfg, host, port))
+    server = uvicorn.Server(_config(ctx, cfg, host, port, on_notify))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="syncd-web", daemon=True
     )
