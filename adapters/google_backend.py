@@ -267,7 +267,11 @@ class GoogleBackend:
         except RefreshError as err:
             if getattr(err, "retryable", False):
                 raise Transient(f"Google token refresh for {what} failed: {err}") from err
-            raise AuthRevoked(f"Google refused syncd's credentials ({what}): {err}") from err
+            detail = err.args[0] if err.args else str(err)
+            raise AuthRevoked(
+                f"Google refused syncd's credentials ({what}): {detail}; "
+                "run 'syncd auth google' for this admin again"
+            ) from err
         except (TransportError, httplib2.HttpLib2Error, http.client.HTTPException, OSError) as err:
             raise Transient(f"Google Calendar {what}: {type(err).__name__}: {err}") from err
 

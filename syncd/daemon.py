@@ -7,6 +7,7 @@ same way. SIGTERM stops in order: the units in hand finish, then the process exi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -28,6 +29,7 @@ from syncd.engine.desired import GestureRules
 from syncd.engine.planner import BreakerRules
 from syncd.engine.runner import CycleReport, EngineSettings, sync_calendar
 from syncd.errors import SyncdError
+from syncd.ports import CalendarBackend
 from syncd.services import Context
 from syncd.store.models import CalendarRow
 
@@ -121,19 +123,83 @@ class CycleSummary:
         return any(r.error for r in self.reports) or mail_failed
 
 
-def sync_one(ctx: Context, cfg: Config, calendar_id: int) -> CycleReport:
-    """Open the calendar's backend and run one cycle."""
+class BackendPool:
+    """Backends kept open across cycles, one per calendar (connections, OAuth tokens).
+
+    A calendar is synced by one thread at a time (its lease), so a backend is never used
+    by two threads at once. A changed calendar row (new URL, new credentials file) gets
+    a fresh backend; a backend whose cycle failed is closed and opened anew next time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[int, tuple[str, CalendarBackend]] = {}
+
+    def take(
+        self, calendar_id: int, backend: str, settings: dict[str, Any], cfg: Config
+    ) -> CalendarBackend:
+        """The open backend of the calendar, or a new one."""
+        key = json.dumps([backend, settings], sort_keys=True)
+        with self._lock:
+            held = self._open.pop(calendar_id, None)
+        if held is not None and held[0] == key:
+            return held[1]
+        if held is not None:
+            held[1].close()
+        return open_backend(backend, settings, cfg)
+
+    def give_back(
+        self,
+        calendar_id: int,
+        backend: str,
+        settings: dict[str, Any],
+        instance: CalendarBackend,
+        healthy: bool,
+    ) -> None:
+        """Keep ``instance`` for the next cycle (or close it after a failure)."""
+        if not healthy:
+            instance.close()
+            return
+        key = json.dumps([backend, settings], sort_keys=True)
+        with self._lock:
+            old = self._open.pop(calendar_id, None)
+            self._open[calendar_id] = (key, instance)
+        if old is not None and old[1] is not instance:
+            old[1].close()
+
+    def close(self) -> None:
+        """Close every backend (on shutdown)."""
+        with self._lock:
+            held, self._open = list(self._open.values()), {}
+        for _, instance in held:
+            instance.close()
+
+
+def sync_one(
+    ctx: Context, cfg: Config, calendar_id: int, pool: BackendPool | None = None
+) -> CycleReport:
+    """Open (or reuse) the calendar's backend and run one cycle."""
     with ctx.db.read() as orm:
         row = orm.get_one(CalendarRow, calendar_id)
         backend_name, settings = row.backend, dict(row.settings)
     try:
-        backend = open_backend(backend_name, settings, cfg)
+        backend = (
+            pool.take(calendar_id, backend_name, settings, cfg)
+            if pool is not None
+            else open_backend(backend_name, settings, cfg)
+        )
     except SyncdError as err:
         return CycleReport(calendar_id, error=str(err))
+    report: CycleReport | None = None
     try:
-        return sync_calendar(ctx, engine_settings(cfg), calendar_id, backend)
+        report = sync_calendar(ctx, engine_settings(cfg), calendar_id, backend)
+        return report
     finally:
-        backend.close()
+        healthy = report is not None and report.error is None
+        if pool is not None:
+            pool.give_back(calendar_id, backend_name, settings, backend, healthy)
+        else:
+            backend.close()
 
 
 def make_mailer(cfg: Config) -> Any:
@@ -158,7 +224,12 @@ def drain_outbox(ctx: Context, cfg: Config, owner: str) -> Any:
 
 
 def run_cycle(
-    ctx: Context, cfg: Config, owner: str, due_only: bool, pool: ThreadPoolExecutor | None = None
+    ctx: Context,
+    cfg: Config,
+    owner: str,
+    due_only: bool,
+    pool: ThreadPoolExecutor | None = None,
+    backends: BackendPool | None = None,
 ) -> CycleSummary:
     """Every claimable calendar once, then the outbox."""
     summary = CycleSummary()
@@ -166,7 +237,7 @@ def run_cycle(
 
     def one(cid: int) -> CycleReport:
         try:
-            return sync_one(ctx, cfg, cid)
+            return sync_one(ctx, cfg, cid, backends)
         finally:
             release_calendar(ctx, cid, owner, cfg.sync.poll_interval)
 
@@ -208,6 +279,7 @@ class Daemon:
         self.wake = threading.Event()
         self.start_web = start_web
         self.last_cycle: datetime | None = None
+        self.backends = BackendPool()
 
     def stop(self, *_: Any) -> None:
         """Finish the unit in hand, then exit."""
@@ -228,7 +300,7 @@ class Daemon:
                 except SyncdError as err:
                     log.warning("push channels: %s", err)
                 try:
-                    summary = run_cycle(self.ctx, self.cfg, self.owner, True, pool)
+                    summary = run_cycle(self.ctx, self.cfg, self.owner, True, pool, self.backends)
                     self.last_cycle = self.ctx.clock()
                     for r in summary.reports:
                         for a in r.actions:
@@ -245,6 +317,7 @@ class Daemon:
             push.stop_channels(self.ctx, self.cfg)
         except SyncdError as err:
             log.warning("push channels not stopped: %s", err)
+        self.backends.close()
         if web is not None and hasattr(web, "stop"):
             web.stop()
         time.sleep(0)

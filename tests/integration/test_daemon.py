@@ -1,0 +1,74 @@
+"""The daemon loop: it mirrors, acts on a gesture, keeps backends open, stops in order."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from syncd.daemon import Daemon
+from syncd.domain.model import Status
+from syncd.services import utcnow
+from tests.fakes.google_calendar import FakeGoogleCalendar
+from tests.integration.google_world import GoogleWorld
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGoogleCalendar]:
+    with FakeGoogleCalendar() as f:
+        yield f
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def test_daemon_loop_acts_on_a_drag_and_reuses_its_google_backend(
+    tmp_path: Path, fake: FakeGoogleCalendar
+) -> None:
+    w = GoogleWorld(tmp_path, fake, extra_config="")
+    cfg = w.cfg.model_copy(
+        update={
+            "sync": w.cfg.sync.model_copy(update={"poll_interval": timedelta(seconds=0.2)}),
+            # Plain http: no push channels (the fake would post to the public URL).
+            "web": w.cfg.web.model_copy(update={"public_url": "http://127.0.0.1:9"}),
+        }
+    )
+    sid = w.book()
+    daemon = Daemon(replace(w.ctx, clock=utcnow), cfg)  # the daemon runs on the wall clock
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run()))
+    thread.start()
+    try:
+        wait_for(lambda: any(True for _ in fake.events("admin@example.com")))
+        remote_id = w.remote_id(sid)
+        s = w.session(sid)
+        new_start = s.start + timedelta(days=1)
+        fake.human_move(
+            "primary",
+            remote_id,
+            new_start.isoformat(),
+            (new_start + timedelta(hours=1)).isoformat(),
+            tz="America/New_York",
+        )
+        wait_for(lambda: w.session(sid).start == new_start)
+        assert w.session(sid).status is Status.BOOKED
+        assert w.session(sid).history[-1].actor.value == "admin-calendar"
+        cycles_before = fake.count("events.list")
+        wait_for(lambda: fake.count("events.list") >= cycles_before + 3)
+    finally:
+        daemon.stop()
+        thread.join(timeout=30)
+    assert result == [0]
+    # One backend kept across cycles: one OAuth refresh, not one per cycle.
+    assert fake.count("token") == 1
