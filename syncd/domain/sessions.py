@@ -115,7 +115,20 @@ def reschedule(
         raise Refused("A session cannot be moved into the past.")
     if actor not in ADMIN_ACTORS:
         _check_overlap(new_start, new_end, others, session.id)
-    entry = HistoryEntry(now, actor, "rescheduled", session.start, new_start)
+    return _moved(session, new_start, new_end, actor, now, "rescheduled", NoticeKind.RESCHEDULED)
+
+
+def _moved(
+    session: Session,
+    new_start: datetime,
+    new_end: datetime,
+    actor: Actor,
+    now: datetime,
+    action: str,
+    kind: NoticeKind,
+) -> Transition:
+    """The session booked at a new time; the notice carries the old time too."""
+    entry = HistoryEntry(now, actor, action, session.start, new_start)
     after = replace(
         session,
         start=new_start,
@@ -126,10 +139,7 @@ def reschedule(
         history=(*session.history, entry),
     )
     notice = _notice(
-        NoticeKind.RESCHEDULED,
-        after,
-        old_start=session.start.isoformat(),
-        old_end=session.end.isoformat(),
+        kind, after, old_start=session.start.isoformat(), old_end=session.end.isoformat()
     )
     return Transition(session, after, entry, (notice,))
 
@@ -175,23 +185,9 @@ def customer_choose(
     if new_start < now + admin.policy.min_notice:
         raise Refused("That time is too soon; please pick a later one.")
     _check_overlap(new_start, new_end, others, session.id)
-    entry = HistoryEntry(now, Actor.CUSTOMER, "chose_new_time", session.start, new_start)
-    after = replace(
-        session,
-        start=new_start,
-        end=new_end,
-        status=Status.BOOKED,
-        sequence=session.sequence + 1,
-        choose_message=None,
-        history=(*session.history, entry),
+    return _moved(
+        session, new_start, new_end, Actor.CUSTOMER, now, "chose_new_time", NoticeKind.CONFIRMED
     )
-    notice = _notice(
-        NoticeKind.CONFIRMED,
-        after,
-        old_start=session.start.isoformat(),
-        old_end=session.end.isoformat(),
-    )
-    return Transition(session, after, entry, (notice,))
 
 
 def cancel(session: Session, admin: Admin, reason: str, actor: Actor, now: datetime) -> Transition:
