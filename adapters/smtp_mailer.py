@@ -114,6 +114,10 @@ class SmtpMailer:
         self._conn = self._connect()
         return self._conn
 
+    def check(self) -> None:
+        """Connect, greet and log in (for ``syncd doctor``); raises MailError if it cannot."""
+        self._connection()
+
     def close(self) -> None:
         """Say QUIT and close the connection, if one is open."""
         conn, self._conn = self._conn, None

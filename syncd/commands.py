@@ -333,7 +333,10 @@ def doctor(rt: Runtime) -> int:
                 ok = False
     try:
         mailer = make_mailer(cfg)
-        mailer.close()
+        try:
+            mailer.check()
+        finally:
+            mailer.close()
         checks.append({"check": "smtp", "ok": True, "detail": f"{cfg.smtp.host}:{cfg.smtp.port}"})
     except Exception as err:  # noqa: BLE001
         checks.append({"check": "smtp", "ok": False, "detail": str(err)})

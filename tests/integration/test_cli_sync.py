@@ -83,7 +83,12 @@ def test_sync_once_mirrors_acts_and_exits_4_when_the_server_is_down(tmp_path: Pa
         again = syncd(cfg, "--json", "sync", "--once")
         assert again.code == 0 and again.json()["calendars"][0]["actions"] == []
         assert len(smtp.messages) == 2
+        doctor = syncd(cfg, "doctor")
+        assert doctor.code == 0, doctor.out
+        assert "ok    smtp" in doctor.out and "ok    calendar 1" in doctor.out
         server.stop()
+        doctor = syncd(cfg, "doctor")
+        assert doctor.code == 4 and "FAIL  calendar 1" in doctor.out
         down = syncd(cfg, "sync", "--once")
         assert down.code == 4, down.out + down.err
         assert "error" in down.out
