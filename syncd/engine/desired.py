@@ -79,6 +79,9 @@ def desired_event(
         status="tentative" if awaiting else "confirmed",
         transparent=awaiting,
         sequence=session.sequence,
+        # Every update strips a command line: one left behind by an interrupted write
+        # would otherwise be read again as a new gesture after the admin's next edit.
+        strip_prefixes=rules.all_keywords,
     )
 
 

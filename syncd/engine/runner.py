@@ -331,9 +331,6 @@ def _apply_action(
     m.written_etag = m.seen_etag = action.etag
     m.written_hash = action.observed_hash
     want = desired_event(t.after, ctx.uid(sid), _session_url(ctx, sid), settings.rules)
-    from dataclasses import replace
-
-    want = replace(want, strip_prefixes=settings.rules.all_keywords)
     return [Update(sid, m.remote_id, want, action.etag)]
 
 

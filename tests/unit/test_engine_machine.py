@@ -254,3 +254,33 @@ def test_lost_write_answer_is_adopted_without_an_action(tmp_path: Path) -> None:
         assert m.admin_actions() == 0
     finally:
         m.teardown()
+
+
+def test_command_left_by_an_interrupted_write_is_never_read_twice() -> None:
+    """`reschedule:` consumed, the placeholder write fails, the platform moves the session,
+    then the admin edits the title: no second "choose" email."""
+    m = EngineMachine()
+    m.setup()
+    try:
+        rid = m.rid(0)
+        m.cal.human_set(rid, summary="reschedule: sorry, please pick again")
+        m.cycle()  # seen; the settle window starts
+        m.cal.faults.fail_writes = True
+        m.now += timedelta(minutes=3)
+        m.cycle()  # the gesture is applied; writing the placeholder fails
+        m.cal.faults.fail_writes = False
+        assert m.session(0).status is Status.AWAITING_CUSTOMER
+        services.reschedule(
+            m.ctx, m.sids[0], m.session(0).start + timedelta(days=1), actor=Actor.ADMIN
+        )
+        m.now += timedelta(minutes=3)
+        m.cycle()  # the platform change is written, and the stale command goes with it
+        assert "reschedule:" not in m.cal.events[rid].content.summary
+        m.cal.human_set(rid, summary="Ann, bring the contract")
+        for _ in range(3):
+            m.now += timedelta(minutes=3)
+            m.cycle()
+        actions = [h.action for h in m.session(0).history if h.actor is Actor.ADMIN_CALENDAR]
+        assert actions == ["let_customer_choose"]
+    finally:
+        m.teardown()
