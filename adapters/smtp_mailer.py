@@ -26,15 +26,9 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import getaddresses
 
-from syncd.ports import MailPermanent, MailTransient
+from syncd.ports import MailMaybeDelivered, MailPermanent, MailTransient
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
-
-
-class MailMaybeDelivered(MailTransient):
-    """The connection dropped after the message data was sent: it may have been delivered."""
-
-    maybe_delivered = True
 
 
 def _reply_error(step: str, code: int, reply: bytes | str) -> MailTransient | MailPermanent:

@@ -67,6 +67,14 @@ class MailPermanent(MailError):
     """Never retry: a 5xx answer to the envelope or the data."""
 
 
+class MailMaybeDelivered(MailTransient):
+    """The connection dropped after the message data was sent: it may have been delivered.
+
+    Retried like any transient failure, with the same Message-ID, and counted as a
+    possible duplicate.
+    """
+
+
 # ---------------------------------------------------------------------------------------
 # What backends read and write.
 

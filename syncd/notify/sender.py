@@ -41,7 +41,7 @@ from syncd.domain.timefmt import iso_utc
 from syncd.errors import NotFoundError, Refused, UsageError
 from syncd.notify.compose import compose
 from syncd.notify.outbox import DEAD, PENDING, SENDING, SENT, STATUSES, SUPERSEDED
-from syncd.ports import Mailer, MailPermanent, MailTransient
+from syncd.ports import Mailer, MailMaybeDelivered, MailPermanent, MailTransient
 from syncd.services import Context
 from syncd.store.models import OutboxRow
 
@@ -290,7 +290,7 @@ def drain(
             transient_in_a_row = 0
             continue
         except MailTransient as err:
-            maybe = bool(getattr(err, "maybe_delivered", False))
+            maybe = isinstance(err, MailMaybeDelivered)
             status = _mark_failed(ctx, c, worker_id, clock(), smtp_cfg, str(err), False, maybe)
             if status == DEAD:
                 result.dead += 1
