@@ -165,6 +165,7 @@ class Plan:
     verify: tuple[str, ...] = ()
     hold: tuple[str, ...] = ()
     trip: bool = False
+    rehome: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -177,6 +178,7 @@ class _Builder:
     writes: list[Write] = field(default_factory=list)
     verify: list[str] = field(default_factory=list)
     removals: list[tuple[str, str | None]] = field(default_factory=list)
+    rehome: list[tuple[str, str]] = field(default_factory=list)
 
     def freeze(self, hold: Sequence[str], trip: bool) -> Plan:
         return Plan(
@@ -189,6 +191,7 @@ class _Builder:
             tuple(self.verify),
             tuple(hold),
             trip,
+            tuple(self.rehome),
         )
 
 
@@ -281,12 +284,21 @@ def plan_calendar(inp: PlanInput) -> Plan:
     """Decide, for every session mirrored in one calendar, what this cycle does."""
     b = _Builder()
     by_remote = {e.remote_id: e for e in inp.changed}
+    # A server that stored syncd's event under another id (a rename, a re-import) still
+    # carries the session in the UID: follow it there instead of calling it deleted.
+    mirrors = dict(inp.mirrors)
+    for e in inp.changed:
+        sid = e.content.session_id
+        known = mirrors.get(sid) if sid else None
+        if sid and known and e.remote_id != known.remote_id and known.remote_id not in by_remote:
+            mirrors[sid] = replace(known, remote_id=e.remote_id)
+            b.rehome.append((sid, e.remote_id))
     removed = set(inp.removed)
     if inp.full_listing:
-        removed |= {m.remote_id for m in inp.mirrors.values()} - set(by_remote)
+        removed |= {m.remote_id for m in mirrors.values()} - set(by_remote)
     upcoming = 0
     for sid, session in inp.sessions.items():
-        mirror = inp.mirrors.get(sid)
+        mirror = mirrors.get(sid)
         desired = inp.desired.get(sid)
         intent = inp.intents.get(sid)
         over = session.end <= inp.now

@@ -229,6 +229,9 @@ def commit(
     cid = st.calendar_id
     with ctx.db.write() as orm:
         cal = state.get_calendar(orm, cid, lock=True)
+        for sid, remote_id in plan.rehome:
+            log.warning("calendar %s: %s's event now lives at %s", cid, sid, remote_id)
+            _mirror(orm, cid, sid).remote_id = remote_id
         for intent in plan.set_intents:
             state.save_intent(orm, cid, intent)
         for sid in plan.drop_intents:
@@ -401,11 +404,14 @@ def _record_write(
     digest: str | None,
     gone: bool = False,
     seen: str | None = None,
+    remote_id: str | None = None,
 ) -> None:
     with ctx.db.write() as orm:
         m = state.mirror_row(orm, calendar_id, session_id)
         if m is None:
             return
+        if remote_id is not None and remote_id != m.remote_id:
+            m.remote_id = remote_id  # the server chose where to keep it
         m.written_etag, m.written_hash = etag, digest
         m.seen_etag = seen if seen is not None else etag
         m.gone = gone
@@ -442,7 +448,7 @@ def _write_one(
                 # Someone else's content at our id: make the next cycle write ours over it.
                 _record_write(ctx, calendar_id, w.session_id, None, digest, seen=ev.etag)
                 return
-        _record_write(ctx, calendar_id, w.session_id, ev.etag, digest)
+        _record_write(ctx, calendar_id, w.session_id, ev.etag, digest, remote_id=ev.remote_id)
         return
     ev = backend.update(w.remote_id, w.event, w.etag)
     _record_write(ctx, calendar_id, w.session_id, ev.etag, digest)

@@ -312,3 +312,12 @@ def test_unknown_events_are_not_syncds() -> None:
     stranger = RemoteEvent("/cal/other.ics", '"o"', EventContent(NOW, NOW + timedelta(hours=1)))
     plan = plan_calendar(inp([s], changed=[stranger], settle=timedelta(0)))
     assert plan == type(plan)()
+
+
+def test_event_found_under_another_id_is_followed_not_cancelled() -> None:
+    # A full listing where the server keeps syncd's event under a new href (same UID).
+    s = session()
+    moved_href = RemoteEvent("/cal/renamed.ics", '"r1"', desired_content(desired(s)))
+    plan = plan_calendar(inp([s], changed=[moved_href], full_listing=True, settle=timedelta(0)))
+    assert plan.rehome == ((s.id, "/cal/renamed.ics"),)
+    assert plan.verify == () and plan.actions == () and plan.set_intents == ()
