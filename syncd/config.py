@@ -132,6 +132,7 @@ class GesturesConfig(_Section):
 class BreakerConfig(_Section):
     min_sessions: int = Field(default=3, ge=0)
     fraction: float = Field(default=0.3, ge=0.0, le=1.0)
+    on_empty: bool = True
 
 
 class GoogleConfig(_Section):

@@ -45,7 +45,7 @@ def engine_settings(cfg: Config) -> EngineSettings:
         rules=GestureRules(
             tuple(g.cancel_keywords), tuple(g.reschedule_keywords), g.summary_template
         ),
-        breaker=BreakerRules(cfg.breaker.min_sessions, cfg.breaker.fraction),
+        breaker=BreakerRules(cfg.breaker.min_sessions, cfg.breaker.fraction, cfg.breaker.on_empty),
     )
 
 

@@ -56,10 +56,15 @@ class Verification:
 
 @dataclass(frozen=True)
 class BreakerRules:
-    """More than ``min_sessions`` and more than ``fraction`` of upcoming sessions trips it."""
+    """More than ``min_sessions`` and more than ``fraction`` of upcoming sessions trips it.
+
+    With ``on_empty``, so does a calendar whose every upcoming session (two or more)
+    vanished at once.
+    """
 
     min_sessions: int = 3
     fraction: float = 0.3
+    on_empty: bool = True
 
 
 @dataclass(frozen=True)
@@ -382,6 +387,9 @@ def _breaker(b: _Builder, inp: PlanInput, upcoming: int) -> Plan:
     count = len(pending_removals | set(candidates))
     rules = inp.breaker
     trip = count > rules.min_sessions and count > rules.fraction * max(upcoming, 1)
+    # A calendar that is suddenly empty is an accident until the admin says otherwise
+    # (vdirsyncer's StorageEmpty), however few sessions it held.
+    trip = trip or (rules.on_empty and upcoming >= 2 and count >= upcoming)
     if inp.breaker_tripped or trip or held:
         hold = sorted(set(candidates) - set(held))
         known = {i.session_id: i for i in (*inp.intents.values(), *b.set_intents)}

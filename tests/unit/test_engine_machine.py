@@ -28,7 +28,7 @@ from syncd.store.models import CalendarRow, HistoryRow
 from tests.fakes.memory_backend import MemoryBackend, MemoryCalendar
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-SETTINGS = EngineSettings(settle=timedelta(minutes=2), breaker=BreakerRules(100, 1.0))
+SETTINGS = EngineSettings(settle=timedelta(minutes=2), breaker=BreakerRules(100, 1.0, False))
 
 
 class LossyBackend(MemoryBackend):

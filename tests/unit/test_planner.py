@@ -321,3 +321,14 @@ def test_event_found_under_another_id_is_followed_not_cancelled() -> None:
     plan = plan_calendar(inp([s], changed=[moved_href], full_listing=True, settle=timedelta(0)))
     assert plan.rehome == ((s.id, "/cal/renamed.ics"),)
     assert plan.verify == () and plan.actions == () and plan.set_intents == ()
+
+
+def test_a_suddenly_empty_calendar_trips_the_breaker_even_when_small() -> None:
+    sessions = [session(n) for n in range(2)]
+    base = inp(sessions, changed=[], full_listing=True, settle=timedelta(0))
+    plan = plan_calendar(with_verifications(base, {s.id: Verification("gone") for s in sessions}))
+    assert plan.trip and plan.actions == ()
+    one = [session(1)]
+    single = inp(one, removed=[f"/cal/{one[0].id}.ics"], settle=timedelta(0))
+    plan = plan_calendar(with_verifications(single, {one[0].id: Verification("gone")}))
+    assert not plan.trip and len(plan.actions) == 1  # one session, one deletion: a cancel
