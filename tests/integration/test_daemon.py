@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,8 +36,13 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def test_daemon_loop_acts_on_a_drag_and_reuses_its_google_backend(
-    tmp_path: Path, fake: FakeGoogleCalendar
+    tmp_path: Path, fake: FakeGoogleCalendar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # systemd's notify socket, as Type=notify gives it to the service.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     w = GoogleWorld(tmp_path, fake, extra_config="")
     cfg = w.cfg.model_copy(
         update={
@@ -70,5 +77,13 @@ def test_daemon_loop_acts_on_a_drag_and_reuses_its_google_backend(
         daemon.stop()
         thread.join(timeout=30)
     assert result == [0]
+    messages = []
+    notify.settimeout(0.2)
+    with contextlib.suppress(TimeoutError):
+        while True:
+            messages.append(notify.recv(256).decode())
+    notify.close()
+    assert messages[0] == "READY=1" and "WATCHDOG=1" in messages
+    assert messages[-1] == "STOPPING=1"
     # One backend kept across cycles: one OAuth refresh, not one per cycle.
     assert fake.count("token") == 1
