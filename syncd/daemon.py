@@ -240,6 +240,7 @@ def run_cycle(
             return sync_one(ctx, cfg, cid, backends)
         finally:
             release_calendar(ctx, cid, owner, cfg.sync.poll_interval)
+            sd_notify("WATCHDOG=1")  # progress, even in a long cycle of slow servers
 
     if pool is None:
         summary.reports = [one(cid) for cid in ids]
