@@ -261,6 +261,7 @@ def sd_notify(message: str) -> None:
     if address.startswith("@"):
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)  # never let a slow reader stall the daemon
         try:
             sock.connect(address)
             sock.sendall(message.encode())

@@ -41,8 +41,19 @@ def test_daemon_loop_acts_on_a_drag_and_reuses_its_google_backend(
     # systemd's notify socket, as Type=notify gives it to the service.
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
-    notify.settimeout(5)
+    notify.settimeout(0.2)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    messages: list[str] = []
+    listening = threading.Event()
+    listening.set()
+
+    def listen() -> None:
+        while listening.is_set():
+            with contextlib.suppress(TimeoutError):
+                messages.append(notify.recv(256).decode())
+
+    listener = threading.Thread(target=listen)
+    listener.start()
     w = GoogleWorld(tmp_path, fake, extra_config="")
     cfg = w.cfg.model_copy(
         update={
@@ -77,11 +88,9 @@ def test_daemon_loop_acts_on_a_drag_and_reuses_its_google_backend(
         daemon.stop()
         thread.join(timeout=30)
     assert result == [0]
-    messages = []
-    notify.settimeout(0.2)
-    with contextlib.suppress(TimeoutError):
-        while True:
-            messages.append(notify.recv(256).decode())
+    time.sleep(0.3)
+    listening.clear()
+    listener.join()
     notify.close()
     assert messages[0] == "READY=1" and "WATCHDOG=1" in messages
     assert messages[-1] == "STOPPING=1"
