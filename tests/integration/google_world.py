@@ -13,26 +13,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import select, update
 
 from adapters import google_auth
 from adapters.google_backend import GoogleBackend
 from syncd import config as config_mod
 from syncd import services
 from syncd.daemon import engine_settings
-from syncd.domain.model import Customer, Session
 from syncd.engine.runner import CycleReport, sync_calendar
 from syncd.errors import SyncdError
 from syncd.ports import RemoteEvent
 from syncd.store.db import Database
-from syncd.store.models import CalendarRow, MirrorRow, OutboxRow
+from syncd.store.models import CalendarRow
 from tests.contract.google_human import GoogleHuman
 from tests.fakes.google_calendar import DEFAULT_REFRESH_TOKEN, FakeGoogleCalendar
-from tests.integration.world import Clock
+from tests.integration.world import Clock, WorldBase
 
 ADMIN = "coach@example.com"
 CAL = "primary"
@@ -40,7 +36,7 @@ FAST_RETRIES = (0.001, 0.01)
 
 
 @dataclass
-class GoogleWorld:
+class GoogleWorld(WorldBase):
     """One admin whose calendar is the primary calendar of ``fake``."""
 
     tmp: Path
@@ -123,36 +119,7 @@ class GoogleWorld:
         finally:
             backend.close()
 
-    def book(self, days: float = 3, name: str = "Ann", tz: str = "America/New_York") -> str:
-        start = (self.clock.now + timedelta(days=days)).replace(minute=0, second=0)
-        s = services.book(
-            self.ctx,
-            ADMIN,
-            Customer(f"{name.lower()}@example.org", name, tz),
-            start,
-            start + timedelta(hours=1),
-        )
-        self.delivered()
-        return s.id
-
-    def delivered(self) -> None:
-        """Mark every pending email as sent (see ``tests.integration.world.World``)."""
-        with self.db.write() as orm:
-            orm.execute(
-                update(OutboxRow)
-                .where(OutboxRow.status == "pending")
-                .values(status="sent", sent_at=self.clock.now)
-            )
-
     # -- looking ----------------------------------------------------------------------------
-
-    def session(self, sid: str) -> Session:
-        return services.show(self.ctx, sid)
-
-    def remote_id(self, sid: str) -> str:
-        with self.db.read() as orm:
-            row = orm.scalars(select(MirrorRow).where(MirrorRow.session_id == sid)).one()
-            return row.remote_id
 
     def raw(self, sid: str) -> dict[str, Any]:
         """The event as the fake stores it (tombstones included)."""
@@ -165,17 +132,6 @@ class GoogleWorld:
             return backend.get(self.remote_id(sid))
         finally:
             backend.close()
-
-    def outbox(self, session_id: str | None = None) -> list[tuple[str, str, str]]:
-        """(kind, recipient, status) of every outbox row (of one session)."""
-        with self.db.read() as orm:
-            stmt = select(OutboxRow).order_by(OutboxRow.id)
-            if session_id:
-                stmt = stmt.where(OutboxRow.session_id == session_id)
-            return [(r.kind, r.recipient, r.status) for r in orm.scalars(stmt)]
-
-    def customer_rows(self) -> list[tuple[str, str, str]]:
-        return [o for o in self.outbox() if o[1] != ADMIN]
 
     def calendar(self) -> dict[str, Any]:
         with self.db.read() as orm:
@@ -196,11 +152,3 @@ class GoogleWorld:
             private = (body.get("extendedProperties") or {}).get("private") or {}
             out.setdefault(str(private.get("syncd_session")), []).append(str(body["id"]))
         return out
-
-    def assert_quiet(self) -> None:
-        """A further cycle adds nothing: no action, no write, no outbox row."""
-        before = self.outbox()
-        report = self.sync()
-        assert report.error is None, report.error
-        assert report.actions == [] and report.writes == 0, report
-        assert self.outbox() == before

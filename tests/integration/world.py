@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from syncd import config as config_mod
 from syncd import services
@@ -32,8 +32,73 @@ class Clock:
         self.now += timedelta(**kw)
 
 
+class WorldBase:
+    """What every end-to-end world offers; subclasses set ``db``, ``ctx``, ``clock`` and
+    ``sync()``."""
+
+    ADMIN = "coach@example.com"
+    db: Database
+    ctx: services.Context
+    clock: Clock
+
+    def sync(self) -> CycleReport:
+        raise NotImplementedError
+
+    def book(self, days: float = 3, name: str = "Ann", tz: str = "America/New_York") -> str:
+        start = (self.clock.now + timedelta(days=days)).replace(minute=0, second=0)
+        s = services.book(
+            self.ctx,
+            self.ADMIN,
+            Customer(f"{name.lower()}@example.org", name, tz),
+            start,
+            start + timedelta(hours=1),
+        )
+        self.delivered()
+        return s.id
+
+    def delivered(self) -> None:
+        """Mark every pending email as sent (the customer got the booking confirmation).
+
+        Unsent notices coalesce (tests/integration/test_notify.py); these tests want the
+        notices each gesture causes on their own.
+        """
+        with self.db.write() as orm:
+            orm.execute(
+                update(OutboxRow)
+                .where(OutboxRow.status == "pending")
+                .values(status="sent", sent_at=self.clock.now)
+            )
+
+    def session(self, sid: str) -> Session:
+        return services.show(self.ctx, sid)
+
+    def remote_id(self, sid: str) -> str:
+        with self.db.read() as orm:
+            row = orm.scalars(select(MirrorRow).where(MirrorRow.session_id == sid)).one()
+            return row.remote_id
+
+    def outbox(self, session_id: str | None = None) -> list[tuple[str, str, str]]:
+        """(kind, recipient, status) of every outbox row (of one session)."""
+        with self.db.read() as orm:
+            stmt = select(OutboxRow).order_by(OutboxRow.id)
+            if session_id:
+                stmt = stmt.where(OutboxRow.session_id == session_id)
+            return [(r.kind, r.recipient, r.status) for r in orm.scalars(stmt)]
+
+    def customer_rows(self) -> list[tuple[str, str, str]]:
+        return [o for o in self.outbox() if o[1] != self.ADMIN]
+
+    def assert_quiet(self) -> None:
+        """A further cycle adds nothing: no action, no write, no outbox row."""
+        before = self.outbox()
+        report = self.sync()
+        assert report.error is None, report.error
+        assert report.actions == [] and report.writes == 0, report
+        assert self.outbox() == before
+
+
 @dataclass
-class World:
+class World(WorldBase):
     """One admin with one calendar collection on ``server``."""
 
     tmp: Path
@@ -69,62 +134,8 @@ class World:
             orm.flush()
             self.cal_id = cal.id
 
-    def book(self, days: float = 3, name: str = "Ann", tz: str = "America/New_York") -> str:
-        start = (self.clock.now + timedelta(days=days)).replace(minute=0, second=0)
-        s = services.book(
-            self.ctx,
-            "coach@example.com",
-            Customer(f"{name.lower()}@example.org", name, tz),
-            start,
-            start + timedelta(hours=1),
-        )
-        self.delivered()
-        return s.id
-
-    def delivered(self) -> None:
-        """Mark every pending email as sent (the customer got the booking confirmation).
-
-        Unsent notices coalesce (tests/integration/test_notify.py); these tests want the
-        notices each gesture causes on their own.
-        """
-        from sqlalchemy import update
-
-        with self.db.write() as orm:
-            orm.execute(
-                update(OutboxRow)
-                .where(OutboxRow.status == "pending")
-                .values(status="sent", sent_at=self.clock.now)
-            )
-
     def sync(self) -> CycleReport:
         return sync_one(self.ctx, self.cfg, self.cal_id)
-
-    def session(self, sid: str) -> Session:
-        return services.show(self.ctx, sid)
-
-    def remote_id(self, sid: str) -> str:
-        with self.db.read() as orm:
-            row = orm.scalars(select(MirrorRow).where(MirrorRow.session_id == sid)).one()
-            return row.remote_id
-
-    def outbox(self, session_id: str | None = None) -> list[tuple[str, str, str]]:
-        """(kind, recipient, status) of every outbox row (of one session)."""
-        with self.db.read() as orm:
-            stmt = select(OutboxRow).order_by(OutboxRow.id)
-            if session_id:
-                stmt = stmt.where(OutboxRow.session_id == session_id)
-            return [(r.kind, r.recipient, r.status) for r in orm.scalars(stmt)]
-
-    def customer_rows(self) -> list[tuple[str, str, str]]:
-        return [o for o in self.outbox() if o[1] != "coach@example.com"]
-
-    def assert_quiet(self) -> None:
-        """A further cycle adds nothing: no action, no write, no outbox row."""
-        before = self.outbox()
-        report = self.sync()
-        assert report.error is None, report.error
-        assert report.actions == [] and report.writes == 0, report
-        assert self.outbox() == before
 
     def calendar(self) -> dict[str, Any]:
         with self.db.read() as orm:
