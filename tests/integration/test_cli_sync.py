@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -99,3 +100,39 @@ def test_sync_once_mirrors_acts_and_exits_4_when_the_server_is_down(tmp_path: Pa
     finally:
         server.stop()
         smtp.stop()
+
+
+def test_caldav_password_as_a_systemd_credential(tmp_path: Path) -> None:
+    server = start_radicale(tmp_path / "srv")
+    try:
+        url = server.make_calendar()
+        creds = tmp_path / "credentials"
+        creds.mkdir()
+        (creds / "kim-caldav").write_text(server.password + "\n")
+        cfg = write_config(tmp_path / "syncd.toml", f"sqlite:///{tmp_path}/s.db")
+        assert syncd(cfg, "db", "upgrade").code == 0
+        assert (
+            syncd(cfg, "admin", "add", "kim@example.com", "--name", "Kim", "--tz", "UTC").code == 0
+        )
+        r = syncd(
+            cfg,
+            "calendar",
+            "add",
+            "kim@example.com",
+            "caldav",
+            "--url",
+            url,
+            "--username",
+            server.username,
+            "--password-credential",
+            "kim-caldav",
+        )
+        assert r.code == 0, r.err
+        listed = syncd(cfg, "--json", "calendar", "list").json()
+        assert server.password not in json.dumps(listed)
+        outside = syncd(cfg, "sync", "--once")  # no $CREDENTIALS_DIRECTORY: one sentence
+        assert outside.code == 4 and "CREDENTIALS_DIRECTORY" in outside.out
+        inside = syncd(cfg, "sync", "--once", env={"CREDENTIALS_DIRECTORY": str(creds)})
+        assert inside.code == 0, inside.out + inside.err
+    finally:
+        server.stop()
