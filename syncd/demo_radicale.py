@@ -130,6 +130,30 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
             pass
 
 
+def radicale_config(root: Path, port: int) -> str:
+    """Radicale's configuration: loopback, plain htpasswd in ``root/users``, files in ``root``."""
+    return "\n".join(
+        [
+            "[server]",
+            f"hosts = 127.0.0.1:{port}",
+            "[auth]",
+            "type = htpasswd",
+            f"htpasswd_filename = {root / 'users'}",
+            "htpasswd_encryption = plain",
+            "delay = 0",
+            "[rights]",
+            "type = owner_only",
+            "[storage]",
+            f"filesystem_folder = {root / 'collections'}",
+            "[web]",
+            "type = none",
+            "[logging]",
+            "level = warning",
+            "",
+        ]
+    )
+
+
 def start_radicale(root: Path, port: int, user: str, password: str) -> subprocess.Popen[bytes]:
     """Radicale on 127.0.0.1:``port`` with its files under ``root``; returns once it answers.
 
@@ -140,29 +164,7 @@ def start_radicale(root: Path, port: int, user: str, password: str) -> subproces
     users.write_text(f"{user}:{password}\n")
     users.chmod(0o600)
     config = root / "config"
-    config.write_text(
-        "\n".join(
-            [
-                "# Written by `syncd demo` on every start.",
-                "[server]",
-                f"hosts = 127.0.0.1:{port}",
-                "[auth]",
-                "type = htpasswd",
-                f"htpasswd_filename = {users}",
-                "htpasswd_encryption = plain",
-                "delay = 0",
-                "[rights]",
-                "type = owner_only",
-                "[storage]",
-                f"filesystem_folder = {root / 'collections'}",
-                "[web]",
-                "type = none",
-                "[logging]",
-                "level = warning",
-                "",
-            ]
-        )
-    )
+    config.write_text("# Written by `syncd demo` on every start.\n" + radicale_config(root, port))
     log_path = root / "server.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from syncd.demo_radicale import radicale_config
+
 START_TIMEOUT = 20.0
 
 MKCALENDAR_BODY = """<?xml version="1.0" encoding="utf-8"?>
@@ -154,28 +156,7 @@ def start_radicale(
     (root / "users").write_text(f"{username}:{password}\n")
     port = port or free_port()
     config = root / "config"
-    config.write_text(
-        "\n".join(
-            [
-                "[server]",
-                f"hosts = 127.0.0.1:{port}",
-                "[auth]",
-                "type = htpasswd",
-                f"htpasswd_filename = {root / 'users'}",
-                "htpasswd_encryption = plain",
-                "delay = 0",
-                "[rights]",
-                "type = owner_only",
-                "[storage]",
-                f"filesystem_folder = {root / 'collections'}",
-                "[web]",
-                "type = none",
-                "[logging]",
-                "level = warning",
-                "",
-            ]
-        )
-    )
+    config.write_text(radicale_config(root, port))
     log_path = root / "server.log"
     proc = _spawn([sys.executable, "-m", "radicale", "--config", str(config)], log_path)
     server = Server(
