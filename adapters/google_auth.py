@@ -252,16 +252,22 @@ def authorize(rt: Runtime) -> int:
     return 0
 
 
-def _previous_app_calendar(rt: Runtime, email: str, credentials_file: str) -> str:
-    """The calendar an earlier ``syncd auth google`` created for this admin, or ""."""
-    with rt.ctx.db.read() as orm:
-        admin = get_admin_row(orm, email)
-        rows = orm.scalars(
+def _google_rows(orm: Any, email: str) -> list[CalendarRow]:
+    """The admin's Google calendar rows."""
+    admin = get_admin_row(orm, email)
+    return list(
+        orm.scalars(
             select(CalendarRow).where(
                 CalendarRow.admin_id == admin.id, CalendarRow.backend == "google"
             )
-        ).all()
-        for row in rows:
+        )
+    )
+
+
+def _previous_app_calendar(rt: Runtime, email: str, credentials_file: str) -> str:
+    """The calendar an earlier ``syncd auth google`` created for this admin, or ""."""
+    with rt.ctx.db.read() as orm:
+        for row in _google_rows(orm, email):
             s = row.settings or {}
             if s.get("app_created") and s.get("credentials_file") == credentials_file:
                 return str(s.get("calendar_id") or "")
@@ -317,12 +323,7 @@ def _register(rt: Runtime, email: str, settings: dict[str, Any]) -> int:
     """Add the calendar row, or refresh the admin's row with that calendar id (unpausing it)."""
     with rt.ctx.db.write() as orm:
         admin = get_admin_row(orm, email)
-        rows = orm.scalars(
-            select(CalendarRow).where(
-                CalendarRow.admin_id == admin.id, CalendarRow.backend == "google"
-            )
-        ).all()
-        for row in rows:
+        for row in _google_rows(orm, email):
             if (row.settings or {}).get("calendar_id") == settings["calendar_id"]:
                 row.settings = {**(row.settings or {}), **settings}  # a new dict: JSON change
                 row.paused_reason = None  # the credentials were just renewed

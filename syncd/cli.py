@@ -83,7 +83,8 @@ class Runtime:
         return self._ctx
 
 
-def _out(args: argparse.Namespace, data: Any, text: str | Sequence[str]) -> None:
+def emit(args: argparse.Namespace, data: Any, text: str | Sequence[str]) -> None:
+    """``data`` as JSON with ``--json``, else ``text`` for a person."""
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     else:
@@ -103,13 +104,13 @@ def _session_line(s: Any) -> str:
 def cmd_init(rt: Runtime) -> int:
     path = Path(rt.args.path or "syncd.toml")
     config_mod.write_example(path)
-    _out(rt.args, {"written": str(path)}, f"Wrote {path}; edit it, then run 'syncd db upgrade'.")
+    emit(rt.args, {"written": str(path)}, f"Wrote {path}; edit it, then run 'syncd db upgrade'.")
     return EXIT_OK
 
 
 def cmd_db_upgrade(rt: Runtime) -> int:
     rev = rt.ctx.db.upgrade()
-    _out(rt.args, {"revision": rev}, f"Database is at revision {rev}.")
+    emit(rt.args, {"revision": rev}, f"Database is at revision {rev}.")
     return EXIT_OK
 
 
@@ -125,7 +126,7 @@ def cmd_admin_add(rt: Runtime) -> int:
         _duration_arg(a.reschedule_cutoff) if a.reschedule_cutoff else None,
         _duration_arg(a.cancel_cutoff) if a.cancel_cutoff else None,
     )
-    _out(a, admin_json(admin), f"Added admin {admin.email} ({admin.tz}).")
+    emit(a, admin_json(admin), f"Added admin {admin.email} ({admin.tz}).")
     return EXIT_OK
 
 
@@ -136,7 +137,7 @@ def cmd_admin_availability(rt: Runtime) -> int:
     a = rt.args
     windows = [w for spec in a.weekly for w in parse_weekly(spec)]
     admin = services.set_availability(rt.ctx, a.email, windows, _duration_arg(a.slot))
-    _out(a, admin_json(admin), [f"{admin.email}: {', '.join(format_weekly(admin.weekly))}"])
+    emit(a, admin_json(admin), [f"{admin.email}: {', '.join(format_weekly(admin.weekly))}"])
     return EXIT_OK
 
 
@@ -145,7 +146,7 @@ def cmd_admin_list(rt: Runtime) -> int:
 
     admins = services.list_admins(rt.ctx)
     lines = [f"{x.email}  {x.name}  {x.tz}" for x in admins] or ["No admins yet."]
-    _out(rt.args, [admin_json(x) for x in admins], lines)
+    emit(rt.args, [admin_json(x) for x in admins], lines)
     return EXIT_OK
 
 
@@ -166,7 +167,7 @@ def cmd_session_book(rt: Runtime) -> int:
         start + timedelta(minutes=a.duration),
         Actor(a.actor),
     )
-    _out(a, session_json(s), f"Booked {s.id} at {human(s.start, s.customer.tz)}.")
+    emit(a, session_json(s), f"Booked {s.id} at {human(s.start, s.customer.tz)}.")
     return EXIT_OK
 
 
@@ -175,7 +176,7 @@ def cmd_session_list(rt: Runtime) -> int:
 
     sessions = services.list_sessions(rt.ctx, rt.args.admin, rt.args.status)
     lines = [_session_line(s) for s in sessions] or ["No sessions."]
-    _out(rt.args, [session_json(s) for s in sessions], lines)
+    emit(rt.args, [session_json(s) for s in sessions], lines)
     return EXIT_OK
 
 
@@ -194,7 +195,7 @@ def cmd_session_show(rt: Runtime) -> int:
         + (f" {h.detail}" if h.detail else "")
         for h in s.history
     ]
-    _out(rt.args, session_json(s), lines)
+    emit(rt.args, session_json(s), lines)
     return EXIT_OK
 
 
@@ -211,12 +212,12 @@ def cmd_session_reschedule(rt: Runtime) -> int:
         if a.as_ == "customer" and a.actor == "customer":
             actor = Actor.ADMIN
         s = services.let_customer_choose(rt.ctx, a.id, a.message, actor)
-        _out(a, session_json(s), f"{s.id} now waits for {s.customer.email} to choose a time.")
+        emit(a, session_json(s), f"{s.id} now waits for {s.customer.email} to choose a time.")
         return EXIT_OK
     if not a.to:
         raise UsageError("Give --to TIME or --let-customer-choose --message TEXT.")
     s = services.reschedule(rt.ctx, a.id, parse_time(a.to), actor=actor)
-    _out(a, session_json(s), f"Moved {s.id} to {human(s.start, s.customer.tz)}.")
+    emit(a, session_json(s), f"Moved {s.id} to {human(s.start, s.customer.tz)}.")
     return EXIT_OK
 
 
@@ -225,7 +226,7 @@ def cmd_session_cancel(rt: Runtime) -> int:
 
     a = rt.args
     s = services.cancel(rt.ctx, a.id, a.reason, Actor(a.actor))
-    _out(a, session_json(s), f"Canceled {s.id}.")
+    emit(a, session_json(s), f"Canceled {s.id}.")
     return EXIT_OK
 
 
@@ -239,7 +240,7 @@ def cmd_outbox_list(rt: Runtime) -> int:
         f"attempts={d['attempts']}" + (f"  {d['last_error']}" if d["last_error"] else "")
         for d in data
     ] or ["The outbox is empty."]
-    _out(rt.args, data, lines)
+    emit(rt.args, data, lines)
     return EXIT_OK
 
 
@@ -247,7 +248,7 @@ def cmd_outbox_retry(rt: Runtime) -> int:
     from syncd.notify import sender
 
     row = sender.retry(rt.ctx, rt.args.id)
-    _out(rt.args, sender.outbox_json(row), f"Outbox row {rt.args.id} will be sent again.")
+    emit(rt.args, sender.outbox_json(row), f"Outbox row {rt.args.id} will be sent again.")
     return EXIT_OK
 
 

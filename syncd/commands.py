@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from syncd.domain.model import Actor
-from syncd.errors import NotFoundError, Refused, UsageError
+from syncd.errors import NotFoundError, UsageError
 from syncd.store.models import CalendarRow, IntentRow, MirrorRow, OutboxRow
 from syncd.store.repo import get_admin_row
 
@@ -19,10 +17,9 @@ if TYPE_CHECKING:
 
 
 def _out(rt: Runtime, data: Any, lines: list[str]) -> None:
-    if rt.args.json:
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        print("\n".join(lines))
+    from syncd.cli import emit
+
+    emit(rt.args, data, lines)
 
 
 def calendar_json(row: CalendarRow, admin_email: str) -> dict[str, Any]:
@@ -176,35 +173,9 @@ def web(rt: Runtime) -> int:
 
 def breaker_release(rt: Runtime) -> int:
     """Apply the cancellations the breaker holds (the admin really deleted them)."""
-    from syncd import services
-    from syncd.domain import sessions as rules
-    from syncd.engine import state
+    from syncd.engine import breaker
 
-    ctx = rt.ctx
-    now = ctx.clock()
-    done: list[str] = []
-    with ctx.db.write() as orm:
-        cal = state.get_calendar(orm, rt.args.calendar_id, lock=True)
-        held = state.held_intents(orm, cal.id)
-        if cal.breaker_tripped_at is None and not held:
-            raise Refused(f"The breaker of calendar {cal.id} is not tripped.")
-        for intent in held:
-            sid = intent.session_id
-
-            def make(s: Any, a: Any, _o: Any) -> Any:
-                return rules.cancel(s, a, a.policy.default_cancel_reason, Actor.ADMIN_CALENDAR, now)
-
-            try:
-                with orm.begin_nested():
-                    services.act_in(orm, ctx, sid, make, now)
-                done.append(sid)
-            except Refused:
-                pass
-            mirror = state.mirror_row(orm, cal.id, sid)
-            if mirror is not None:
-                mirror.gone = True
-            orm.delete(intent)
-        cal.breaker_tripped_at = None
+    done = breaker.release(rt.ctx, rt.args.calendar_id)
     _out(
         rt,
         {"calendar": rt.args.calendar_id, "canceled": done},
@@ -216,23 +187,10 @@ def breaker_release(rt: Runtime) -> int:
 def breaker_restore(rt: Runtime) -> int:
     """Put the held events back into the calendar; no session changes, no customer email."""
     from syncd.daemon import sync_one
-    from syncd.engine import state
+    from syncd.engine import breaker
 
-    ctx = rt.ctx
-    restored: list[str] = []
-    with ctx.db.write() as orm:
-        cal = state.get_calendar(orm, rt.args.calendar_id, lock=True)
-        held = state.held_intents(orm, cal.id)
-        if cal.breaker_tripped_at is None and not held:
-            raise Refused(f"The breaker of calendar {cal.id} is not tripped.")
-        for intent in held:
-            mirror = state.mirror_row(orm, cal.id, intent.session_id)
-            if mirror is not None:
-                mirror.written_etag = mirror.written_hash = mirror.seen_etag = None
-            restored.append(intent.session_id)
-            orm.delete(intent)
-        cal.breaker_tripped_at = None
-    report = sync_one(ctx, rt.config, rt.args.calendar_id)
+    restored = breaker.restore(rt.ctx, rt.args.calendar_id)
+    report = sync_one(rt.ctx, rt.config, rt.args.calendar_id)
     lines = [f"Restoring {len(restored)} events in calendar {rt.args.calendar_id}."]
     if report.error:
         lines.append(
