@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from syncd.errors import NotFoundError, UsageError
+from syncd.errors import UsageError
 from syncd.store.models import CalendarRow, IntentRow, MirrorRow, OutboxRow
 from syncd.store.repo import get_admin_row
 
@@ -321,6 +321,3 @@ def demo(rt: Runtime) -> int:
 
     code: int = demo_main(rt)
     return code
-
-
-__all__ = ["NotFoundError"]

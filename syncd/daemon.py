@@ -13,7 +13,6 @@ import os
 import random
 import socket
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -322,5 +321,4 @@ class Daemon:
         self.backends.close()
         if web is not None and hasattr(web, "stop"):
             web.stop()
-        time.sleep(0)
         return 0

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain import sessions as rules
+from syncd.domain.availability import free_slots
 from syncd.domain.model import (
     Actor,
     Admin,
@@ -35,6 +36,7 @@ from syncd.notify.outbox import enqueue
 from syncd.store.db import Database
 from syncd.store.models import AdminRow, ChoiceTokenRow, SessionRow
 from syncd.store.repo import (
+    add_history,
     admin_from_row,
     get_admin_row,
     live_sessions_of,
@@ -204,8 +206,6 @@ def _record(orm: Orm, ctx: Context, t: Transition, admin: Admin, now: datetime) 
     if t.before is not None:
         write_transition(orm, t, now)
     else:
-        from syncd.store.repo import add_history
-
         add_history(orm, t.after.id, t.entry)
     # Any transition retires the session's outstanding links; "let choose" issues a new one.
     for tok in orm.scalars(
@@ -378,8 +378,6 @@ def consume_choice(
         tok.used_at = now
 
         def make(s: Session, a: Admin, others: list[Session]) -> Transition:
-            from syncd.domain.availability import free_slots
-
             end = start + a.slot
             if (start, end) not in free_slots(a, now, end + timedelta(seconds=1), others, busy):
                 raise Refused("That time is no longer free; please pick another one.")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,15 @@ def syncd(
         env={**os.environ, **(env or {})},
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def book(config: Path, start: datetime, tz: str = "America/New_York") -> str:
+    """``syncd session book`` of Ann with coach@example.com for an hour; the session id."""
+    r = syncd(
+        config, "--json", "session", "book", "--admin", "coach@example.com",
+        "--customer", "ann@example.org", "--customer-name", "Ann", "--customer-tz", tz,
+        "--start", start.isoformat(), "--duration", "60",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    sid: str = r.json()["id"]
+    return sid

@@ -37,7 +37,7 @@ from syncd.engine.planner import (
     plan_calendar,
     with_verifications,
 )
-from syncd.errors import Refused, SyncdError
+from syncd.errors import SyncdError
 from syncd.notify.outbox import enqueue
 from syncd.ports import (
     AuthRevoked,
@@ -313,7 +313,7 @@ def _apply_action(
     try:
         with orm.begin_nested():
             t = services.act_in(orm, ctx, sid, make, now)
-    except (Refused, SyncdError) as err:
+    except SyncdError as err:  # Refused included: a rule said no
         log.warning("calendar %s: gesture on %s not applied: %s", cid, sid, err)
         report.actions.append(f"{sid}: gesture not applied ({err})")
         return []

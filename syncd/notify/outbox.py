@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Orm
 
-from syncd.domain.model import Admin, Notice, NoticeKind, Session
+from syncd.domain.model import CUSTOMER_NOTICES, Admin, Notice, NoticeKind, Session
 from syncd.store.models import OutboxRow
 
 PENDING = "pending"
@@ -109,7 +109,7 @@ def _coalesce(
         .where(OutboxRow.session_id == session_id, OutboxRow.status == PENDING)
         .order_by(OutboxRow.id)
     ).all()
-    customer_kinds = {k.value for k in NoticeKind if Notice(k, None).to_customer}
+    customer_kinds = {k.value for k in CUSTOMER_NOTICES}
     for row in stale:
         if row.kind not in customer_kinds:
             continue

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.cli_helpers import syncd, write_config
+from tests.cli_helpers import book, syncd, write_config
 
 SOON = (datetime.now(UTC) + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
 LATER = SOON + timedelta(days=5)
@@ -34,35 +34,11 @@ def _setup(tmp_path: Path, db_url: str) -> Path:
     return cfg
 
 
-def _book(cfg: Path, start: datetime) -> str:
-    r = syncd(
-        cfg,
-        "--json",
-        "session",
-        "book",
-        "--admin",
-        "coach@example.com",
-        "--customer",
-        "ann@example.org",
-        "--customer-name",
-        "Ann",
-        "--customer-tz",
-        "America/New_York",
-        "--start",
-        start.isoformat(),
-        "--duration",
-        "60",
-    )
-    assert r.code == 0, r.err
-    sid: str = r.json()["id"]
-    return sid
-
-
 def test_cancel_inside_the_cutoff_is_refused_and_admin_succeeds(
     tmp_path: Path, db_url: str
 ) -> None:
     cfg = _setup(tmp_path, db_url)
-    sid = _book(cfg, SOON)
+    sid = book(cfg, SOON)
     r = syncd(cfg, "session", "cancel", sid, "--reason", "x")
     assert r.code == 1
     assert "can no longer be canceled by the customer" in r.err
@@ -74,7 +50,7 @@ def test_cancel_inside_the_cutoff_is_refused_and_admin_succeeds(
 
 def test_session_show_json_has_every_field(tmp_path: Path, db_url: str) -> None:
     cfg = _setup(tmp_path, db_url)
-    sid = _book(cfg, LATER)
+    sid = book(cfg, LATER)
     r = syncd(cfg, "session", "reschedule", sid, "--to", (LATER + timedelta(days=1)).isoformat())
     assert r.code == 0, r.err
     data = syncd(cfg, "--json", "session", "show", sid).json()
@@ -106,7 +82,7 @@ def test_session_show_json_has_every_field(tmp_path: Path, db_url: str) -> None:
 
 def test_let_customer_choose_from_the_cli(tmp_path: Path, db_url: str) -> None:
     cfg = _setup(tmp_path, db_url)
-    sid = _book(cfg, LATER)
+    sid = book(cfg, LATER)
     r = syncd(cfg, "session", "reschedule", sid, "--let-customer-choose")
     assert r.code == 2 and "--message" in r.err
     r = syncd(

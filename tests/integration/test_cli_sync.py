@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.cli_helpers import syncd, write_config
+from tests.cli_helpers import book, syncd, write_config
 from tests.contract.human import CalDAVHuman
 from tests.servers import start_radicale
 from tests.smtp_server import start_smtp
@@ -47,23 +47,7 @@ def test_sync_once_mirrors_acts_and_exits_4_when_the_server_is_down(tmp_path: Pa
         r = syncd(cfg, "calendar", "add", "coach@example.com", "caldav")
         assert r.code == 2 and "--url" in r.err
         start = (datetime.now(UTC) + timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
-        r = syncd(
-            cfg,
-            "--json",
-            "session",
-            "book",
-            "--admin",
-            "coach@example.com",
-            "--customer",
-            "ann@example.org",
-            "--customer-name",
-            "Ann",
-            "--start",
-            start.isoformat(),
-            "--duration",
-            "60",
-        )
-        sid = r.json()["id"]
+        sid = book(cfg, start, tz="UTC")
         r = syncd(cfg, "--json", "sync", "--once")
         assert r.code == 0, r.err
         assert r.json()["calendars"][0]["writes"] == 1
