@@ -79,8 +79,8 @@ def bench_planner() -> list[tuple[str, str]]:
 
 
 def bench_radicale() -> list[tuple[str, str]]:
-    from syncd import services
-    from syncd.daemon import sync_one
+    from syncd.app.daemon import sync_one
+    from syncd.services import booking as services
     from syncd.store.db import Database
     from syncd.store.models import CalendarRow
     from tests.contract.human import CalDAVHuman

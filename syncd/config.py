@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from syncd.domain.durations import parse_duration
 from syncd.domain.model import Policy
-from syncd.durations import parse_duration
 from syncd.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent / "example.toml"

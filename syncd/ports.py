@@ -127,10 +127,10 @@ class DesiredEvent:
     """The event syncd wants for a session.
 
     Backends write ``start``, ``end``, ``status``, ``transparent``, ``sequence`` and replace
-    syncd's own block in the notes (see :func:`syncd.eventtext.merge_notes`); on update
+    syncd's own block in the notes (see :func:`syncd.domain.eventtext.merge_notes`); on update
     they keep every other field the admin added (alarms, colors, their own notes), remove
     recurrence, turn an all-day event back into a timed one and strip a consumed command
-    line (:func:`syncd.eventtext.strip_command`) when ``strip_prefixes`` is non-empty.
+    line (:func:`syncd.domain.eventtext.strip_command`) when ``strip_prefixes`` is non-empty.
     ``summary`` is used on create, and on update only when the admin's title is empty.
     """
 

@@ -33,9 +33,9 @@ def write_config(path: Path, db_url: str, extra: str = "") -> Path:
 def syncd(
     config: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> Result:
-    """``syncd --config CONFIG ARGS...`` through ``python -m syncd.cli``."""
+    """``syncd --config CONFIG ARGS...`` through ``python -m syncd.app.cli``."""
     proc = subprocess.run(
-        [sys.executable, "-m", "syncd.cli", "--config", str(config), *args],
+        [sys.executable, "-m", "syncd.app.cli", "--config", str(config), *args],
         capture_output=True,
         text=True,
         timeout=timeout,

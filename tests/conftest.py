@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.services import Context
+from syncd.store.context import Context
 from syncd.store.db import Database
 from tests.pg import ENV, fresh_postgres_url, postgres_base_url
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.demo_radicale import radicale_config
+from syncd.demo.radicale import radicale_config
 
 START_TIMEOUT = 20.0
 

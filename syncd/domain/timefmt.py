@@ -1,9 +1,11 @@
-"""How times are shown to people: always in a named time zone."""
+"""How times are read from people and shown to them: instants with an offset in, named zones out."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
+
+from syncd.errors import UsageError
 
 
 def local(instant: datetime, tz: str) -> datetime:
@@ -20,3 +22,16 @@ def human(instant: datetime, tz: str) -> str:
 def iso_utc(instant: datetime) -> str:
     """``2026-12-01T15:00:00Z``."""
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 instant with an offset (``Z`` or ``+01:00``); refuses a local time."""
+    try:
+        value = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError as err:
+        raise UsageError(f'"{text}" is not an ISO 8601 time (e.g. 2026-12-01T15:00:00Z)') from err
+    if value.tzinfo is None:
+        raise UsageError(
+            f'"{text}" has no offset; add Z or an offset like +01:00 so the instant is clear'
+        )
+    return value

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session as Orm
 
-from syncd import services
 from syncd.domain import sessions as rules
 from syncd.domain.model import Actor, Admin, Session, Transition
 from syncd.engine import state
 from syncd.errors import Refused
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.models import CalendarRow, IntentRow
 
 
@@ -21,7 +22,7 @@ def _tripped(orm: Orm, calendar_id: int) -> tuple[CalendarRow, list[IntentRow]]:
     return cal, held
 
 
-def release(ctx: services.Context, calendar_id: int) -> list[str]:
+def release(ctx: Context, calendar_id: int) -> list[str]:
     """Apply the held cancellations (the admin really deleted them); the canceled ids."""
     now = ctx.clock()
     done: list[str] = []
@@ -46,7 +47,7 @@ def release(ctx: services.Context, calendar_id: int) -> list[str]:
     return done
 
 
-def restore(ctx: services.Context, calendar_id: int) -> list[str]:
+def restore(ctx: Context, calendar_id: int) -> list[str]:
     """Forget the held deletions so the next sync writes the events again; their ids."""
     restored: list[str] = []
     with ctx.db.write() as orm:

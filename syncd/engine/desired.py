@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from syncd.domain.eventtext import find_command, notes_block
 from syncd.domain.model import Session, Status
-from syncd.eventtext import find_command, notes_block
 from syncd.ports import DesiredEvent, EventContent
 
 

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Literal
 
+from syncd.domain.eventtext import find_command
 from syncd.domain.model import Session, Status
 from syncd.engine.desired import GestureRules, content_hash, desired_content
-from syncd.eventtext import find_command
 from syncd.ports import DesiredEvent, RemoteEvent
 
 IntentKind = Literal["reschedule", "cancel", "choose", "invalid", "removed"]

@@ -16,7 +16,6 @@ from types import MappingProxyType
 
 from sqlalchemy.orm import Session as Orm
 
-from syncd import services
 from syncd.domain import sessions as rules
 from syncd.domain.model import Actor, Admin, Notice, NoticeKind, Session, Transition
 from syncd.engine import state
@@ -49,6 +48,8 @@ from syncd.ports import (
     NotFound,
     PreconditionFailed,
 )
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.models import MirrorRow
 
 log = logging.getLogger("syncd.engine")
@@ -81,7 +82,7 @@ class CycleReport:
 
 
 def _desired_map(
-    ctx: services.Context, st: state.CalendarState, settings: EngineSettings
+    ctx: Context, st: state.CalendarState, settings: EngineSettings
 ) -> dict[str, DesiredEvent]:
     return {
         sid: desired_event(s, ctx.uid(sid), _session_url(ctx, sid), settings.rules)
@@ -90,7 +91,7 @@ def _desired_map(
     }
 
 
-def _session_url(ctx: services.Context, session_id: str) -> str:
+def _session_url(ctx: Context, session_id: str) -> str:
     return f"{ctx.public_url.rstrip('/')}/api/v1/sessions/{session_id}"
 
 
@@ -128,7 +129,7 @@ def _verify(
 
 
 def sync_calendar(
-    ctx: services.Context,
+    ctx: Context,
     settings: EngineSettings,
     calendar_id: int,
     backend: CalendarBackend,
@@ -148,7 +149,7 @@ def sync_calendar(
 
 
 def _one_pass(
-    ctx: services.Context,
+    ctx: Context,
     settings: EngineSettings,
     calendar_id: int,
     backend: CalendarBackend,
@@ -193,7 +194,7 @@ def _one_pass(
 
 
 def _record_error(
-    ctx: services.Context,
+    ctx: Context,
     calendar_id: int,
     message: str,
     now: datetime,
@@ -215,7 +216,7 @@ def _record_error(
 
 
 def commit(
-    ctx: services.Context,
+    ctx: Context,
     settings: EngineSettings,
     st: state.CalendarState,
     plan: Plan,
@@ -273,7 +274,7 @@ def _mirror(orm: Orm, calendar_id: int, session_id: str) -> MirrorRow:
 
 def _apply_action(
     orm: Orm,
-    ctx: services.Context,
+    ctx: Context,
     settings: EngineSettings,
     st: state.CalendarState,
     action: ApplyReschedule | ApplyCancel | ApplyChoose | Restore,
@@ -339,7 +340,7 @@ def _apply_action(
 
 def _alert_breaker(
     orm: Orm,
-    ctx: services.Context,
+    ctx: Context,
     st: state.CalendarState,
     held: tuple[str, ...],
     now: datetime,
@@ -370,7 +371,7 @@ def _alert_breaker(
 
 
 def execute(
-    ctx: services.Context,
+    ctx: Context,
     settings: EngineSettings,
     calendar_id: int,
     backend: CalendarBackend,
@@ -397,7 +398,7 @@ def execute(
 
 
 def _record_write(
-    ctx: services.Context,
+    ctx: Context,
     calendar_id: int,
     session_id: str,
     etag: str | None,
@@ -418,7 +419,7 @@ def _record_write(
 
 
 def _write_one(
-    ctx: services.Context,
+    ctx: Context,
     settings: EngineSettings,
     calendar_id: int,
     backend: CalendarBackend,

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from syncd.domain.model import Notice, NoticeKind, Status
 from syncd.notify.outbox import enqueue
-from syncd.services import Context
+from syncd.store.context import Context
 from syncd.store.models import ChoiceTokenRow
 from syncd.store.repo import admin_from_row, load_session
 

@@ -42,7 +42,7 @@ from syncd.errors import NotFoundError, Refused, UsageError
 from syncd.notify.compose import compose
 from syncd.notify.outbox import DEAD, PENDING, SENDING, SENT, STATUSES, SUPERSEDED
 from syncd.ports import Mailer, MailMaybeDelivered, MailPermanent, MailTransient
-from syncd.services import Context
+from syncd.store.context import Context
 from syncd.store.models import OutboxRow
 
 CUSTOMER_KINDS = frozenset(k.value for k in CUSTOMER_NOTICES)

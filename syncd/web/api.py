@@ -1,6 +1,6 @@
 """The REST API for booking platforms, under ``/api/v1/``.
 
-Same services, rules, JSON (``syncd.views.session_json``) and error sentences as the CLI.
+Same services, rules, JSON (``syncd.services.views.session_json``) and error sentences as the CLI.
 Errors are ``{"error": "<sentence>"}`` with a status per kind of :class:`SyncdError`:
 
 ====================  ======  ===========================================================
@@ -31,9 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from syncd import services
-from syncd.cli import parse_time
 from syncd.domain.model import Actor, Customer, Session
+from syncd.domain.timefmt import parse_time
 from syncd.errors import (
     ConfigError,
     NotFoundError,
@@ -42,7 +41,8 @@ from syncd.errors import (
     SyncdError,
     UsageError,
 )
-from syncd.views import session_json
+from syncd.services import booking as services
+from syncd.services.views import session_json
 from syncd.web.openapi import build_openapi
 from syncd.web.security import bearer_ok
 

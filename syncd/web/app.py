@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from syncd.config import Config
-from syncd.services import Context
+from syncd.store.context import Context
 from syncd.web import api, metrics, push
 from syncd.web.choose import ChoosePage
 from syncd.web.security import RateLimiter, SecurityHeaders, add_headers

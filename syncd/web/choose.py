@@ -23,12 +23,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from syncd import services
-from syncd.cli import parse_time
 from syncd.domain.availability import free_slots
-from syncd.domain.timefmt import human, local
+from syncd.domain.timefmt import human, local, parse_time
 from syncd.errors import PeerUnavailable, Refused, SyncdError, UsageError
-from syncd.services import Choice, LinkInvalid
+from syncd.services import booking as services
+from syncd.services.booking import Choice, LinkInvalid
 from syncd.web.queries import busy_intervals, other_live_sessions
 from syncd.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_ok, new_csrf_token
 

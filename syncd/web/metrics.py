@@ -11,7 +11,7 @@ import logging
 
 from syncd.domain.model import Status
 from syncd.notify.outbox import STATUSES as OUTBOX_STATUSES
-from syncd.services import Context
+from syncd.store.context import Context
 from syncd.web.queries import Counts, counts
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""``POST /push/google/{calendar_id}``: Google's push notifications (see :mod:`syncd.push`).
+"""``POST /push/google/{calendar_id}``: Google's push notifications (see :mod:`syncd.engine.channels`).
 
 Google posts an empty body with ``X-Goog-*`` headers. A notification whose channel token
 checks out marks the calendar due and calls ``on_notify`` (the daemon wakes and syncs it
@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from syncd import push
 from syncd.config import Config
+from syncd.engine import channels as push
 from syncd.errors import SyncdError
-from syncd.services import Context
+from syncd.store.context import Context
 
 log = logging.getLogger(__name__)
 

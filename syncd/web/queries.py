@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from syncd.config import Config
 from syncd.domain.model import Session
-from syncd.services import Context
+from syncd.store.context import Context
 from syncd.store.models import AdminRow, CalendarRow, IntentRow, OutboxRow, SessionRow
 from syncd.store.repo import get_admin_row, live_sessions_of
 
@@ -61,7 +61,7 @@ def busy_intervals(
     warning in the log: the customer still sees slots, and ``consume_choice`` re-checks
     with whatever could be read at that moment.
     """
-    from syncd.backends import open_backend
+    from syncd.app.backends import open_backend
 
     out: list[Interval] = []
     for cal in busy_calendars(ctx, admin_email):

@@ -18,7 +18,7 @@ import uvicorn
 
 from syncd.config import Config
 from syncd.errors import ConfigError
-from syncd.services import Context
+from syncd.store.context import Context
 from syncd.web.app import create_app
 
 log = logging.getLogger(__name__)

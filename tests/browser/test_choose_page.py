@@ -19,11 +19,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from syncd import services
 from syncd.config import Config, SmtpConfig, WebConfig
 from syncd.domain.availability import parse_weekly
 from syncd.domain.model import Actor, Customer, Status
-from syncd.services import Context
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import OutboxRow
 from syncd.web.server import WebServer, start_in_thread
@@ -189,7 +189,7 @@ def test_customer_picks_a_new_time_in_their_zone(browser: Any, site: Site) -> No
 def _drain_to_smtp(site: Site) -> None:
     """Send the outbox to a real aiosmtpd server: the customer gets the confirmation."""
     try:
-        from syncd.daemon import make_mailer
+        from syncd.app.daemon import make_mailer
         from syncd.notify.sender import drain
         from tests.smtp_server import start_smtp
     except ImportError:  # the sender is wired by the lead; the outbox row is the contract

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from adapters.google_auth import UserCredentials
-from adapters.google_backend import GoogleBackend
+from adapters.google.auth import UserCredentials
+from adapters.google.backend import GoogleBackend
 from tests.contract.kit import Stopped
 from tests.contract.samples import desired
 from tests.fakes.google_calendar import FakeGoogleCalendar

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from adapters.caldav_backend import CalDAVBackend
+from adapters.caldav.backend import CalDAVBackend
 from syncd.ports import CalendarBackend
 from tests.contract.human import CalDAVHuman, HumanEditor
 from tests.contract.samples import desired

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from syncd.eventtext import notes_block
+from syncd.domain.eventtext import notes_block
 from syncd.ports import DesiredEvent
 
 START = datetime(2031, 3, 10, 10, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from syncd.eventtext import notes_block
+from syncd.domain.eventtext import notes_block
 from syncd.ports import (
     CalendarBackend,
     ChangeSet,

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from icalendar import Calendar
 
-from adapters.caldav_backend import CalDAVBackend
-from adapters.caldav_ics import parse_event
+from adapters.caldav.backend import CalDAVBackend
+from adapters.caldav.ics import parse_event
 from syncd.ports import (
     AuthRevoked,
     CursorExpired,

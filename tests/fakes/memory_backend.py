@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from syncd.eventtext import merge_notes, strip_command
+from syncd.domain.eventtext import merge_notes, strip_command
 from syncd.ports import (
     ChangeSet,
     CursorExpired,

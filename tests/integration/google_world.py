@@ -5,7 +5,7 @@ token → access token at the fake's token endpoint). The calendar row is what
 ``syncd calendar add EMAIL google`` stores (``calendar_id``, ``credentials_file``,
 ``admin_email``); the configuration points ``[google]`` at the fake. Each cycle builds its
 backend from that row and calls :func:`syncd.engine.runner.sync_calendar`, as
-:func:`syncd.daemon.sync_one` does, but with millisecond retry waits so that a storm of
+:func:`syncd.app.daemon.sync_one` does, but with millisecond retry waits so that a storm of
 rate-limit answers stays fast.
 """
 
@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters import google_auth
-from adapters.google_backend import GoogleBackend
+from adapters.google import auth as google_auth
+from adapters.google.backend import GoogleBackend
 from syncd import config as config_mod
-from syncd import services
-from syncd.daemon import engine_settings
+from syncd.app.daemon import engine_settings
 from syncd.engine.runner import CycleReport, sync_calendar
 from syncd.errors import SyncdError
 from syncd.ports import RemoteEvent
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import CalendarRow
 from tests.contract.google_human import GoogleHuman
@@ -59,7 +60,7 @@ class GoogleWorld(WorldBase):
             f'token_uri = "{self.fake.token_uri}"\n' + self.extra_config
         )
         self.cfg = config_mod.parse(self.config_text, "test")
-        self.ctx = services.Context(self.db, "https://book.example.com", clock=self.clock)
+        self.ctx = Context(self.db, "https://book.example.com", clock=self.clock)
         services.add_admin(self.ctx, ADMIN, "Coach", "Europe/Berlin")
         with self.db.write() as orm:
             cal = CalendarRow(
@@ -109,7 +110,7 @@ class GoogleWorld(WorldBase):
     # -- the daemon's side ----------------------------------------------------------------
 
     def sync(self) -> CycleReport:
-        """One cycle of this calendar (what ``syncd.daemon.sync_one`` does)."""
+        """One cycle of this calendar (what ``syncd.app.daemon.sync_one`` does)."""
         try:
             backend = self.backend()
         except SyncdError as err:

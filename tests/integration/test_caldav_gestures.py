@@ -96,7 +96,7 @@ def test_reschedule_command_lets_the_customer_choose(tmp_path: Path, caldav_serv
     assert s.choose_message == "Sorry, I must move this one"
     ev = event_of(w, sid)
     assert ev.content.status == "tentative"
-    from syncd.eventtext import split_notes
+    from syncd.domain.eventtext import split_notes
 
     assert "reschedule:" not in split_notes(ev.content.description)[0].lower()  # consumed
     assert human.has_alarm(w.remote_id(sid))  # the admin's reminder survived our write
@@ -234,7 +234,7 @@ def test_server_stopped_mid_cycle_is_never_a_cancel(tmp_path: Path, caldav_serve
         w.sync()
         CalDAVHuman(server).delete(w.remote_id(sid))
         # The change feed answers, then the server dies before the verifying GET.
-        from adapters.caldav_backend import CalDAVBackend
+        from adapters.caldav.backend import CalDAVBackend
 
         original = CalDAVBackend.changes
 
@@ -279,8 +279,8 @@ def test_expired_sync_token_is_no_action(tmp_path: Path, caldav_server: Server) 
 
 
 def test_platform_changes_move_and_remove_the_event(tmp_path: Path, caldav_server: Server) -> None:
-    from syncd import services
     from syncd.domain.model import Actor
+    from syncd.services import booking as services
 
     w = World(tmp_path, caldav_server)
     a, b = w.book(days=3), w.book(days=5, name="Bob")

@@ -181,11 +181,11 @@ def test_configuration_errors_exit_78(tmp_path: Path) -> None:
 def test_init_writes_a_config_that_loads(tmp_path: Path) -> None:
     target = tmp_path / "new.toml"
     r = subprocess.run(
-        [sys.executable, "-m", "syncd.cli", "init", str(target)], capture_output=True, text=True
+        [sys.executable, "-m", "syncd.app.cli", "init", str(target)], capture_output=True, text=True
     )
     assert r.returncode == 0 and target.exists()
     again = subprocess.run(
-        [sys.executable, "-m", "syncd.cli", "init", str(target)], capture_output=True, text=True
+        [sys.executable, "-m", "syncd.app.cli", "init", str(target)], capture_output=True, text=True
     )
     assert again.returncode == 78 and "already exists" in again.stderr
 
@@ -209,7 +209,7 @@ def test_two_processes_booking_one_slot_exactly_one_wins(tmp_path: Path, db_url:
             [
                 sys.executable,
                 "-m",
-                "syncd.cli",
+                "syncd.app.cli",
                 "--config",
                 str(cfg),
                 *args,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from syncd.daemon import Daemon
+from syncd.app.daemon import Daemon
 from syncd.domain.model import Status
-from syncd.services import utcnow
+from syncd.store.context import utcnow
 from tests.fakes.google_calendar import FakeGoogleCalendar
 from tests.integration.google_world import GoogleWorld
 

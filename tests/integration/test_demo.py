@@ -51,7 +51,7 @@ def _env() -> dict[str, str]:
 
 
 def _syncd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "syncd.cli", *args]
+    return [sys.executable, "-m", "syncd.app.cli", *args]
 
 
 def _get(url: str) -> tuple[int, str]:

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from adapters import google_auth, google_push
-from adapters.google_backend import GoogleBackend
+from adapters.google import auth as google_auth
+from adapters.google import google_push
+from adapters.google.backend import GoogleBackend
 from syncd.config import Config, GoogleConfig, SyncConfig
+from syncd.domain.eventtext import notes_block
 from syncd.errors import ConfigError
-from syncd.eventtext import notes_block
 from syncd.ports import (
     AuthRevoked,
     ChangeSet,
@@ -34,7 +35,8 @@ from syncd.ports import (
     RemoteEvent,
     Transient,
 )
-from syncd.services import Context, add_admin
+from syncd.services.booking import add_admin
+from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import CalendarRow
 from tests.contract.google_human import GoogleHuman, bogus_cursor, make_backend

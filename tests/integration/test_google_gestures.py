@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from syncd import services
+from syncd.domain.eventtext import split_notes
 from syncd.domain.model import Actor, Status
 from syncd.engine.runner import CycleReport
-from syncd.eventtext import split_notes
 from syncd.ports import NotFound
+from syncd.services import booking as services
 from syncd.store.models import CalendarRow, IntentRow
 from tests.cli_helpers import syncd
 from tests.fakes.google_calendar import (

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from syncd import push
+from syncd.app.daemon import claim_calendars, release_calendar
 from syncd.config import Config
-from syncd.daemon import claim_calendars, release_calendar
 from syncd.domain.model import Status
+from syncd.engine import channels as push
 from syncd.engine.runner import CycleReport
 from syncd.ports import CalendarBackend
 from syncd.store.models import CalendarRow
@@ -93,7 +93,7 @@ def web(world: GoogleWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[Web]:
 
 
 def opener(world: GoogleWorld) -> Callable[[str, dict[str, Any], Config], CalendarBackend]:
-    """``open_backend`` for syncd.push: the world's backend (fast retries)."""
+    """``open_backend`` for syncd.engine.channels: the world's backend (fast retries)."""
     return lambda _name, _settings, _cfg: world.backend()
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from syncd import services
-from syncd.daemon import claim_calendars, release_calendar
-from syncd.services import Context
+from syncd.app.daemon import claim_calendars, release_calendar
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.models import CalendarRow
 from tests.conftest import Clock
 

@@ -18,14 +18,14 @@ import pytest
 from icalendar import Calendar
 from sqlalchemy import select
 
-from adapters.smtp_mailer import SmtpMailer
-from syncd import services
+from adapters.smtp import SmtpMailer
 from syncd.config import SmtpConfig
 from syncd.domain.model import Actor, Customer
 from syncd.errors import NotFoundError, Refused, UsageError
 from syncd.notify import sender
 from syncd.notify.compose import compose
-from syncd.services import Context
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import ChoiceTokenRow, OutboxRow
 from tests.conftest import Clock

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from syncd import services
 from syncd.config import Config, WebConfig
 from syncd.domain.availability import parse_weekly
 from syncd.domain.model import Customer
-from syncd.services import Context
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.web.server import WebServer, start_in_thread
 from tests.conftest import Clock
@@ -361,7 +361,7 @@ def test_schemathesis_fuzzes_the_api(sqlite_url: str, clock: Clock, tmp_path: Pa
 
 
 def _span(iso: str) -> tuple[Any, Any]:
-    from syncd.cli import parse_time
+    from syncd.domain.timefmt import parse_time
 
     start = parse_time(iso)
     return start, start + timedelta(hours=1)

@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy import select, update
 
 from syncd import config as config_mod
-from syncd import services
-from syncd.daemon import sync_one
+from syncd.app.daemon import sync_one
 from syncd.domain.model import Customer, Session
 from syncd.engine.runner import CycleReport
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import CalendarRow, MirrorRow, OutboxRow
 from tests.servers import Server
@@ -38,7 +39,7 @@ class WorldBase:
 
     ADMIN = "coach@example.com"
     db: Database
-    ctx: services.Context
+    ctx: Context
     clock: Clock
 
     def sync(self) -> CycleReport:
@@ -116,7 +117,7 @@ class World(WorldBase):
             '[smtp]\nhost = "127.0.0.1"\nport = 9\n',
             "test",
         )
-        self.ctx = services.Context(self.db, "https://book.example.com", clock=self.clock)
+        self.ctx = Context(self.db, "https://book.example.com", clock=self.clock)
         services.add_admin(self.ctx, "coach@example.com", "Coach", "Europe/Berlin")
         self.url = self.server.make_calendar()
         with self.db.write() as orm:
@@ -145,7 +146,7 @@ class World(WorldBase):
 
 def event_of(world: World, sid: str) -> Any:
     """The event as the server holds it now (a fresh GET through the adapter)."""
-    from syncd.backends import open_backend
+    from syncd.app.backends import open_backend
 
     with world.db.read() as orm:
         settings = dict(orm.get_one(CalendarRow, world.cal_id).settings)

@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from sqlalchemy import func, select
 
-from syncd import services
 from syncd.domain.model import Actor, Customer, Status
 from syncd.engine.planner import BreakerRules
 from syncd.engine.runner import EngineSettings, sync_calendar
 from syncd.ports import RemoteEvent, Transient
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import CalendarRow, HistoryRow
 from tests.fakes.memory_backend import MemoryBackend, MemoryCalendar
@@ -57,7 +58,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.db = Database(f"sqlite:///{Path(self.tmp.name)}/m.db")
         self.db.upgrade()
         self.now = NOW
-        self.ctx = services.Context(self.db, "https://book.example.com", clock=lambda: self.now)
+        self.ctx = Context(self.db, "https://book.example.com", clock=lambda: self.now)
         services.add_admin(self.ctx, "coach@example.com", "Coach", "Europe/Berlin")
         self.sids = []
         for i in range(4):

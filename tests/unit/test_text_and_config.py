@@ -9,10 +9,10 @@ import pytest
 
 from syncd import config
 from syncd.domain.availability import free_slots, parse_weekly
+from syncd.domain.durations import format_duration, parse_duration
+from syncd.domain.eventtext import find_command, merge_notes, notes_block, strip_command
 from syncd.domain.model import Admin, Customer, Policy, Session, Status
-from syncd.durations import format_duration, parse_duration
 from syncd.errors import ConfigError, UsageError
-from syncd.eventtext import find_command, merge_notes, notes_block, strip_command
 
 ROOT = Path(__file__).resolve().parents[2]
 

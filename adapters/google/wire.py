@@ -1,6 +1,6 @@
 """The Google Calendar API v3 wire: event parsing, error translation, constants.
 
-Kept apart from :mod:`adapters.google_backend` (the calendar backend itself) so each
+Kept apart from :mod:`adapters.google.backend` (the calendar backend itself) so each
 stays small; nothing here does I/O.
 """
 

@@ -35,7 +35,7 @@ from syncd.store.models import CalendarRow
 from syncd.store.repo import get_admin_row
 
 if TYPE_CHECKING:
-    from syncd.cli import Runtime
+    from syncd.app.cli import Runtime
 
 # google-auth's classes are untyped; keep mypy --strict quiet at the boundary only.
 UserCredentials: Any = _oauth2_credentials.Credentials
@@ -275,7 +275,7 @@ def _previous_app_calendar(rt: Runtime, email: str, credentials_file: str) -> st
 
 
 def _backend(creds: Any, cfg: Config, calendar_id: str) -> Any:
-    from adapters.google_backend import GoogleBackend
+    from adapters.google.backend import GoogleBackend
 
     return GoogleBackend(
         calendar_id, creds, cfg.google.api_endpoint, timeout=cfg.sync.timeout.total_seconds()

@@ -43,8 +43,8 @@ from tenacity import (
     wait_random,
 )
 
-from adapters import google_auth
-from adapters.google_wire import (
+from adapters.google import auth as google_auth
+from adapters.google.wire import (
     CURSOR_VERSION,
     LIST_FIELDS,
     MAX_PAGES,
@@ -62,8 +62,8 @@ from adapters.google_wire import (
     _when,
     parse_event,
 )
-from syncd import eventtext
 from syncd.config import Config
+from syncd.domain import eventtext
 from syncd.errors import ConfigError
 from syncd.ports import (
     AuthRevoked,
@@ -85,7 +85,7 @@ __all__ = ["CURSOR_VERSION", "SESSION_KEY", "GoogleBackend", "parse_event"]
 class GoogleBackend:
     """A :class:`syncd.ports.CalendarBackend` for one Google calendar.
 
-    ``credentials`` are google-auth credentials (see :mod:`adapters.google_auth`).
+    ``credentials`` are google-auth credentials (see :mod:`adapters.google.auth`).
     ``time_min_days`` bounds the full listing to events ending after now minus that many
     days. ``page_size`` is ``maxResults`` of every listing. ``max_attempts`` and
     ``retry_wait`` (min, max seconds) shape the retries; ``sleep`` is for tests.

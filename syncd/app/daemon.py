@@ -21,18 +21,18 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from syncd import push
-from syncd.backends import open_backend
+from syncd.app.backends import open_backend
 from syncd.config import Config
+from syncd.engine import channels as push
 from syncd.engine.desired import GestureRules
 from syncd.engine.planner import BreakerRules
 from syncd.engine.runner import CycleReport, EngineSettings, sync_calendar
 from syncd.errors import SyncdError
 from syncd.ports import CalendarBackend
-from syncd.services import Context
+from syncd.store.context import Context
 from syncd.store.models import CalendarRow
 
-log = logging.getLogger("syncd.daemon")
+log = logging.getLogger("syncd.app.daemon")
 PAUSED_RETRY = timedelta(minutes=10)
 
 
@@ -203,7 +203,7 @@ def sync_one(
 
 def make_mailer(cfg: Config) -> Any:
     """The SMTP mailer of the configuration (composition root)."""
-    from adapters.smtp_mailer import SmtpMailer
+    from adapters.smtp import SmtpMailer
 
     s = cfg.smtp
     return SmtpMailer(

@@ -11,9 +11,8 @@ import base64
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
@@ -25,7 +24,6 @@ from syncd.domain.model import (
     Actor,
     Admin,
     Customer,
-    Policy,
     Session,
     Status,
     Transition,
@@ -33,7 +31,7 @@ from syncd.domain.model import (
 )
 from syncd.errors import NotFoundError, Refused, UsageError
 from syncd.notify.outbox import enqueue
-from syncd.store.db import Database
+from syncd.store.context import Context
 from syncd.store.models import AdminRow, ChoiceTokenRow, SessionRow
 from syncd.store.repo import (
     add_history,
@@ -46,34 +44,6 @@ from syncd.store.repo import (
     weekly_to_json,
     write_transition,
 )
-
-
-def utcnow() -> datetime:
-    """The wall clock, UTC."""
-    return datetime.now(UTC)
-
-
-@dataclass
-class Context:
-    """What every service needs: the database, the public URL and a clock."""
-
-    db: Database
-    public_url: str = "http://127.0.0.1:8080"
-    policy: Policy = field(default_factory=Policy)
-    clock: Callable[[], datetime] = utcnow
-
-    @property
-    def host(self) -> str:
-        """The host of ``web.public_url``: the right-hand side of UIDs and Message-IDs."""
-        return urlparse(self.public_url).hostname or "localhost"
-
-    def uid(self, session_id: str) -> str:
-        """The iCalendar UID of a session's event and of its emails' iTIP parts."""
-        return f"syncd-{session_id}@{self.host}"
-
-    def choose_link(self, token: str) -> str:
-        """The customer's "choose a new time" link."""
-        return f"{self.public_url.rstrip('/')}/choose/{token}"
 
 
 def check_tz(tz: str) -> str:

@@ -15,7 +15,7 @@ def open_backend(backend: str, settings: dict[str, Any], cfg: Config) -> Calenda
     """A connected backend for one calendar row's ``backend`` and ``settings``."""
     timeout = cfg.sync.timeout.total_seconds()
     if backend == "caldav":
-        from adapters.caldav_backend import CalDAVBackend
+        from adapters.caldav.backend import CalDAVBackend
 
         password = read_secret(
             settings.get("password_file", ""),
@@ -26,7 +26,7 @@ def open_backend(backend: str, settings: dict[str, Any], cfg: Config) -> Calenda
             settings["url"], settings.get("username", ""), password, timeout=timeout
         )
     if backend == "google":
-        from adapters.google_backend import GoogleBackend
+        from adapters.google.backend import GoogleBackend
 
         return GoogleBackend.from_settings(settings, cfg, timeout=timeout)
     raise ConfigError(f"unknown calendar backend {backend!r} (use one of {', '.join(BACKENDS)})")

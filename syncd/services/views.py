@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from syncd.domain.availability import format_weekly
+from syncd.domain.durations import format_duration
 from syncd.domain.model import Admin, Session
 from syncd.domain.timefmt import iso_utc
-from syncd.durations import format_duration
 
 
 def session_json(s: Session) -> dict[str, Any]:

@@ -30,12 +30,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from syncd import services
-from syncd.demo import read_state, short_time
-from syncd.demo_mail import MailStore, MailView
-from syncd.demo_radicale import CalendarClient, CalEvent
+from syncd.demo.mail import MailStore, MailView
+from syncd.demo.main import read_state, short_time
+from syncd.demo.radicale import CalendarClient, CalEvent
 from syncd.domain.model import Admin, Customer, Session, Status
 from syncd.errors import PeerUnavailable
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import IntentRow, OutboxRow
 
@@ -56,7 +57,7 @@ class Demo:
     """The running demo, as ``demo.json`` describes it."""
 
     state: dict[str, Any]
-    ctx: services.Context
+    ctx: Context
     cal: CalendarClient
     mail: MailStore
     admin: Admin
@@ -98,7 +99,7 @@ def connect(root_arg: str) -> Demo:
         ready = False
     if not ready:
         raise PeerUnavailable(f"The demo in {root} does not answer at {state.get('web_url')}.")
-    ctx = services.Context(db=Database(state["database_url"]), public_url=state["public_url"])
+    ctx = Context(db=Database(state["database_url"]), public_url=state["public_url"])
     return Demo(
         state=state,
         ctx=ctx,

@@ -7,10 +7,10 @@ Everything listens on 127.0.0.1 and keeps its data under one folder (``./demo-da
 - the SQLite database ``syncd.db``, migrated, seeded on the first run with a coach, their
   weekly availability and five sessions;
 - the syncd daemon (sync loop + outbox) and its web side (the customer page);
-- a page listing every email sent (:mod:`syncd.demo_mail`) on the next port.
+- a page listing every email sent (:mod:`syncd.demo.mail`) on the next port.
 
 ``demo.json`` says where everything is, for ``syncd demo --walkthrough``
-(:mod:`syncd.demo_walkthrough`). SIGINT/SIGTERM stop everything in order and exit 0;
+(:mod:`syncd.demo.walkthrough`). SIGINT/SIGTERM stop everything in order and exit 0;
 running it again continues with the same data; ``--reset`` wipes it first.
 
 Tests and impatient people: ``SYNCD_DEMO_SETTLE`` and ``SYNCD_DEMO_POLL`` (durations)
@@ -42,16 +42,17 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from syncd import config as config_mod
-from syncd import services
+from syncd.domain.durations import parse_duration
 from syncd.domain.model import Customer, Session, Status
-from syncd.durations import parse_duration
 from syncd.errors import ConfigError, Refused, SyncdError, UsageError
+from syncd.services import booking as services
+from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import CalendarRow
 from syncd.store.repo import get_admin_row
 
 if TYPE_CHECKING:
-    from syncd.cli import Runtime
+    from syncd.app.cli import Runtime
 
 DEFAULT_DIR = "demo-data"
 WEB_PORT, RADICALE_PORT, SMTP_PORT = 8080, 5232, 2525
@@ -120,7 +121,7 @@ def syncd_command() -> str:
     """How the person in front of this terminal runs ``syncd``."""
     argv0 = sys.argv[0]
     if Path(argv0).name != "syncd":
-        return f"{shown(Path(sys.executable))} -m syncd.cli"
+        return f"{shown(Path(sys.executable))} -m syncd.app.cli"
     which = shutil.which("syncd")
     if which and Path(which).resolve() == Path(argv0).resolve():
         return "syncd"
@@ -212,7 +213,7 @@ state_dir = {q(str(paths.root))}
 """
 
 
-def seed(ctx: services.Context) -> None:
+def seed(ctx: Context) -> None:
     """The coach, their week, five sessions on the next five days (first run only)."""
     from syncd.domain.availability import parse_weekly
 
@@ -228,7 +229,7 @@ def seed(ctx: services.Context) -> None:
         )
 
 
-def connect_calendar(ctx: services.Context, url: str, password_file: Path) -> None:
+def connect_calendar(ctx: Context, url: str, password_file: Path) -> None:
     """The coach's calendar row points at the Radicale collection (this run's port)."""
     settings = {"url": url, "username": USER, "password_file": str(password_file)}
     with ctx.db.write() as orm:
@@ -324,7 +325,7 @@ def _announcer(mail_url: str) -> Any:
 class _Names(logging.Filter):
     """Drop the start-up line; name the customer in ``calendar 1: s_…: rescheduled``."""
 
-    def __init__(self, ctx: services.Context) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__()
         self.ctx = ctx
 
@@ -342,12 +343,12 @@ class _Names(logging.Filter):
         return True
 
 
-def _log_to_terminal(ctx: services.Context) -> None:
+def _log_to_terminal(ctx: Context) -> None:
     """syncd's actions on stdout while the demo runs."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("  syncd  %(message)s"))
     handler.addFilter(_Names(ctx))
-    logger = logging.getLogger("syncd.daemon")
+    logger = logging.getLogger("syncd.app.daemon")
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     logger.propagate = False
@@ -369,9 +370,9 @@ def _require_extras() -> None:
 def run_demo(root_arg: str, reset: bool) -> int:
     """Start everything, serve until SIGINT/SIGTERM, stop everything; 0 on a clean stop."""
     _require_extras()
-    from syncd.daemon import Daemon
-    from syncd.demo_mail import MailStore, mail_app, serve_in_thread, start_smtp
-    from syncd.demo_radicale import (
+    from syncd.app.daemon import Daemon
+    from syncd.demo.mail import MailStore, mail_app, serve_in_thread, start_smtp
+    from syncd.demo.radicale import (
         PortPicker,
         ensure_calendar,
         list_events,
@@ -428,7 +429,7 @@ def run_demo(root_arg: str, reset: bool) -> int:
         cfg = config_mod.parse(text, str(paths.config))
         db = Database(cfg.database.url)
         db.upgrade()
-        ctx = services.Context(db=db, public_url=cfg.web.public_url, policy=cfg.policy.to_policy())
+        ctx = Context(db=db, public_url=cfg.web.public_url, policy=cfg.policy.to_policy())
         seeded = not services.list_admins(ctx)
         if seeded:
             seed(ctx)
@@ -501,7 +502,7 @@ def main(rt: Runtime) -> int:
     if args.walkthrough:
         if args.reset:
             raise UsageError("--walkthrough drives a running demo; it cannot --reset it.")
-        from syncd.demo_walkthrough import run_walkthrough
+        from syncd.demo.walkthrough import run_walkthrough
 
         return run_walkthrough(args.dir)
     return run_demo(args.dir, args.reset)

@@ -12,7 +12,7 @@ calendar row's ``push`` JSON (``channel_id``, ``resource_id``, ``token_hash``,
 ``expiration``), and a notification's token is hashed and compared in constant time.
 
 This module composes the engine's database with the Google adapter, like
-:mod:`syncd.backends`: adapters are imported inside the functions that call them.
+:mod:`syncd.app.backends`: adapters are imported inside the functions that call them.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from sqlalchemy import select
 from syncd.config import Config
 from syncd.errors import SyncdError
 from syncd.ports import CalendarBackend
-from syncd.services import Context
+from syncd.store.context import Context
 from syncd.store.models import CalendarRow
 
-log = logging.getLogger("syncd.push")
+log = logging.getLogger("syncd.engine.channels")
 
 PATH = "/push/google/{calendar_id}"
 CHANNEL_TTL = timedelta(days=7)  # Google caps it; it says when in the watch answer
@@ -78,7 +78,7 @@ def _needs_channel(push: Mapping[str, Any] | None, now: datetime) -> bool:
 
 
 def _default_open(backend: str, settings: dict[str, Any], cfg: Config) -> CalendarBackend:
-    from syncd.backends import open_backend
+    from syncd.app.backends import open_backend
 
     return open_backend(backend, settings, cfg)
 
@@ -144,8 +144,8 @@ def _open_one(
     old: dict[str, Any],
     open_backend: OpenBackend,
 ) -> bool:
-    from adapters.google_backend import GoogleBackend
-    from adapters.google_push import stop, watch
+    from adapters.google.backend import GoogleBackend
+    from adapters.google.push import stop, watch
 
     token = secrets.token_urlsafe(32)
     digest = token_hash(token)
@@ -215,8 +215,8 @@ def stop_channels(
     A channel that cannot be stopped is forgotten anyway: it expires on its own, and its
     notifications are then refused (its token hash is gone).
     """
-    from adapters.google_backend import GoogleBackend
-    from adapters.google_push import stop
+    from adapters.google.backend import GoogleBackend
+    from adapters.google.push import stop
 
     with ctx.db.read() as orm:
         rows = [

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TypedDict
 
-from adapters.google_backend import GoogleBackend
+from adapters.google.backend import GoogleBackend
 from syncd.ports import NotFound
 
 

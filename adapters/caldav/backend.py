@@ -30,8 +30,8 @@ from tenacity import (
     wait_random,
 )
 
-from adapters import caldav_dav as dav
-from adapters.caldav_ics import IcsError, apply_desired, build_event, busy_intervals, parse_event
+from adapters.caldav import dav
+from adapters.caldav.ics import IcsError, apply_desired, build_event, busy_intervals, parse_event
 from syncd.ports import (
     AuthRevoked,
     BackendError,

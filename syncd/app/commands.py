@@ -13,11 +13,11 @@ from syncd.store.models import CalendarRow, IntentRow, MirrorRow, OutboxRow
 from syncd.store.repo import get_admin_row
 
 if TYPE_CHECKING:
-    from syncd.cli import Runtime
+    from syncd.app.cli import Runtime
 
 
 def _out(rt: Runtime, data: Any, lines: list[str]) -> None:
-    from syncd.cli import emit
+    from syncd.app.cli import emit
 
     emit(rt.args, data, lines)
 
@@ -105,7 +105,7 @@ def calendar_list(rt: Runtime) -> int:
 
 def sync(rt: Runtime) -> int:
     """``syncd sync --once``: every calendar, then the outbox; exit 4 if a peer failed."""
-    from syncd.daemon import run_cycle, worker_id
+    from syncd.app.daemon import run_cycle, worker_id
 
     summary = run_cycle(rt.ctx, rt.config, worker_id(), due_only=False)
     data = {
@@ -148,7 +148,7 @@ def sync(rt: Runtime) -> int:
 
 def run(rt: Runtime) -> int:
     """``syncd run``: the daemon."""
-    from syncd.daemon import Daemon
+    from syncd.app.daemon import Daemon
 
     ctx, cfg = rt.ctx, rt.config
 
@@ -186,7 +186,7 @@ def breaker_release(rt: Runtime) -> int:
 
 def breaker_restore(rt: Runtime) -> int:
     """Put the held events back into the calendar; no session changes, no customer email."""
-    from syncd.daemon import sync_one
+    from syncd.app.daemon import sync_one
     from syncd.engine import breaker
 
     restored = breaker.restore(rt.ctx, rt.args.calendar_id)
@@ -258,8 +258,8 @@ def status(rt: Runtime) -> int:
 
 def doctor(rt: Runtime) -> int:
     """Check the configuration, the database, each calendar and the SMTP server."""
-    from syncd.backends import open_backend
-    from syncd.daemon import make_mailer
+    from syncd.app.backends import open_backend
+    from syncd.app.daemon import make_mailer
 
     cfg = rt.config
     checks: list[dict[str, Any]] = [{"check": "config", "ok": True, "detail": cfg.source}]
@@ -309,7 +309,7 @@ def doctor(rt: Runtime) -> int:
 
 def auth_google(rt: Runtime) -> int:
     """``syncd auth google EMAIL``."""
-    from adapters.google_auth import authorize
+    from adapters.google.auth import authorize
 
     code: int = authorize(rt)
     return code
@@ -317,7 +317,7 @@ def auth_google(rt: Runtime) -> int:
 
 def demo(rt: Runtime) -> int:
     """``syncd demo``."""
-    from syncd.demo import main as demo_main
+    from syncd.demo.main import main as demo_main
 
     code: int = demo_main(rt)
     return code

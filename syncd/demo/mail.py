@@ -37,11 +37,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from syncd.domain.eventtext import split_notes
 from syncd.errors import ConfigError, SyncdError
-from syncd.eventtext import split_notes
 
 if TYPE_CHECKING:
-    from syncd.demo_radicale import CalEvent
+    from syncd.demo.radicale import CalEvent
 
 _NAME = re.compile(r"^(\d{4,})\.eml$")
 _URL = re.compile(r"https?://[^\s<>\"']+")

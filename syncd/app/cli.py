@@ -13,18 +13,17 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from syncd import config as config_mod
+from syncd.domain.durations import parse_duration
 from syncd.domain.model import Actor, Customer
-from syncd.domain.timefmt import human
-from syncd.durations import parse_duration
+from syncd.domain.timefmt import human, parse_time
 from syncd.errors import SyncdError, UsageError
-from syncd.services import Context
+from syncd.services.views import admin_json, session_json
+from syncd.store.context import Context
 from syncd.store.db import Database
-from syncd.views import admin_json, session_json
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -34,19 +33,6 @@ EXIT_PEER = 4
 EXIT_CONFIG = 78
 
 Handler = Callable[[argparse.Namespace], Any]
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 instant with an offset (``Z`` or ``+01:00``); refuses a local time."""
-    try:
-        value = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError as err:
-        raise UsageError(f'"{text}" is not an ISO 8601 time (e.g. 2026-12-01T15:00:00Z)') from err
-    if value.tzinfo is None:
-        raise UsageError(
-            f'"{text}" has no offset; add Z or an offset like +01:00 so the instant is clear'
-        )
-    return value
 
 
 def _duration_arg(text: str) -> Any:
@@ -115,7 +101,7 @@ def cmd_db_upgrade(rt: Runtime) -> int:
 
 
 def cmd_admin_add(rt: Runtime) -> int:
-    from syncd import services
+    from syncd.services import booking as services
 
     a = rt.args
     admin = services.add_admin(
@@ -131,8 +117,8 @@ def cmd_admin_add(rt: Runtime) -> int:
 
 
 def cmd_admin_availability(rt: Runtime) -> int:
-    from syncd import services
     from syncd.domain.availability import format_weekly, parse_weekly
+    from syncd.services import booking as services
 
     a = rt.args
     windows = [w for spec in a.weekly for w in parse_weekly(spec)]
@@ -142,7 +128,7 @@ def cmd_admin_availability(rt: Runtime) -> int:
 
 
 def cmd_admin_list(rt: Runtime) -> int:
-    from syncd import services
+    from syncd.services import booking as services
 
     admins = services.list_admins(rt.ctx)
     lines = [f"{x.email}  {x.name}  {x.tz}" for x in admins] or ["No admins yet."]
@@ -151,7 +137,7 @@ def cmd_admin_list(rt: Runtime) -> int:
 
 
 def cmd_session_book(rt: Runtime) -> int:
-    from syncd import services
+    from syncd.services import booking as services
 
     a = rt.args
     start = parse_time(a.start)
@@ -172,7 +158,7 @@ def cmd_session_book(rt: Runtime) -> int:
 
 
 def cmd_session_list(rt: Runtime) -> int:
-    from syncd import services
+    from syncd.services import booking as services
 
     sessions = services.list_sessions(rt.ctx, rt.args.admin, rt.args.status)
     lines = [_session_line(s) for s in sessions] or ["No sessions."]
@@ -181,7 +167,7 @@ def cmd_session_list(rt: Runtime) -> int:
 
 
 def cmd_session_show(rt: Runtime) -> int:
-    from syncd import services
+    from syncd.services import booking as services
 
     s = services.show(rt.ctx, rt.args.id)
     lines = [
@@ -200,7 +186,7 @@ def cmd_session_show(rt: Runtime) -> int:
 
 
 def cmd_session_reschedule(rt: Runtime) -> int:
-    from syncd import services
+    from syncd.services import booking as services
 
     a = rt.args
     actor = Actor(a.actor)
@@ -222,7 +208,7 @@ def cmd_session_reschedule(rt: Runtime) -> int:
 
 
 def cmd_session_cancel(rt: Runtime) -> int:
-    from syncd import services
+    from syncd.services import booking as services
 
     a = rt.args
     s = services.cancel(rt.ctx, a.id, a.reason, Actor(a.actor))
@@ -254,7 +240,7 @@ def cmd_outbox_retry(rt: Runtime) -> int:
 
 def _engine_cmd(name: str) -> Callable[[Runtime], int]:
     def run(rt: Runtime) -> int:
-        from syncd import commands
+        from syncd.app import commands
 
         fn: Callable[[Runtime], int] = getattr(commands, name)
         return fn(rt)

@@ -13,7 +13,7 @@ from typing import Any
 
 from icalendar import Calendar, Event
 
-from syncd.eventtext import merge_notes, strip_command
+from syncd.domain.eventtext import merge_notes, strip_command
 from syncd.ports import DesiredEvent, EventContent
 
 PRODID = "-//syncd//syncd//EN"
