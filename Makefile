@@ -27,6 +27,7 @@ chromium:
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check syncd adapters tests bench
 	$(BIN)/ruff format --check syncd adapters tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict syncd adapters

@@ -1,17 +1,18 @@
 """The contract between the core and ``adapters/``.
 
-The core never imports an adapter; the composition root (``syncd/backends.py``) picks them
-by name. Adapters translate the wire into the frozen dataclasses below and raise only the
-error types defined here (or :class:`syncd.errors.SyncdError` subclasses).
+The core never imports an adapter; the composition root (``syncd/app/backends.py``) picks
+them by name and hands the core a :data:`BackendFactory`. Adapters translate the wire into
+the frozen dataclasses below and raise only the error types defined here (or
+:class:`syncd.errors.SyncdError` subclasses).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from syncd.errors import PeerUnavailable, SyncdError
 
@@ -199,4 +200,71 @@ class Mailer(Protocol):
 
     def close(self) -> None:
         """Close the connection, if any."""
+        ...
+
+
+BackendFactory = Callable[[str, Mapping[str, Any]], CalendarBackend]
+"""Opens the backend of a calendar row: ``factory(row.backend, row.settings)``."""
+
+
+# ---------------------------------------------------------------------------------------
+# Push: a server tells syncd that a calendar changed (Google channels, Graph subscriptions).
+
+
+@dataclass(frozen=True)
+class Channel:
+    """An open push channel: the server's ids for it and when it expires (aware UTC)."""
+
+    channel_id: str
+    resource_id: str = ""
+    expiration: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One notification as the server posted it.
+
+    ``secret`` is what the server echoes from the channel's opening (Google's channel
+    token, Graph's ``clientState``); the core checks it against the hash it stored.
+    ``lifecycle`` is empty for a change, else the server's word for the channel's own
+    state (``reauthorizationRequired``, ``missed``, ``subscriptionRemoved``).
+    """
+
+    channel_id: str
+    secret: str
+    lifecycle: str = ""
+
+
+@dataclass(frozen=True)
+class PushReading:
+    """What an incoming push request says: notifications, or a handshake to echo."""
+
+    notifications: tuple[Notification, ...] = ()
+    echo: str | None = None  # answer 200 text/plain with this (Graph's validationToken)
+
+
+@runtime_checkable
+class ChangeNotifier(Protocol):
+    """A backend whose server can push "this calendar changed" to ``address``."""
+
+    def open_channel(self, address: str, secret: str, ttl: timedelta) -> Channel:
+        """Open a channel whose notifications go to ``address`` and carry ``secret``."""
+        ...
+
+    def renew_channel(self, channel: Channel, address: str, secret: str, ttl: timedelta) -> Channel:
+        """Extend ``channel`` (or open its replacement: the caller stops an old id)."""
+        ...
+
+    def stop_channel(self, channel: Channel) -> None:
+        """Stop a channel; one the server no longer knows is already stopped."""
+        ...
+
+
+class NotificationReader(Protocol):
+    """Reads one backend kind's push requests; needs no connection (runs in the web)."""
+
+    def read(
+        self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes
+    ) -> PushReading:
+        """The notifications in a request (none when it is not this kind's format)."""
         ...

@@ -12,6 +12,7 @@ import pytest
 from syncd.store.context import Context
 from syncd.store.db import Database
 from tests.pg import ENV, fresh_postgres_url, postgres_base_url
+from tests.servers import Server, start_radicale, start_xandikos
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -81,3 +82,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep(
             "!", f"PostgreSQL tests were SKIPPED: set {ENV} (CI does)", red=True, bold=True
         )
+
+
+@pytest.fixture(scope="session")
+def radicale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One Radicale 3 for the whole run (each test makes its own calendar)."""
+    server = start_radicale(tmp_path_factory.mktemp("radicale"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def xandikos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One Xandikos for the whole run (each test makes its own calendar)."""
+    server = start_xandikos(tmp_path_factory.mktemp("xandikos"))
+    yield server
+    server.stop()

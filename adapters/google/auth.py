@@ -20,22 +20,15 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import httplib2
 from google.oauth2 import credentials as _oauth2_credentials
 from google.oauth2 import service_account as _service_account
 from google_auth_httplib2 import AuthorizedHttp
 from googleapiclient.discovery import build
-from sqlalchemy import select
 
-from syncd.config import Config
 from syncd.errors import ConfigError, SyncdError
-from syncd.store.models import CalendarRow
-from syncd.store.repo import get_admin_row
-
-if TYPE_CHECKING:
-    from syncd.app.cli import Runtime
 
 # google-auth's classes are untyped; keep mypy --strict quiet at the boundary only.
 UserCredentials: Any = _oauth2_credentials.Credentials
@@ -71,9 +64,9 @@ FLOW_FACTORY: Callable[[str, Sequence[str]], OAuthFlow] = _installed_app_flow
 # -- loading ------------------------------------------------------------------------------
 
 
-def default_credentials_path(cfg: Config, admin_email: str) -> Path:
+def default_credentials_path(state_dir: str, admin_email: str) -> Path:
     """``<state_dir>/google/<admin email>.json``: where ``syncd auth google`` stores tokens."""
-    return Path(cfg.sync.state_dir) / "google" / f"{admin_email.strip().lower()}.json"
+    return Path(state_dir) / "google" / f"{admin_email.strip().lower()}.json"
 
 
 def credentials_from_info(
@@ -105,12 +98,14 @@ def credentials_from_info(
     )
 
 
-def load_credentials(credentials_file: str, cfg: Config, admin_email: str = "") -> Any:
+def load_credentials(
+    credentials_file: str, state_dir: str, token_uri: str, admin_email: str = ""
+) -> Any:
     """The credentials of one calendar; ConfigError names the file and what to do."""
     if credentials_file:
         path = Path(credentials_file)
     elif admin_email:
-        path = default_credentials_path(cfg, admin_email)
+        path = default_credentials_path(state_dir, admin_email)
     else:
         raise ConfigError(
             "A Google calendar needs credentials_file or admin_email in its settings "
@@ -130,7 +125,7 @@ def load_credentials(credentials_file: str, cfg: Config, admin_email: str = "") 
     if not isinstance(info, dict):
         raise ConfigError(f"Google credentials {path}: not a JSON object")
     try:
-        return credentials_from_info(info, cfg.google.token_uri, subject=admin_email)
+        return credentials_from_info(info, token_uri, subject=admin_email)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
     except (KeyError, ValueError) as err:  # a malformed service-account key
@@ -183,158 +178,29 @@ def write_authorized_user(path: Path, credentials: Any, default_token_uri: str) 
         raise
 
 
-# -- syncd auth google ----------------------------------------------------------------------
+# -- the consent flow and the first calls of ``syncd auth google`` ----------------------------
 
 
-def authorize(rt: Runtime) -> int:
-    """``syncd auth google EMAIL [--calendar-id ID] [--no-browser]``.
+def consent(client_secrets_file: str, calendar_id: str, open_browser: bool) -> Any:
+    """Run the installed-app OAuth flow (loopback redirect); the user's credentials.
 
-    Runs the installed-app OAuth flow (loopback redirect) and stores the refresh token in
-    ``<state_dir>/google/<email>.json``. Without ``--calendar-id`` the narrow
-    ``calendar.app.created`` scope is asked for and a dedicated "Bookings" calendar is
-    created (or the one an earlier run created is reused); with it, ``calendar.events``
-    for that calendar. Finally the calendar is registered for the admin.
+    Without ``calendar_id`` the narrow ``calendar.app.created`` scope is asked for (syncd
+    then creates its own "Bookings" calendar); with it, ``calendar.events``.
     """
-    args, cfg = rt.args, rt.config
-    email = str(args.email).strip().lower()
-    wanted_id = str(getattr(args, "calendar_id", "") or "")
-    with rt.ctx.db.read() as orm:
-        admin = get_admin_row(orm, email)
-        admin_tz = admin.tz
-    secrets_file = cfg.google.client_secrets_file
-    if not secrets_file or not Path(secrets_file).is_file():
-        where = f"{secrets_file}: no such file" if secrets_file else "it is not set"
+    if not client_secrets_file or not Path(client_secrets_file).is_file():
+        where = f"{client_secrets_file}: no such file" if client_secrets_file else "it is not set"
         raise ConfigError(
             f"[google] client_secrets_file: {where}. Download the OAuth client JSON of a "
             "'Desktop app' client from the Google Cloud console and name it there."
         )
-    scopes = [SCOPE_EVENTS] if wanted_id else [SCOPE_APP_CREATED]
-    flow = FLOW_FACTORY(secrets_file, scopes)
+    scopes = [SCOPE_EVENTS] if calendar_id else [SCOPE_APP_CREATED]
+    flow = FLOW_FACTORY(client_secrets_file, scopes)
     # The flow prints the authorization URL; keep stdout for the result (--json).
     with contextlib.redirect_stdout(sys.stderr):
-        creds = flow.run_local_server(port=0, open_browser=not getattr(args, "no_browser", False))
+        creds = flow.run_local_server(port=0, open_browser=open_browser)
     if not getattr(creds, "refresh_token", None):
         raise SyncdError(
             "Google returned no refresh token; revoke syncd's access in your Google account "
             "settings and run 'syncd auth google' again."
         )
-    path = default_credentials_path(cfg, email)
-    write_authorized_user(path, creds, cfg.google.token_uri)
-    created = False
-    calendar_id = wanted_id or _previous_app_calendar(rt, email, str(path))
-    if not calendar_id or not _calendar_exists(creds, cfg, calendar_id, bool(wanted_id)):
-        if wanted_id:
-            raise SyncdError(f"Google calendar {wanted_id} is not accessible to {email}.")
-        calendar_id = _create_bookings_calendar(creds, cfg, admin_tz)
-        created = True
-    settings: dict[str, Any] = {
-        "calendar_id": calendar_id,
-        "credentials_file": str(path),
-        "admin_email": email,
-    }
-    if not wanted_id:
-        settings["app_created"] = True
-    row_id = _register(rt, email, settings)
-    data = {
-        "calendar": row_id,
-        "calendar_id": calendar_id,
-        "credentials_file": str(path),
-        "created": created,
-    }
-    if getattr(args, "json", False):
-        print(json.dumps(data, indent=2))
-    else:
-        made = "created the Bookings calendar" if created else "using calendar"
-        print(
-            f"Authorized {email}: {made} {calendar_id} (syncd calendar {row_id}); "
-            f"token stored in {path}."
-        )
-    return 0
-
-
-def _google_rows(orm: Any, email: str) -> list[CalendarRow]:
-    """The admin's Google calendar rows."""
-    admin = get_admin_row(orm, email)
-    return list(
-        orm.scalars(
-            select(CalendarRow).where(
-                CalendarRow.admin_id == admin.id, CalendarRow.backend == "google"
-            )
-        )
-    )
-
-
-def _previous_app_calendar(rt: Runtime, email: str, credentials_file: str) -> str:
-    """The calendar an earlier ``syncd auth google`` created for this admin, or ""."""
-    with rt.ctx.db.read() as orm:
-        for row in _google_rows(orm, email):
-            s = row.settings or {}
-            if s.get("app_created") and s.get("credentials_file") == credentials_file:
-                return str(s.get("calendar_id") or "")
-    return ""
-
-
-def _backend(creds: Any, cfg: Config, calendar_id: str) -> Any:
-    from adapters.google.backend import GoogleBackend
-
-    return GoogleBackend(
-        calendar_id, creds, cfg.google.api_endpoint, timeout=cfg.sync.timeout.total_seconds()
-    )
-
-
-def _calendar_exists(creds: Any, cfg: Config, calendar_id: str, named: bool) -> bool:
-    """Whether the new token reaches ``calendar_id`` (calendars.get, or an events probe)."""
-    from syncd.ports import NotFound
-
-    backend = _backend(creds, cfg, calendar_id)
-    try:
-        if named:  # calendar.events cannot read the calendar resource: probe its events
-            backend.call(
-                "events.list",
-                lambda s: s.events().list(calendarId=calendar_id, maxResults=1, fields="items(id)"),
-            )
-        else:
-            backend.call("calendars.get", lambda s: s.calendars().get(calendarId=calendar_id))
-    except NotFound:
-        return False
-    finally:
-        backend.close()
-    return True
-
-
-def _create_bookings_calendar(creds: Any, cfg: Config, tz: str) -> str:
-    """calendars.insert a "Bookings" calendar in the admin's zone; its id.
-
-    Not retried: a lost answer would leave a second calendar behind.
-    """
-    backend = _backend(creds, cfg, "primary")
-    try:
-        res = backend.call(
-            "calendars.insert",
-            lambda s: s.calendars().insert(body={"summary": BOOKINGS_SUMMARY, "timeZone": tz}),
-            retry=False,
-        )
-    finally:
-        backend.close()
-    return str(res["id"])
-
-
-def _register(rt: Runtime, email: str, settings: dict[str, Any]) -> int:
-    """Add the calendar row, or refresh the admin's row with that calendar id (unpausing it)."""
-    with rt.ctx.db.write() as orm:
-        admin = get_admin_row(orm, email)
-        for row in _google_rows(orm, email):
-            if (row.settings or {}).get("calendar_id") == settings["calendar_id"]:
-                row.settings = {**(row.settings or {}), **settings}  # a new dict: JSON change
-                row.paused_reason = None  # the credentials were just renewed
-                return row.id
-        new = CalendarRow(
-            admin_id=admin.id,
-            backend="google",
-            settings=settings,
-            busy_only=False,
-            cursor_version=1,
-        )
-        orm.add(new)
-        orm.flush()
-        return new.id
+    return creds

@@ -28,6 +28,7 @@ import http.client
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,6 +45,7 @@ from tenacity import (
 )
 
 from adapters.google import auth as google_auth
+from adapters.google.push import GooglePush
 from adapters.google.wire import (
     CURSOR_VERSION,
     LIST_FIELDS,
@@ -62,13 +64,13 @@ from adapters.google.wire import (
     _when,
     parse_event,
 )
-from syncd.config import Config
 from syncd.domain import eventtext
 from syncd.errors import ConfigError
 from syncd.ports import (
     AuthRevoked,
     BackendError,
     ChangeSet,
+    Channel,
     CursorExpired,
     DesiredEvent,
     NotFound,
@@ -79,7 +81,17 @@ from syncd.ports import (
 )
 
 log = logging.getLogger(__name__)
-__all__ = ["CURSOR_VERSION", "SESSION_KEY", "GoogleBackend", "parse_event"]
+__all__ = ["CURSOR_VERSION", "SESSION_KEY", "GoogleBackend", "GoogleOptions", "parse_event"]
+
+
+@dataclass(frozen=True)
+class GoogleOptions:
+    """What the composition root hands the backend from ``[google]`` and ``[sync]``."""
+
+    api_endpoint: str
+    token_uri: str
+    state_dir: str
+    timeout: float
 
 
 class GoogleBackend:
@@ -116,9 +128,7 @@ class GoogleBackend:
         self._service = google_auth.build_service(self._http, api_endpoint)
 
     @classmethod
-    def from_settings(
-        cls, settings: Mapping[str, Any], cfg: Config, timeout: float
-    ) -> GoogleBackend:
+    def from_settings(cls, settings: Mapping[str, Any], options: GoogleOptions) -> GoogleBackend:
         """The backend of a calendar row's settings.
 
         Keys: ``calendar_id`` (required), ``credentials_file`` (may be empty: then
@@ -128,9 +138,12 @@ class GoogleBackend:
         calendar_id = str(settings.get("calendar_id") or "")
         admin_email = str(settings.get("admin_email") or "")
         creds = google_auth.load_credentials(
-            str(settings.get("credentials_file") or ""), cfg, admin_email
+            str(settings.get("credentials_file") or ""),
+            options.state_dir,
+            options.token_uri,
+            admin_email,
         )
-        return cls(calendar_id, creds, cfg.google.api_endpoint, timeout=timeout)
+        return cls(calendar_id, creds, options.api_endpoint, timeout=options.timeout)
 
     # -- transport ----------------------------------------------------------------------
 
@@ -198,6 +211,20 @@ class GoogleBackend:
             before_sleep=note,
         )
         return retrying(attempt)
+
+    # -- push (syncd.ports.ChangeNotifier) ----------------------------------------------
+
+    def open_channel(self, address: str, secret: str, ttl: timedelta) -> Channel:
+        """events.watch this calendar (see :class:`adapters.google.push.GooglePush`)."""
+        return GooglePush(self).open_channel(address, secret, ttl)
+
+    def renew_channel(self, channel: Channel, address: str, secret: str, ttl: timedelta) -> Channel:
+        """A new channel replaces ``channel`` (Google cannot extend one)."""
+        return GooglePush(self).renew_channel(channel, address, secret, ttl)
+
+    def stop_channel(self, channel: Channel) -> None:
+        """channels.stop."""
+        GooglePush(self).stop_channel(channel)
 
     def close(self) -> None:
         """Release connections."""

@@ -1,4 +1,8 @@
-"""Composition root for calendar backends: the one place that picks an adapter by name."""
+"""Composition root for calendar backends: the one place that picks an adapter by name.
+
+A new backend joins here: a branch in :func:`open_backend`, its name in :data:`BACKENDS`,
+and, when its server can push, its notification reader in :func:`push_readers`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Any
 
 from syncd.config import Config, read_secret
 from syncd.errors import ConfigError
-from syncd.ports import CalendarBackend
+from syncd.ports import BackendFactory, CalendarBackend, NotificationReader
 
 BACKENDS = ("caldav", "google")
 
@@ -27,6 +31,19 @@ def open_backend(backend: str, settings: dict[str, Any], cfg: Config) -> Calenda
         )
     if backend == "google":
         from adapters.google.backend import GoogleBackend
+        from syncd.app.google_setup import google_options
 
-        return GoogleBackend.from_settings(settings, cfg, timeout=timeout)
+        return GoogleBackend.from_settings(settings, google_options(cfg))
     raise ConfigError(f"unknown calendar backend {backend!r} (use one of {', '.join(BACKENDS)})")
+
+
+def backend_factory(cfg: Config) -> BackendFactory:
+    """:func:`open_backend` bound to ``cfg``: what the core is handed."""
+    return lambda backend, settings: open_backend(backend, dict(settings), cfg)
+
+
+def push_readers() -> dict[str, NotificationReader]:
+    """The notification reader of every backend kind whose server can push."""
+    from adapters.google.push import GoogleNotificationReader
+
+    return {"google": GoogleNotificationReader()}

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from syncd import config as config_mod
+from syncd.app.runtime import Runtime, emit
 from syncd.domain.durations import parse_duration
 from syncd.domain.model import Actor, Customer
 from syncd.domain.timefmt import human, parse_time
 from syncd.errors import SyncdError, UsageError
 from syncd.services.views import admin_json, session_json
-from syncd.store.context import Context
-from syncd.store.db import Database
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -40,41 +39,6 @@ def _duration_arg(text: str) -> Any:
         return parse_duration(text)
     except ValueError as err:
         raise UsageError(str(err)) from err
-
-
-class Runtime:
-    """Lazily built shared objects for one command: config, database, service context."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self._config: config_mod.Config | None = None
-        self._ctx: Context | None = None
-
-    @property
-    def config(self) -> config_mod.Config:
-        if self._config is None:
-            self._config = config_mod.load(self.args.config)
-        return self._config
-
-    @property
-    def ctx(self) -> Context:
-        if self._ctx is None:
-            cfg = self.config
-            db = Database(cfg.database.url)
-            if self.args.command not in ("db", "init", "demo") and not db.is_current():
-                raise SyncdError(
-                    f"The database {cfg.database.url} has no schema yet: run 'syncd db upgrade'."
-                )
-            self._ctx = Context(db=db, public_url=cfg.web.public_url, policy=cfg.policy.to_policy())
-        return self._ctx
-
-
-def emit(args: argparse.Namespace, data: Any, text: str | Sequence[str]) -> None:
-    """``data`` as JSON with ``--json``, else ``text`` for a person."""
-    if args.json:
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        print(text if isinstance(text, str) else "\n".join(text))
 
 
 def _session_line(s: Any) -> str:

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
 
+from syncd.app.runtime import Runtime, emit
 from syncd.errors import UsageError
 from syncd.store.models import CalendarRow, IntentRow, MirrorRow, OutboxRow
 from syncd.store.repo import get_admin_row
 
-if TYPE_CHECKING:
-    from syncd.app.cli import Runtime
-
 
 def _out(rt: Runtime, data: Any, lines: list[str]) -> None:
-    from syncd.app.cli import emit
-
     emit(rt.args, data, lines)
 
 
@@ -146,6 +143,16 @@ def sync(rt: Runtime) -> int:
     return 4 if summary.peer_failed else 0
 
 
+def web_peers(cfg: Any, on_notify: Callable[[int], None] | None = None) -> Any:
+    """The web side's calendar access and push readers (without a daemon: no one to wake)."""
+    from syncd.app.backends import backend_factory, push_readers
+    from syncd.web.push import PushWiring
+    from syncd.web.server import Peers
+
+    wiring = PushWiring(readers=push_readers(), on_notify=on_notify or (lambda _c: None))
+    return Peers(push=wiring, open_backend=backend_factory(cfg))
+
+
 def run(rt: Runtime) -> int:
     """``syncd run``: the daemon."""
     from syncd.app.daemon import Daemon
@@ -155,7 +162,7 @@ def run(rt: Runtime) -> int:
     def start_web() -> Any:
         from syncd.web.server import start_in_thread
 
-        return start_in_thread(ctx, cfg, on_notify=lambda _calendar_id: daemon.wake.set())
+        return start_in_thread(ctx, cfg, web_peers(cfg, lambda _calendar_id: daemon.wake.set()))
 
     daemon = Daemon(ctx, cfg, start_web)
     signal.signal(signal.SIGTERM, daemon.stop)
@@ -167,7 +174,7 @@ def web(rt: Runtime) -> int:
     """``syncd web``: the customer page and the API in the foreground."""
     from syncd.web.server import serve
 
-    serve(rt.ctx, rt.config)
+    serve(rt.ctx, rt.config, web_peers(rt.config))
     return 0
 
 
@@ -309,7 +316,7 @@ def doctor(rt: Runtime) -> int:
 
 def auth_google(rt: Runtime) -> int:
     """``syncd auth google EMAIL``."""
-    from adapters.google.auth import authorize
+    from syncd.app.google_setup import authorize
 
     code: int = authorize(rt)
     return code
@@ -317,7 +324,13 @@ def auth_google(rt: Runtime) -> int:
 
 def demo(rt: Runtime) -> int:
     """``syncd demo``."""
-    from syncd.demo.main import main as demo_main
+    from syncd.app.daemon import Daemon
+    from syncd.demo.run import Wiring
+    from syncd.demo.run import main as demo_main
+    from syncd.web.server import start_in_thread
 
-    code: int = demo_main(rt)
-    return code
+    wiring = Wiring(
+        make_daemon=lambda ctx, cfg, start_web: Daemon(ctx, cfg, start_web=start_web),
+        start_web=lambda ctx, cfg: start_in_thread(ctx, cfg, web_peers(cfg)),
+    )
+    return demo_main(rt.args, wiring)

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from syncd.app.backends import open_backend
+from syncd.app.backends import backend_factory, open_backend, push_readers
 from syncd.config import Config
 from syncd.engine import channels as push
 from syncd.engine.desired import GestureRules
@@ -297,7 +297,14 @@ class Daemon:
         with ThreadPoolExecutor(self.cfg.sync.workers, thread_name_prefix="sync") as pool:
             while not self.stopping.is_set():
                 try:
-                    push.ensure_channels(self.ctx, self.cfg, self.ctx.clock())
+                    push.ensure_channels(
+                        self.ctx,
+                        self.cfg,
+                        self.ctx.clock(),
+                        open_backend=backend_factory(self.cfg),
+                        kinds=tuple(push_readers()),
+                        worker=self.owner,
+                    )
                 except SyncdError as err:
                     log.warning("push channels: %s", err)
                 try:
@@ -315,7 +322,7 @@ class Daemon:
                 self.wake.clear()
         sd_notify("STOPPING=1")
         try:
-            push.stop_channels(self.ctx, self.cfg)
+            push.stop_channels(self.ctx, open_backend=backend_factory(self.cfg), worker=self.owner)
         except SyncdError as err:
             log.warning("push channels not stopped: %s", err)
         self.backends.close()

@@ -31,8 +31,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from syncd.demo.mail import MailStore, MailView
-from syncd.demo.main import read_state, short_time
 from syncd.demo.radicale import CalendarClient, CalEvent
+from syncd.demo.seed import read_state, short_time
 from syncd.domain.model import Admin, Customer, Session, Status
 from syncd.errors import PeerUnavailable
 from syncd.services import booking as services

@@ -1,18 +1,21 @@
-"""Google push channels, per calendar: open, renew, stop, and check what Google posts.
+"""Push channels, per calendar, for every backend that can push: open, renew, stop, verify.
 
-When ``[web] public_url`` is https, every Google calendar gets an ``events.watch`` channel
-whose notifications go to ``<public_url>/push/google/<calendar row id>``. A notification
-only says "something changed in this calendar": it marks the calendar due
-(``next_sync_at = now``) and wakes the daemon; the change feed does the rest, and polling
-stays the backstop for a lost notification or a dead channel.
+When ``[web] public_url`` is https, every calendar whose backend implements
+:class:`syncd.ports.ChangeNotifier` gets a channel whose notifications go to
+``<public_url>/push/<backend>/<calendar row id>``. A notification only says "something
+changed in this calendar": it marks the calendar due (``next_sync_at = now``) and wakes the
+daemon; the change feed does the rest, and polling stays the backstop for a lost
+notification or a dead channel.
 
-The proof that a notification comes from Google is the channel token syncd chose: 32
-random bytes, echoed in ``X-Goog-Channel-Token``. Only its SHA-256 is stored, in the
-calendar row's ``push`` JSON (``channel_id``, ``resource_id``, ``token_hash``,
-``expiration``), and a notification's token is hashed and compared in constant time.
+The proof that a notification comes from the server is the secret syncd chose for the
+channel (Google's channel token, Graph's ``clientState``): 32 random bytes that the
+server echoes. Only its SHA-256 is stored, in the calendar row's ``push`` JSON
+(``channel_id``, ``resource_id``, ``token_hash``, ``expiration``, ``owner``), and a
+notification's secret is hashed and compared in constant time.
 
-This module composes the engine's database with the Google adapter, like
-:mod:`syncd.app.backends`: adapters are imported inside the functions that call them.
+Each channel belongs to the worker that opened it (``owner``): a worker that stops stops
+only its own channels, and any worker renews a channel nearing its expiry (taking it
+over), so a dead worker's channels live on.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,33 +32,34 @@ from sqlalchemy import select
 
 from syncd.config import Config
 from syncd.errors import SyncdError
-from syncd.ports import CalendarBackend
+from syncd.ports import BackendFactory, ChangeNotifier, Channel, PushReading
 from syncd.store.context import Context
 from syncd.store.models import CalendarRow
 
-log = logging.getLogger("syncd.engine.channels")
+log = logging.getLogger(__name__)
 
-PATH = "/push/google/{calendar_id}"
-CHANNEL_TTL = timedelta(days=7)  # Google caps it; it says when in the watch answer
+PATH = "/push/{backend}/{calendar_id}"
+CHANNEL_TTL = timedelta(days=7)  # servers cap it (Google a week, Graph under 3 days)
 RENEW_BEFORE = timedelta(hours=1)
 RETRY_AFTER_FAILURE = timedelta(minutes=10)
 CLAIM_FOR = timedelta(minutes=2)  # one worker opens a channel, the others wait
 
-OpenBackend = Callable[[str, dict[str, Any], Config], CalendarBackend]
+Claimed = tuple[int, str, dict[str, Any], dict[str, Any]]  # id, backend, settings, push
 
 
 def enabled(cfg: Config, force: bool = False) -> bool:
-    """Push needs a public https address (Google refuses anything else); ``force`` for tests."""
+    """Push needs a public https address (servers refuse anything else); ``force`` for tests."""
     return force or cfg.web.public_url.lower().startswith("https://")
 
 
-def address(cfg: Config, calendar_id: int) -> str:
-    """Where Google posts the notifications of one calendar."""
-    return cfg.web.public_url.rstrip("/") + PATH.format(calendar_id=calendar_id)
+def address(cfg: Config, backend: str, calendar_id: int) -> str:
+    """Where the server posts the notifications of one calendar."""
+    path = PATH.format(backend=backend, calendar_id=calendar_id)
+    return cfg.web.public_url.rstrip("/") + path
 
 
 def token_hash(token: str) -> str:
-    """SHA-256 (hex) of a channel token: what the database keeps instead of the token."""
+    """SHA-256 (hex) of a channel secret: what the database keeps instead of the secret."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
@@ -77,20 +81,14 @@ def _needs_channel(push: Mapping[str, Any] | None, now: datetime) -> bool:
     return not push.get("channel_id") or expiration is None or expiration - now <= RENEW_BEFORE
 
 
-def _default_open(backend: str, settings: dict[str, Any], cfg: Config) -> CalendarBackend:
-    from syncd.app.backends import open_backend
-
-    return open_backend(backend, settings, cfg)
-
-
-def _claim(ctx: Context, now: datetime) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
-    """Google calendars that need a channel, claimed for a while: (id, settings, push).
+def _claim(ctx: Context, now: datetime, kinds: Collection[str]) -> list[Claimed]:
+    """Calendars of ``kinds`` that need a channel, claimed for a while.
 
     The claim (``claimed_until`` in the push JSON) keeps other workers from opening a
     second channel meanwhile; the push JSON still names the channel being replaced.
     """
     watched = (
-        CalendarRow.backend == "google",
+        CalendarRow.backend.in_(list(kinds)),
         CalendarRow.busy_only.is_(False),
         CalendarRow.paused_reason.is_(None),
     )
@@ -98,7 +96,7 @@ def _claim(ctx: Context, now: datetime) -> list[tuple[int, dict[str, Any], dict[
         pushes = orm.scalars(select(CalendarRow.push).where(*watched)).all()
         if not any(_needs_channel(push, now) for push in pushes):
             return []
-    out = []
+    out: list[Claimed] = []
     with ctx.db.write() as orm:
         stmt = select(CalendarRow).where(*watched)
         if ctx.db.lock_clause():
@@ -108,7 +106,7 @@ def _claim(ctx: Context, now: datetime) -> list[tuple[int, dict[str, Any], dict[
             if _needs_channel(old, now):
                 claimed = {**old, "claimed_until": (now + CLAIM_FOR).isoformat()}
                 row.push = claimed
-                out.append((row.id, dict(row.settings), claimed))
+                out.append((row.id, row.backend, dict(row.settings), claimed))
     return out
 
 
@@ -117,65 +115,82 @@ def ensure_channels(
     cfg: Config,
     now: datetime,
     *,
+    open_backend: BackendFactory,
+    kinds: Collection[str] = ("google",),
+    worker: str = "",
     force: bool = False,
-    open_backend: OpenBackend = _default_open,
 ) -> list[int]:
-    """Open a channel for each Google calendar without a live one; renew those expiring.
+    """Open a channel for each calendar of ``kinds`` without a live one; renew those expiring.
 
-    Returns the calendars that got a new channel. A failure is logged and retried after
-    :data:`RETRY_AFTER_FAILURE`; polling covers the calendar meanwhile. The replaced
-    channel is stopped once the new one is stored.
+    Returns the calendars that got a new or renewed channel. A failure is logged and
+    retried after :data:`RETRY_AFTER_FAILURE`; polling covers the calendar meanwhile.
     """
     if not enabled(cfg, force):
         return []
     opened: list[int] = []
-    for calendar_id, settings, old in _claim(ctx, now):
-        if _open_one(ctx, cfg, now, calendar_id, settings, old, open_backend):
+    for calendar_id, backend_name, settings, old in _claim(ctx, now, kinds):
+        if _open_one(
+            ctx, cfg, now, worker, (calendar_id, backend_name, settings, old), open_backend
+        ):
             opened.append(calendar_id)
     return opened
+
+
+def _channel_of(push: Mapping[str, Any]) -> Channel | None:
+    if not push.get("channel_id"):
+        return None
+    return Channel(
+        channel_id=str(push["channel_id"]),
+        resource_id=str(push.get("resource_id") or ""),
+        expiration=_when(push.get("expiration")),
+    )
 
 
 def _open_one(
     ctx: Context,
     cfg: Config,
     now: datetime,
-    calendar_id: int,
-    settings: dict[str, Any],
-    old: dict[str, Any],
-    open_backend: OpenBackend,
+    worker: str,
+    claimed: Claimed,
+    open_backend: BackendFactory,
 ) -> bool:
-    from adapters.google.backend import GoogleBackend
-    from adapters.google.push import stop, watch
-
+    calendar_id, backend_name, settings, old = claimed
     token = secrets.token_urlsafe(32)
     digest = token_hash(token)
-    # Google posts a "sync" notification as soon as the channel exists, before watch()
-    # returns its id: the pending token hash lets handle_notification accept it.
+    # A server may post a first notification as soon as the channel exists, before the
+    # open call returns its id: the pending hash lets handle_notification accept it.
     _store(ctx, calendar_id, {**old, "pending_token_hash": digest})
     try:
-        backend = open_backend("google", settings, cfg)
+        backend = open_backend(backend_name, settings)
     except SyncdError as err:
         _failed(ctx, calendar_id, old, now, err)
         return False
     try:
-        if not isinstance(backend, GoogleBackend):
-            raise SyncdError(f"calendar {calendar_id}: push needs a Google backend")
-        channel = watch(backend, address(cfg, calendar_id), token, int(CHANNEL_TTL.total_seconds()))
-        expiration = channel["expiration"] or now + CHANNEL_TTL
+        if not isinstance(backend, ChangeNotifier):
+            raise SyncdError(f"calendar {calendar_id}: the {backend_name} backend cannot push")
+        where = address(cfg, backend_name, calendar_id)
+        previous = _channel_of(old)
+        channel = (
+            backend.renew_channel(previous, where, token, CHANNEL_TTL)
+            if previous is not None
+            else backend.open_channel(where, token, CHANNEL_TTL)
+        )
+        expiration = channel.expiration or now + CHANNEL_TTL
         _store(
             ctx,
             calendar_id,
             {
-                "channel_id": channel["channel_id"],
-                "resource_id": channel["resource_id"],
+                "channel_id": channel.channel_id,
+                "resource_id": channel.resource_id,
                 "token_hash": digest,
                 "expiration": expiration.isoformat(),
+                "owner": worker,
             },
         )
         log.info("calendar %s: push channel open until %s", calendar_id, expiration)
-        if old.get("channel_id") and old.get("resource_id"):
+        if previous is not None and previous.channel_id != channel.channel_id:
             try:
-                stop(backend, str(old["channel_id"]), str(old["resource_id"]))
+                backend.stop_channel(previous)
             except SyncdError as err:  # it expires on its own within the hour
                 log.info("calendar %s: could not stop the old channel: %s", calendar_id, err)
         return True
@@ -207,31 +222,27 @@ def _failed(
     )
 
 
-def stop_channels(
-    ctx: Context, cfg: Config, *, open_backend: OpenBackend = _default_open
-) -> list[int]:
-    """Stop every open channel (on shutdown); returns the calendars whose channel stopped.
+def stop_channels(ctx: Context, *, open_backend: BackendFactory, worker: str = "") -> list[int]:
+    """Stop the channels ``worker`` owns (on its shutdown); the calendars whose channel stopped.
 
-    A channel that cannot be stopped is forgotten anyway: it expires on its own, and its
-    notifications are then refused (its token hash is gone).
+    Other workers' channels are left alone. A channel that cannot be stopped is forgotten
+    anyway: it expires on its own, and its notifications are then refused (its hash is gone).
     """
-    from adapters.google.backend import GoogleBackend
-    from adapters.google.push import stop
-
     with ctx.db.read() as orm:
         rows = [
-            (r.id, dict(r.settings), dict(r.push or {}))
-            for r in orm.scalars(select(CalendarRow).where(CalendarRow.backend == "google"))
-            if r.push
+            (r.id, r.backend, dict(r.settings), dict(r.push or {}))
+            for r in orm.scalars(select(CalendarRow).where(CalendarRow.push.is_not(None)))
+            if r.push and (r.push.get("owner") or "") == worker
         ]
     stopped: list[int] = []
-    for calendar_id, settings, push in rows:
-        if push.get("channel_id") and push.get("resource_id"):
+    for calendar_id, backend_name, settings, push in rows:
+        channel = _channel_of(push)
+        if channel is not None:
             try:
-                backend = open_backend("google", settings, cfg)
+                backend = open_backend(backend_name, settings)
                 try:
-                    if isinstance(backend, GoogleBackend):
-                        stop(backend, str(push["channel_id"]), str(push["resource_id"]))
+                    if isinstance(backend, ChangeNotifier):
+                        backend.stop_channel(channel)
                         stopped.append(calendar_id)
                 finally:
                     backend.close()
@@ -245,27 +256,43 @@ def _same(a: str, b: Any) -> bool:
     return isinstance(b, str) and bool(b) and hmac.compare_digest(a.encode(), b.encode())
 
 
-def handle_notification(ctx: Context, calendar_id: int, headers: Mapping[str, str]) -> bool:
-    """Whether a notification is genuine; a genuine one marks the calendar due now.
+def handle_notification(
+    ctx: Context, backend_name: str, calendar_id: int, reading: PushReading
+) -> bool:
+    """Whether the request holds a genuine notification; a genuine one marks the calendar due.
 
-    Genuine: ``X-Goog-Channel-Token`` hashes to the stored token hash and
-    ``X-Goog-Channel-ID`` is the stored channel, or the token hashes to the hash of a
-    channel being opened (Google's first "sync" message can beat the watch answer).
+    Genuine: the secret hashes to the stored hash and the channel id is the stored one,
+    or the secret hashes to the hash of a channel being opened (a first message can beat
+    the open call's answer). A lifecycle notification that says the channel is gone or
+    needs renewing also makes the next tick reopen it.
     """
-    lower = {k.lower(): v for k, v in headers.items()}
-    token = lower.get("x-goog-channel-token", "")
-    channel_id = lower.get("x-goog-channel-id", "")
-    if not token or not channel_id:
+    if not reading.notifications:
         return False
-    digest = token_hash(token)
     with ctx.db.read() as orm:  # a forged flood only reads
         row = orm.get(CalendarRow, calendar_id)
-        push = dict(row.push or {}) if row is not None and row.backend == "google" else {}
-    current = _same(digest, push.get("token_hash")) and _same(channel_id, push.get("channel_id"))
-    if not current and not _same(digest, push.get("pending_token_hash")):
+        push = dict(row.push or {}) if row is not None and row.backend == backend_name else {}
+    genuine = []
+    for note in reading.notifications:
+        digest = token_hash(note.secret)
+        current = _same(digest, push.get("token_hash")) and _same(
+            note.channel_id, push.get("channel_id")
+        )
+        if current or _same(digest, push.get("pending_token_hash")):
+            genuine.append(note)
+    if not genuine:
         return False
+    if any(n.lifecycle for n in genuine):
+        _expire_channel(ctx, calendar_id)
     mark_due(ctx, calendar_id)
     return True
+
+
+def _expire_channel(ctx: Context, calendar_id: int) -> None:
+    """Make the next tick renew (or reopen) this calendar's channel."""
+    with ctx.db.write() as orm:
+        row = orm.get(CalendarRow, calendar_id)
+        if row is not None and row.push:
+            row.push = {**row.push, "expiration": ctx.clock().isoformat()}
 
 
 def mark_due(ctx: Context, calendar_id: int) -> None:

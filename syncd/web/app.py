@@ -16,7 +16,6 @@ plain 500 page (HTML, or ``{"error": ...}`` under ``/api/``) with the details in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from syncd.config import Config
+from syncd.ports import BackendFactory
 from syncd.store.context import Context
 from syncd.web import api, metrics, push
 from syncd.web.choose import ChoosePage
@@ -50,6 +50,7 @@ class WebState:
     cfg: Config
     limiter: RateLimiter
     secure_cookies: bool
+    open_backend: BackendFactory | None = None
     env: Environment = field(
         default_factory=lambda: Environment(
             loader=FileSystemLoader(TEMPLATES),
@@ -138,7 +139,11 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    ctx: Context, cfg: Config, on_notify: Callable[[int], None] | None = None
+    ctx: Context,
+    cfg: Config,
+    *,
+    push_wiring: push.PushWiring | None = None,
+    open_backend: BackendFactory | None = None,
 ) -> Starlette:
     """The Starlette application serving ``ctx`` with the ``[web]`` settings of ``cfg``."""
     state = WebState(
@@ -146,6 +151,7 @@ def create_app(
         cfg=cfg,
         limiter=RateLimiter(cfg.web.rate_limit_per_minute),
         secure_cookies=urlparse(cfg.web.public_url).scheme == "https",
+        open_backend=open_backend,
     )
     page = ChoosePage(state)
     routes = [
@@ -155,7 +161,7 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *api.routes(),
-        *push.routes(ctx, cfg, on_notify or (lambda _calendar_id: None)),
+        *push.routes(ctx, push_wiring or push.PushWiring()),
     ]
     app = Starlette(
         routes=routes,

@@ -126,11 +126,11 @@ class ChoosePage:
 
     def _slots(self, choice: Choice) -> list[tuple[datetime, datetime]]:
         """Free slots for the next four weeks; blocking (DB and calendar I/O)."""
-        ctx, cfg = self.state.ctx, self.state.cfg
+        ctx = self.state.ctx
         now = ctx.clock()
         until = now + HORIZON
         others = other_live_sessions(ctx, choice.admin.email, choice.session.id)
-        busy = busy_intervals(ctx, cfg, choice.admin.email, now, until)
+        busy = busy_intervals(ctx, self.state.open_backend, choice.admin.email, now, until)
         return free_slots(choice.admin, now, until, others, busy, choice.session.id)
 
     async def _page(
@@ -227,7 +227,7 @@ class ChoosePage:
             busy = await run_in_threadpool(
                 busy_intervals,
                 ctx,
-                self.state.cfg,
+                self.state.open_backend,
                 choice.admin.email,
                 ctx.clock(),
                 ctx.clock() + HORIZON,

@@ -12,18 +12,28 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import uvicorn
 
 from syncd.config import Config
 from syncd.errors import ConfigError
+from syncd.ports import BackendFactory
 from syncd.store.context import Context
 from syncd.web.app import create_app
+from syncd.web.push import PushWiring
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Peers:
+    """What the composition root plugs into the web side: push readers, calendar access."""
+
+    push: PushWiring = field(default_factory=PushWiring)
+    open_backend: BackendFactory | None = None
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -35,15 +45,9 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _config(
-    ctx: Context,
-    cfg: Config,
-    host: str,
-    port: int,
-    on_notify: Callable[[int], None] | None = None,
-) -> uvicorn.Config:
+def _config(ctx: Context, cfg: Config, host: str, port: int, peers: Peers) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(ctx, cfg, on_notify),
+        create_app(ctx, cfg, push_wiring=peers.push, open_backend=peers.open_backend),
         host=host,
         port=port,
         lifespan="off",
@@ -53,11 +57,11 @@ def _config(
     )
 
 
-def serve(ctx: Context, cfg: Config) -> None:
+def serve(ctx: Context, cfg: Config, peers: Peers | None = None) -> None:
     """Serve on ``[web] listen`` in the foreground until SIGINT/SIGTERM."""
     host, port = parse_listen(cfg.web.listen)
     log.info("serving the web side on %s:%s", host, port)
-    uvicorn.Server(_config(ctx, cfg, host, port)).run()
+    uvicorn.Server(_config(ctx, cfg, host, port, peers or Peers())).run()
 
 
 class WebServer:
@@ -101,9 +105,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def start_in_thread(
-    ctx: Context, cfg: Config, on_notify: Callable[[int], None] | None = None
-) -> WebServer:
+def start_in_thread(ctx: Context, cfg: Config, peers: Peers | None = None) -> WebServer:
     """Start serving ``[web] listen`` in a daemon thread; port 0 picks a free port.
 
     The socket is bound here, in the caller's thread, so a port already in use is a
@@ -111,7 +113,7 @@ def start_in_thread(
     """
     host, port = parse_listen(cfg.web.listen)
     sock = _bind(host, port)
-    server = uvicorn.Server(_config(ctx, cfg, host, port, on_notify))
+    server = uvicorn.Server(_config(ctx, cfg, host, port, peers or Peers()))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="syncd-web", daemon=True
     )

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from syncd.app.commands import web_peers
 from syncd.config import Config, SmtpConfig, WebConfig
 from syncd.domain.availability import parse_weekly
 from syncd.domain.model import Actor, Customer, Status
@@ -99,7 +100,8 @@ def site(sqlite_url: str, clock: Clock) -> Iterator[Site]:
         token = row.payload["token"]
         assert row.payload["link"] == f"https://book.example.com/choose/{token}"
     cfg = Config(web=WebConfig(listen="127.0.0.1:0", public_url="http://127.0.0.1"))
-    web = start_in_thread(ctx, cfg)
+    # The web side as the composition root wires it: busy-only calendars through adapters.
+    web = start_in_thread(ctx, cfg, web_peers(cfg))
     try:
         yield Site(ctx, web, clock, s.id, token)
     finally:

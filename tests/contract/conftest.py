@@ -14,26 +14,10 @@ import pytest
 from syncd.ports import CalendarBackend
 from tests.contract.human import HumanEditor
 from tests.contract.kit import BackendKit, CalDAVKit
-from tests.servers import Server, start_radicale, start_xandikos
+from tests.servers import Server
 
 # The backends every contract test runs against (Google through its faithful fake).
 BACKENDS = ["radicale", "xandikos", "google"]
-
-
-@pytest.fixture(scope="session")
-def radicale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One Radicale 3 for the whole run (each test makes its own calendar)."""
-    server = start_radicale(tmp_path_factory.mktemp("radicale"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def xandikos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One Xandikos for the whole run (each test makes its own calendar)."""
-    server = start_xandikos(tmp_path_factory.mktemp("xandikos"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -97,7 +97,10 @@ class GoogleWorld(WorldBase):
         with self.db.read() as orm:
             settings = dict(orm.get_one(CalendarRow, self.cal_id).settings)
         creds = google_auth.load_credentials(
-            str(settings["credentials_file"]), self.cfg, str(settings["admin_email"])
+            str(settings["credentials_file"]),
+            self.cfg.sync.state_dir,
+            self.cfg.google.token_uri,
+            str(settings["admin_email"]),
         )
         return GoogleBackend(
             str(settings["calendar_id"]),

@@ -20,16 +20,20 @@ import pytest
 from sqlalchemy import select
 
 from adapters.google import auth as google_auth
-from adapters.google import google_push
+from adapters.google import push as google_push
 from adapters.google.backend import GoogleBackend
+from syncd.app import google_setup
+from syncd.app.google_setup import google_options
 from syncd.config import Config, GoogleConfig, SyncConfig
 from syncd.domain.eventtext import notes_block
 from syncd.errors import ConfigError
 from syncd.ports import (
     AuthRevoked,
+    ChangeNotifier,
     ChangeSet,
     CursorExpired,
     NotFound,
+    Notification,
     PreconditionFailed,
     RateLimited,
     RemoteEvent,
@@ -548,30 +552,29 @@ def make_config(fake: FakeGoogleCalendar, tmp_path: Path, secrets: str = "") -> 
 
 def test_from_settings_default_file_and_token_uri(fake: FakeGoogleCalendar, tmp_path: Path) -> None:
     cfg = make_config(fake, tmp_path)
-    path = google_auth.default_credentials_path(cfg, "Admin@Example.com")
+    path = google_auth.default_credentials_path(cfg.sync.state_dir, "Admin@Example.com")
     assert path == tmp_path / "state" / "google" / "admin@example.com.json"
     with pytest.raises(ConfigError, match="syncd auth google"):
-        GoogleBackend.from_settings({"calendar_id": CAL, "admin_email": ADMIN}, cfg, 5.0)
+        GoogleBackend.from_settings({"calendar_id": CAL, "admin_email": ADMIN}, google_options(cfg))
     info = fake.authorized_user_info()
     del info["token_uri"]  # falls back to [google] token_uri
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(info))
     backend = GoogleBackend.from_settings(
-        {"calendar_id": CAL, "credentials_file": "", "admin_email": ADMIN}, cfg, 5.0
+        {"calendar_id": CAL, "credentials_file": "", "admin_email": ADMIN}, google_options(cfg)
     )
     assert backend.create(desired("s_settings")).content.session_id == "s_settings"
     explicit = tmp_path / "elsewhere.json"
     explicit.write_text(json.dumps(fake.authorized_user_info()))  # its own token_uri wins
     other = GoogleBackend.from_settings(
         {"calendar_id": CAL, "credentials_file": str(explicit)},
-        Config(google=GoogleConfig(api_endpoint=fake.base_url)),
-        5.0,
+        google_options(Config(google=GoogleConfig(api_endpoint=fake.base_url))),
     )
     assert other.changes(None, {}).full
     explicit.write_text("{}")
     with pytest.raises(ConfigError):
         GoogleBackend.from_settings(
-            {"calendar_id": CAL, "credentials_file": str(explicit)}, cfg, 5.0
+            {"calendar_id": CAL, "credentials_file": str(explicit)}, google_options(cfg)
         )
 
 
@@ -611,7 +614,7 @@ def test_authorize_stores_token_and_creates_bookings_calendar(
         args = argparse.Namespace(email=ADMIN, calendar_id=calendar_id, no_browser=True, json=False)
         return SimpleNamespace(args=args, config=cfg, ctx=ctx)
 
-    assert google_auth.authorize(rt()) == 0
+    assert google_setup.authorize(rt()) == 0
     assert flow.scopes == [google_auth.SCOPE_APP_CREATED]
     assert flow.runs == [(0, False)]
     path = tmp_path / "state" / "google" / f"{ADMIN}.json"
@@ -629,13 +632,13 @@ def test_authorize_stores_token_and_creates_bookings_calendar(
     assert settings["calendar_id"] == bookings[0].id
     assert settings["credentials_file"] == str(path) and settings["admin_email"] == ADMIN
 
-    backend = GoogleBackend.from_settings(settings, cfg, 5.0)
+    backend = GoogleBackend.from_settings(settings, google_options(cfg))
     created = backend.create(desired("s_auth_flow"))
     assert created.remote_id in fake.state.calendars[bookings[0].id].events
 
-    assert google_auth.authorize(rt()) == 0  # re-authorizing reuses the calendar
+    assert google_setup.authorize(rt()) == 0  # re-authorizing reuses the calendar
     assert len([c for c in fake.state.calendars.values() if c.summary == "Bookings"]) == 1
-    assert google_auth.authorize(rt("primary")) == 0
+    assert google_setup.authorize(rt("primary")) == 0
     assert flow.scopes == [google_auth.SCOPE_EVENTS]
     with db.read() as orm:
         ids = sorted(r.settings["calendar_id"] for r in orm.scalars(select(CalendarRow)))
@@ -651,7 +654,7 @@ def test_authorize_without_client_secrets_is_a_config_error(
     args = argparse.Namespace(email=ADMIN, calendar_id="", no_browser=True, json=False)
     rt = SimpleNamespace(args=args, config=make_config(fake, tmp_path), ctx=ctx)
     with pytest.raises(ConfigError, match="client_secrets_file"):
-        google_auth.authorize(rt)  # type: ignore[arg-type]
+        google_setup.authorize(rt)  # type: ignore[arg-type]
     ctx.db.dispose()
 
 
@@ -680,30 +683,31 @@ def receiver() -> Iterator[tuple[str, queue.Queue[dict[str, str]]]]:
     server.server_close()
 
 
-def test_watch_notifies_and_forged_tokens_are_rejected(
+def test_watch_notifies_and_the_reader_finds_channel_and_token(
     backend: GoogleBackend,
     fake: FakeGoogleCalendar,
     receiver: tuple[str, queue.Queue[dict[str, str]]],
 ) -> None:
+    assert isinstance(backend, ChangeNotifier)
     address, got = receiver
     token = "s3cret-channel-token"
-    channel = google_push.watch(backend, address, token, ttl_s=3600)
-    assert channel["expiration"] is not None
-    assert timedelta(minutes=59) < channel["expiration"] - datetime.now(UTC) <= timedelta(hours=1)
+    channel = backend.open_channel(address, token, timedelta(hours=1))
+    assert channel.expiration is not None
+    assert timedelta(minutes=59) < channel.expiration - datetime.now(UTC) <= timedelta(hours=1)
     sync = got.get(timeout=5)
     assert sync["X-Goog-Resource-State"] == "sync"
     backend.create(desired("s_push"))
     note = got.get(timeout=5)
     assert note["X-Goog-Resource-State"] == "exists"
-    assert note["X-Goog-Resource-ID"] == channel["resource_id"]
-    assert google_push.verify_notification(note, token) == channel["channel_id"]
+    assert note["X-Goog-Resource-ID"] == channel.resource_id
+    reader = google_push.GoogleNotificationReader()
+    expected = (Notification(channel_id=channel.channel_id, secret=token),)
+    assert reader.read(note, {}, b"").notifications == expected
     lower = {k.lower(): v for k, v in note.items()}
-    assert google_push.verify_notification(lower, token) == channel["channel_id"]
-    forged = dict(note, **{"X-Goog-Channel-Token": "guess"})
-    assert google_push.verify_notification(forged, token) is None
+    assert reader.read(lower, {}, b"").notifications == expected
     missing = {k: v for k, v in note.items() if k != "X-Goog-Channel-Token"}
-    assert google_push.verify_notification(missing, token) is None
-    assert google_push.verify_notification(note, "") is None
-    google_push.stop(backend, channel["channel_id"], channel["resource_id"])
+    assert reader.read(missing, {}, b"").notifications == ()
+    assert reader.read({}, {}, b"").notifications == ()
+    backend.stop_channel(channel)
     assert fake.channels == {}
-    google_push.stop(backend, channel["channel_id"], channel["resource_id"])  # already gone
+    backend.stop_channel(channel)  # already gone

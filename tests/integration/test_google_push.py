@@ -12,7 +12,7 @@ import http.client
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -21,12 +21,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from adapters.google.push import GoogleNotificationReader
 from syncd.app.daemon import claim_calendars, release_calendar
 from syncd.config import Config
 from syncd.domain.model import Status
 from syncd.engine import channels as push
 from syncd.engine.runner import CycleReport
-from syncd.ports import CalendarBackend
+from syncd.ports import BackendFactory
 from syncd.store.models import CalendarRow
 from syncd.web import push as push_web
 from syncd.web import server
@@ -79,7 +80,10 @@ def web(world: GoogleWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[Web]:
 
     def create_app(ctx: Any, cfg: Config, *args: Any, **kwargs: Any) -> Any:
         app = real_create_app(ctx, cfg, *args, **kwargs)
-        app.router.routes[0:0] = push_web.routes(ctx, cfg, on_notify)
+        wiring = push_web.PushWiring(
+            readers={"google": GoogleNotificationReader()}, on_notify=on_notify
+        )
+        app.router.routes[0:0] = push_web.routes(ctx, wiring)
         return app
 
     monkeypatch.setattr(server, "create_app", create_app)
@@ -92,9 +96,9 @@ def web(world: GoogleWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[Web]:
     running.stop()
 
 
-def opener(world: GoogleWorld) -> Callable[[str, dict[str, Any], Config], CalendarBackend]:
+def opener(world: GoogleWorld) -> BackendFactory:
     """``open_backend`` for syncd.engine.channels: the world's backend (fast retries)."""
-    return lambda _name, _settings, _cfg: world.backend()
+    return lambda _name, _settings: world.backend()
 
 
 def push_of(world: GoogleWorld) -> dict[str, Any]:
@@ -228,7 +232,7 @@ def test_channels_are_renewed_before_expiry_and_stopped_on_shutdown(
     assert web.post(world.cal_id, old_headers) == 403
     second_headers = genuine_headers(world.fake, second["channel_id"])
     assert web.post(world.cal_id, second_headers) == 200
-    assert push.stop_channels(world.ctx, web.cfg, open_backend=opener(world)) == [world.cal_id]
+    assert push.stop_channels(world.ctx, open_backend=opener(world)) == [world.cal_id]
     assert world.fake.channels == {}
     assert push_of(world) == {}
     assert web.post(world.cal_id, second_headers) == 403  # a stopped channel is forgotten
@@ -268,7 +272,9 @@ def test_no_channel_without_https_and_a_failed_watch_backs_off(
 
 def test_a_channel_being_opened_is_not_opened_twice(world: GoogleWorld, web: Web) -> None:
     now = world.clock.now
-    assert [cid for cid, _, _ in push._claim(world.ctx, now)] == [world.cal_id]  # worker A
+    assert [claimed[0] for claimed in push._claim(world.ctx, now, ["google"])] == [
+        world.cal_id
+    ]  # worker A
     world.fake.reset_log()
     ensure = push.ensure_channels  # worker B, meanwhile
     assert ensure(world.ctx, web.cfg, now, force=True, open_backend=opener(world)) == []
@@ -278,3 +284,15 @@ def test_a_channel_being_opened_is_not_opened_twice(world: GoogleWorld, web: Web
         world.cal_id
     ]
     assert list(world.fake.channels) == [push_of(world)["channel_id"]]
+
+
+def test_a_worker_stops_only_its_own_channels(world: GoogleWorld, web: Web) -> None:
+    assert push.ensure_channels(
+        world.ctx, web.cfg, world.clock.now, force=True, open_backend=opener(world), worker="A"
+    ) == [world.cal_id]
+    channel_id = push_of(world)["channel_id"]
+    assert push_of(world)["owner"] == "A"
+    assert push.stop_channels(world.ctx, open_backend=opener(world), worker="B") == []
+    assert channel_id in world.fake.channels and push_of(world)["channel_id"] == channel_id
+    assert push.stop_channels(world.ctx, open_backend=opener(world), worker="A") == [world.cal_id]
+    assert world.fake.channels == {} and push_of(world) == {}
