@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import http.client
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -32,20 +31,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httplib2
-from google.auth.exceptions import RefreshError, TransportError
-from googleapiclient.errors import HttpError
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
-
 from adapters.google import auth as google_auth
+from adapters.google.bodies import matches, new_body, patch_body
 from adapters.google.push import GooglePush
+from adapters.google.transport import Transport
 from adapters.google.wire import (
     CURSOR_VERSION,
     LIST_FIELDS,
@@ -57,17 +46,12 @@ from adapters.google.wire import (
     _Conflict,
     _events_list,
     _Missing,
-    _plain,
-    _translate,
     _Tries,
     _utc,
-    _when,
     parse_event,
 )
-from syncd.domain import eventtext
 from syncd.errors import ConfigError
 from syncd.ports import (
-    AuthRevoked,
     BackendError,
     ChangeSet,
     Channel,
@@ -75,7 +59,6 @@ from syncd.ports import (
     DesiredEvent,
     NotFound,
     PreconditionFailed,
-    RateLimited,
     RemoteEvent,
     Transient,
 )
@@ -121,11 +104,14 @@ class GoogleBackend:
         self.calendar_id = calendar_id
         self.time_min_days = time_min_days
         self.page_size = page_size
-        self.max_attempts = max(1, max_attempts)
-        self.retry_wait = retry_wait
-        self._sleep = sleep
         self._http = google_auth.authorized_http(credentials, timeout)
-        self._service = google_auth.build_service(self._http, api_endpoint)
+        self._transport = Transport(
+            google_auth.build_service(self._http, api_endpoint),
+            calendar_id,
+            max_attempts=max(1, max_attempts),
+            retry_wait=retry_wait,
+            sleep=sleep,
+        )
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], options: GoogleOptions) -> GoogleBackend:
@@ -145,39 +131,6 @@ class GoogleBackend:
         )
         return cls(calendar_id, creds, options.api_endpoint, timeout=options.timeout)
 
-    # -- transport ----------------------------------------------------------------------
-
-    def _retryable(self, err: BaseException) -> bool:
-        if isinstance(err, RateLimited) and err.retry_after is not None:
-            return err.retry_after <= self.retry_wait[1]  # a long wait is the caller's
-        return isinstance(err, Transient)
-
-    def _wait(self, state: RetryCallState) -> float:
-        lo, hi = self.retry_wait
-        backoff = (wait_exponential(multiplier=lo, max=hi) + wait_random(0, lo))(state)
-        err = state.outcome.exception() if state.outcome is not None else None
-        asked = err.retry_after if isinstance(err, RateLimited) and err.retry_after else 0.0
-        return max(backoff, min(asked, hi))
-
-    def _once(self, what: str, build: Build, if_match: str | None) -> Any:
-        request = build(self._service)
-        if if_match:
-            request.headers["If-Match"] = if_match
-        try:
-            return request.execute(num_retries=0)
-        except HttpError as err:
-            raise _translate(err, what) from err
-        except RefreshError as err:
-            if getattr(err, "retryable", False):
-                raise Transient(f"Google token refresh for {what} failed: {err}") from err
-            detail = err.args[0] if err.args else str(err)
-            raise AuthRevoked(
-                f"Google refused syncd's credentials ({what}): {detail}; "
-                "run 'syncd auth google' for this admin again"
-            ) from err
-        except (TransportError, httplib2.HttpLib2Error, http.client.HTTPException, OSError) as err:
-            raise Transient(f"Google Calendar {what}: {type(err).__name__}: {err}") from err
-
     def call(
         self,
         what: str,
@@ -187,30 +140,11 @@ class GoogleBackend:
         retry: bool = True,
         tries: _Tries | None = None,
     ) -> Any:
-        """Execute the request ``build(service)`` returns, with error mapping and retries.
+        """Execute ``build(service)`` with error mapping and retries (:class:`Transport`).
 
-        ``retry=False`` for anything not safe to repeat. Public for :mod:`google_push` and
-        :mod:`google_auth`.
+        ``retry=False`` for anything not safe to repeat. Public for the push and setup calls.
         """
-        counter = tries or _Tries()
-
-        def attempt() -> Any:
-            counter.n += 1
-            return self._once(what, build, if_match)
-
-        def note(state: RetryCallState) -> None:
-            err = state.outcome.exception() if state.outcome else None
-            log.info("calendar %s: %s failed (%s); retrying", self.calendar_id, what, err)
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts if retry else 1),
-            wait=self._wait,
-            retry=retry_if_exception(self._retryable),
-            sleep=self._sleep,
-            reraise=True,
-            before_sleep=note,
-        )
-        return retrying(attempt)
+        return self._transport.call(what, build, if_match=if_match, retry=retry, tries=tries)
 
     # -- push (syncd.ports.ChangeNotifier) ----------------------------------------------
 
@@ -349,24 +283,10 @@ class GoogleBackend:
 
     # -- writing ------------------------------------------------------------------------
 
-    def _new_body(self, remote_id: str, event: DesiredEvent) -> Json:
-        return {
-            "id": remote_id,
-            "iCalUID": event.uid,
-            "start": {"dateTime": _utc(event.start)},
-            "end": {"dateTime": _utc(event.end)},
-            "summary": event.summary,
-            "description": eventtext.merge_notes("", event.notes_block),
-            "status": event.status,
-            "transparency": "transparent" if event.transparent else "opaque",
-            "sequence": event.sequence,
-            "extendedProperties": {"private": {SESSION_KEY: event.session_id}},
-        }
-
     def create(self, event: DesiredEvent) -> RemoteEvent:
         """events.insert at the deterministic id; a tombstone there is revived."""
         rid = self.remote_id_for(event.uid, event.session_id)
-        body = self._new_body(rid, event)
+        body = new_body(rid, event)
         tries = _Tries()
         try:
             created: Json = self.call(
@@ -385,9 +305,9 @@ class GoogleBackend:
             raise Transient(f"Google event {rid} vanished while being created") from err
         if existing.get("status") == "cancelled":
             log.info("calendar %s: reviving deleted event %s", self.calendar_id, rid)
-            patch = self._patch_body(existing, event, revive=True)
+            patch = patch_body(existing, event, revive=True)
             return self._patch(rid, patch, str(existing["etag"]))
-        if tries.n > 1 and _matches(existing, body):
+        if tries.n > 1 and matches(existing, body):
             return self._parse(existing, f"events.insert {rid}")  # our retried insert landed
         raise PreconditionFailed(f"Google event {rid} already exists in {self.calendar_id}")
 
@@ -398,40 +318,7 @@ class GoogleBackend:
             raise NotFound(f"Google event {remote_id} is deleted (status cancelled)")
         if current.get("etag") != etag:
             raise PreconditionFailed(f"Google event {remote_id} changed (etag {etag} is stale)")
-        return self._patch(remote_id, self._patch_body(current, event), etag)
-
-    def _patch_body(self, current: Json, event: DesiredEvent, revive: bool = False) -> Json:
-        """The patch of the fields syncd owns; everything else the admin set is kept."""
-        patch: Json = {
-            "status": event.status,
-            "transparency": "transparent" if event.transparent else "opaque",
-            "sequence": max(int(current.get("sequence") or 0), event.sequence),
-        }
-        for key, when in (("start", event.start), ("end", event.end)):
-            part: Json = {"dateTime": _utc(when)}
-            if "date" in (current.get(key) or {}):
-                part["date"] = None  # all-day → timed: Google needs the date cleared
-            patch[key] = part
-        if current.get("recurrence"):
-            patch["recurrence"] = None
-        old_summary = str(current.get("summary") or "")
-        old_description = str(current.get("description") or "")
-        summary = old_summary
-        description = eventtext.merge_notes(_plain(old_description), event.notes_block)
-        if event.strip_prefixes:
-            summary, description = eventtext.strip_command(
-                summary, description, event.strip_prefixes, event.summary
-            )
-        if revive or not summary.strip():
-            summary = event.summary
-        if summary != old_summary:
-            patch["summary"] = summary
-        if description != old_description:
-            patch["description"] = description
-        private = (current.get("extendedProperties") or {}).get("private") or {}
-        if private.get(SESSION_KEY) != event.session_id:
-            patch["extendedProperties"] = {"private": {SESSION_KEY: event.session_id}}
-        return patch
+        return self._patch(remote_id, patch_body(current, event), etag)
 
     def _patch(self, remote_id: str, patch: Json, etag: str) -> RemoteEvent:
         tries = _Tries()
@@ -451,7 +338,7 @@ class GoogleBackend:
         except PreconditionFailed:
             if tries.n > 1:  # a lost answer: did our own earlier attempt land?
                 fresh = self._get_raw(remote_id)
-                if _matches(fresh, patch):
+                if matches(fresh, patch):
                     return self._parse(fresh, what)
             raise
         return self._parse(body, what)
@@ -468,20 +355,3 @@ class GoogleBackend:
             )
         except NotFound:
             return
-
-
-def _matches(body: Json, sent: Json) -> bool:
-    """Whether ``body`` carries what a write ``sent`` (to recognize our own landed write)."""
-    try:
-        for key, value in sent.items():
-            if key in ("start", "end"):
-                same = _when(body.get(key))[0] == _when(value)[0]
-            elif key in ("id", "iCalUID", "sequence", "extendedProperties"):
-                same = True
-            else:
-                same = body.get(key) == value if value is not None else not body.get(key)
-            if not same:
-                return False
-    except ValueError:
-        return False
-    return True

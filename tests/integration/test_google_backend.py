@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from adapters.google import auth as google_auth
+from adapters.google import bodies
 from adapters.google import push as google_push
 from adapters.google.backend import GoogleBackend
 from syncd.app import google_setup
@@ -454,7 +455,7 @@ def test_lost_answers_of_landed_writes_are_adopted(
     def land_insert(info: RequestInfo) -> bool:
         if info.op != "events.insert":
             return False
-        fake.state.insert_event(CAL, backend._new_body(rid, want), "none")
+        fake.state.insert_event(CAL, bodies.new_body(rid, want), "none")
         return True
 
     fake.fail_next(1, 503, match=land_insert)
@@ -462,7 +463,7 @@ def test_lost_answers_of_landed_writes_are_adopted(
     assert len(fake.events(CAL)) == 1 and created.etag == fake.get_event_raw(CAL, rid)["etag"]
 
     moved = desired("s_lost", LATER, LATER + timedelta(hours=1))
-    patch = backend._patch_body(fake.get_event_raw(CAL, rid), moved)
+    patch = bodies.patch_body(fake.get_event_raw(CAL, rid), moved)
 
     def land_patch(info: RequestInfo) -> bool:
         if info.op != "events.patch":
