@@ -161,7 +161,8 @@ def _require_extras() -> None:
 def run_demo(root_arg: str, reset: bool, wiring: Wiring) -> int:
     """Start everything, serve until SIGINT/SIGTERM, stop everything; 0 on a clean stop."""
     _require_extras()
-    from syncd.demo.mail import MailStore, mail_app, serve_in_thread, start_smtp
+    from syncd.demo.mail import MailStore, start_smtp
+    from syncd.demo.mail_page import mail_app, serve_in_thread
     from syncd.demo.radicale import (
         PortPicker,
         ensure_calendar,

@@ -7,7 +7,7 @@ Everything listens on 127.0.0.1 and keeps its data under one folder (``./demo-da
 - the SQLite database ``syncd.db``, migrated, seeded on the first run with a coach, their
   weekly availability and five sessions;
 - the syncd daemon (sync loop + outbox) and its web side (the customer page);
-- a page listing every email sent (:mod:`syncd.demo.mail`) on the next port.
+- a page listing every email sent (:mod:`syncd.demo.mail_page`) on the next port.
 
 ``demo.json`` says where everything is, for ``syncd demo --walkthrough``
 (:mod:`syncd.demo.walkthrough`). SIGINT/SIGTERM stop everything in order and exit 0;
