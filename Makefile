@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test demo lint typecheck pytest chromium bench clean
+.PHONY: test demo lint typecheck pytest chromium caldav-servers bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ chromium:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
+# Cyrus, DAViCal and SOGo from Debian's packages for the CalDAV server matrix (the tests
+# start each as processes of their own on loopback; the system services are never used).
+caldav-servers:
+	@bash tests/debian_servers/install.sh
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check syncd adapters tests bench
 	$(BIN)/ruff format --check syncd adapters tests bench
@@ -32,7 +37,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict syncd adapters
 
-pytest: $(VENV)/.installed-test chromium
+pytest: $(VENV)/.installed-test chromium caldav-servers
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck pytest
