@@ -1,21 +1,22 @@
 """syncd benchmarks: ``python -m bench.run`` (or ``make bench``).
 
 1. The pure planner over a large calendar with a few changes (CPU cost per cycle).
-2. Idle and busy cycles against a real Radicale on loopback: an idle cycle is one
-   change-feed request whatever the calendar's size; the cost grows with changes.
+2. An idle warm cycle at 100 and 20,000 upcoming sessions (bench/idle.py).
+3. 100 admin moves in calendars of 1,000 and 3,000 sessions on Radicale, side by side with
+   the bare protocol and vdirsyncer in the same run (bench/gestures.py).
+4. Start-up of ``syncd --help`` and ``syncd session list`` (bench/startup.py).
 Results go to stdout as a Markdown table; docs/BENCHMARKS.md keeps the last run.
+``--quick`` runs every benchmark at tiny sizes (tests/integration/test_bench_smoke.py).
 """
 
 from __future__ import annotations
 
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import MappingProxyType
 
 from syncd.domain.model import Customer, Session, Status
@@ -67,9 +68,11 @@ def planner_input(n: int, changes: int) -> PlanInput:
     )
 
 
-def bench_planner() -> list[tuple[str, str]]:
+def bench_planner(quick: bool = False) -> list[tuple[str, str]]:
+    """The pure planner over a large calendar with a few changes."""
     rows = []
-    for n, changes in ((500, 5), (5000, 50), (5000, 0)):
+    sizes = ((50, 5),) if quick else ((500, 5), (5000, 50), (5000, 0))
+    for n, changes in sizes:
         inp = planner_input(n, changes)
         med, best = timeit(lambda inp=inp: plan_calendar(inp))  # type: ignore[misc]
         rows.append(
@@ -78,69 +81,27 @@ def bench_planner() -> list[tuple[str, str]]:
     return rows
 
 
-def bench_radicale() -> list[tuple[str, str]]:
-    from syncd.app.daemon import sync_one
-    from syncd.services import booking as services
-    from syncd.store.db import Database
-    from syncd.store.models import CalendarRow
-    from tests.contract.human import CalDAVHuman
-    from tests.integration.world import World
-    from tests.servers import start_radicale
+def main(argv: list[str] | None = None) -> None:
+    """Run every benchmark and print the table; ``--quick`` runs tiny sizes (smoke test)."""
+    import argparse
 
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_radicale(Path(tmp))
-        try:
-            w = World(Path(tmp), server)
-            for i in range(100):
-                start = (w.clock.now + timedelta(days=2 + i // 8, hours=i % 8)).replace(
-                    minute=0, second=0
-                )
-                services.book(
-                    w.ctx,
-                    "coach@example.com",
-                    Customer(f"c{i}@example.org", f"C{i}", "UTC"),
-                    start,
-                    start + timedelta(hours=1),
-                )
-            t0 = time.perf_counter()
-            w.sync()
-            rows.append(
-                (
-                    "first cycle: create 100 events (Radicale)",
-                    f"{(time.perf_counter() - t0) * 1000:.0f} ms",
-                )
-            )
-            med, best = timeit(w.sync)
-            rows.append(
-                ("idle cycle, 100 mirrored events (Radicale)", f"{med:.1f} ms (min {best:.1f})")
-            )
-            human = CalDAVHuman(server)
-            sids = [s.id for s in services.list_sessions(w.ctx)][:10]
-            for sid in sids:
-                s = w.session(sid)
-                human.move(
-                    w.remote_id(sid),
-                    s.start + timedelta(hours=1),
-                    s.end + timedelta(hours=1),
-                    "Europe/Berlin",
-                )
-            t0 = time.perf_counter()
-            report = w.sync()
-            rows.append(
-                (
-                    f"cycle with 10 admin moves -> {len(report.actions)} reschedules",
-                    f"{(time.perf_counter() - t0) * 1000:.0f} ms",
-                )
-            )
-            _ = (Database, CalendarRow, sync_one)
-        finally:
-            server.stop()
-    return rows
+    from bench import gestures, idle, startup
 
-
-def main() -> None:
-    rows = bench_planner() + bench_radicale()
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: does it still run?")
+    parser.add_argument("--only", default="", help="comma-separated: planner,idle,gestures,startup")
+    args = parser.parse_args(argv)
+    only = set(filter(None, args.only.split(",")))
+    suites = {
+        "planner": (lambda: bench_planner(quick=True)) if args.quick else bench_planner,
+        "idle": (lambda: idle.rows((10, 50))) if args.quick else idle.rows,
+        "gestures": (lambda: gestures.rows((30,), moves=5)) if args.quick else gestures.rows,
+        "startup": (lambda: startup.rows(10)) if args.quick else startup.rows,
+    }
+    rows: list[tuple[str, str]] = []
+    for name, suite in suites.items():
+        if not only or name in only:
+            rows += suite()
     print(
         f"Machine: {platform.platform()}, Python {platform.python_version()}, "
         f"{platform.processor() or platform.machine()}"
