@@ -5,6 +5,8 @@
 3. 100 admin moves in calendars of 1,000 and 3,000 sessions on Radicale, side by side with
    the bare protocol and vdirsyncer in the same run (bench/gestures.py).
 4. Start-up of ``syncd --help`` and ``syncd session list`` (bench/startup.py).
+5. 100, 1,000 and 10,000 idle calendars behind 50 ms of round-trip time: one pass over
+   all of them by the daemon loop (bench/fleet.py, bench/responder.py).
 Results go to stdout as a Markdown table; docs/BENCHMARKS.md keeps the last run.
 ``--quick`` runs every benchmark at tiny sizes (tests/integration/test_bench_smoke.py).
 """
@@ -85,11 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     """Run every benchmark and print the table; ``--quick`` runs tiny sizes (smoke test)."""
     import argparse
 
-    from bench import gestures, idle, startup
+    from bench import fleet, gestures, idle, startup
 
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: does it still run?")
-    parser.add_argument("--only", default="", help="comma-separated: planner,idle,gestures,startup")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: planner,idle,gestures,startup,fleet"
+    )
     args = parser.parse_args(argv)
     only = set(filter(None, args.only.split(",")))
     suites = {
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         "idle": (lambda: idle.rows((10, 50))) if args.quick else idle.rows,
         "gestures": (lambda: gestures.rows((30,), moves=5)) if args.quick else gestures.rows,
         "startup": (lambda: startup.rows(10)) if args.quick else startup.rows,
+        "fleet": (lambda: fleet.rows((20,))) if args.quick else fleet.rows,
     }
     rows: list[tuple[str, str]] = []
     for name, suite in suites.items():

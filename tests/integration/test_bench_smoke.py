@@ -24,5 +24,6 @@ def test_every_benchmark_runs_at_tiny_sizes() -> None:
         "first mirror",
         "syncd --help",
         "syncd session list",
+        "idle calendars, 50 ms RTT",
     ):
         assert row in table, f"{row!r} missing from the benchmark table:\n{table}"
