@@ -100,6 +100,7 @@ class SyncConfig(_Section):
     workers: int = Field(default=4, ge=1, le=64)
     timeout: Duration = timedelta(seconds=20)
     lease: Duration = timedelta(minutes=5)
+    reconcile_interval: Duration = timedelta(hours=24)
     state_dir: str = "/var/lib/syncd"
 
 

@@ -98,6 +98,13 @@ class EventContent:
     description: str = ""
     uid: str = ""
     session_id: str | None = None
+    #: Floating times (no zone, no ``Z``): ``start``/``end`` hold the wall time as if it
+    #: were UTC; the core reads it in the admin's zone (the adapter does not know it).
+    floating: bool = False
+    #: Why the times cannot be read (an unknown TZID without VTIMEZONE); "" when they can.
+    unreadable: str = ""
+    #: The event's SEQUENCE as stored (a restore writes one above it).
+    sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,12 +122,17 @@ class ChangeSet:
 
     ``full`` is true when this is a full listing (first sync or after ``CursorExpired``):
     then ``removed`` is empty and the caller compares ``changed`` with its mirror.
+    ``reconciled`` is true when the adapter did that comparison itself (asked for a full
+    listing with a non-empty ``known``): ``changed`` holds only what differs from
+    ``known``, ``removed`` every known id the server no longer holds. Either counts as a
+    reconciliation.
     """
 
     changed: tuple[RemoteEvent, ...]
     removed: tuple[str, ...]
     cursor: str | None
     full: bool = False
+    reconciled: bool = False
 
 
 @dataclass(frozen=True)

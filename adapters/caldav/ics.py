@@ -8,6 +8,7 @@ build the object syncd creates, apply a :class:`DesiredEvent` to an existing obj
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ _UID_RE = re.compile(r"^syncd-(?P<session>.+)@[^@]+$")
 # Properties an update rewrites; everything else on the event is the admin's and is kept.
 _OWNED = ("DTSTART", "DTEND", "DURATION", "STATUS", "TRANSP", "SEQUENCE", "DTSTAMP")
 _RECURRENCE = ("RRULE", "RDATE", "EXDATE", "EXRULE")
+_ZERO = timedelta(0)
 
 
 class IcsError(ValueError):
@@ -36,15 +38,41 @@ def session_id_from(uid: str, x_session: str | None) -> str | None:
     return x_session or None
 
 
-def _as_utc(value: Any) -> tuple[datetime, bool]:
-    """A DATE or DATE-TIME value as (aware UTC instant, is_all_day); floating times are UTC."""
+@dataclass(frozen=True)
+class _When:
+    """One DTSTART/DTEND read: the instant (UTC; wall time as UTC when floating)."""
+
+    at: datetime
+    all_day: bool = False
+    floating: bool = False
+    unreadable: str = ""
+
+
+def _as_utc(value: Any, tzid: str | None = None) -> _When:
+    """A DATE or DATE-TIME value, cut to whole seconds.
+
+    A floating time (no TZID, no ``Z``) is wall time of the admin's zone, which only the
+    core knows: it comes back as that wall time labelled UTC, with ``floating`` set. A
+    TZID that is neither known (IANA, Windows) nor defined by a VTIMEZONE is unreadable.
+    """
     if isinstance(value, datetime):
+        value = value.replace(microsecond=0)
         if value.tzinfo is None or value.utcoffset() is None:
-            return value.replace(tzinfo=UTC), False
-        return value.astimezone(UTC), False
+            wall = value.replace(tzinfo=UTC)
+            if tzid:
+                return _When(wall, unreadable=f"unknown time zone {tzid!r}")
+            return _When(wall, floating=True)
+        return _When(value.astimezone(UTC))
     if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC), True
+        return _When(datetime(value.year, value.month, value.day, tzinfo=UTC), all_day=True)
     raise IcsError(f"not a date or date-time: {value!r}")
+
+
+def _tzid(event: Any, name: str) -> str | None:
+    prop = event.get(name)
+    params = getattr(prop, "params", None)
+    value = params.get("TZID") if params is not None else None
+    return str(value) if value else None
 
 
 def _parse_calendar(data: str | bytes) -> Calendar:
@@ -59,24 +87,24 @@ def _master(events: list[Any]) -> Any:
     return next((ev for ev in events if "RECURRENCE-ID" not in ev), events[0])
 
 
-def _interval(event: Any) -> tuple[datetime, datetime, bool]:
-    """(start, end, all_day) of one VEVENT; DURATION or the RFC 5545 defaults without DTEND."""
+def _interval(event: Any) -> tuple[_When, _When]:
+    """(start, end) of one VEVENT; DURATION or the RFC 5545 defaults without DTEND."""
     try:
-        start, all_day = _as_utc(event.decoded("DTSTART"))
+        start = _as_utc(event.decoded("DTSTART"), _tzid(event, "DTSTART"))
         if "DTEND" in event:
-            end, _ = _as_utc(event.decoded("DTEND"))
+            end = _as_utc(event.decoded("DTEND"), _tzid(event, "DTEND"))
         elif "DURATION" in event:
             duration = event.decoded("DURATION")
             if not isinstance(duration, timedelta):
                 raise IcsError(f"bad DURATION {duration!r}")
-            end = start + duration
+            end = replace(start, at=start.at + duration, all_day=False)
         else:
-            end = start + timedelta(days=1) if all_day else start
+            end = replace(start, at=start.at + (timedelta(days=1) if start.all_day else _ZERO))
     except IcsError:
         raise
     except Exception as err:
         raise IcsError(f"bad DTSTART/DTEND/DURATION: {err}") from err
-    return start, end, all_day
+    return start, end
 
 
 def _text(event: Any, name: str) -> str:
@@ -98,15 +126,22 @@ def parse_event(data: str | bytes) -> EventContent | None:
     if not events:
         return None
     master = _master(events)
-    start, end, all_day = _interval(master)
+    start, end = _interval(master)
     recurring = (
         "RRULE" in master or "RDATE" in master or any("RECURRENCE-ID" in ev for ev in events)
     )
     uid = _text(master, "UID")
+    try:
+        sequence = int(str(master.get("SEQUENCE", 0)).strip() or 0)
+    except ValueError:
+        sequence = 0
     return EventContent(
-        start=start,
-        end=end,
-        all_day=all_day,
+        start=start.at,
+        end=end.at,
+        all_day=start.all_day,
+        floating=start.floating or end.floating,
+        unreadable=start.unreadable or end.unreadable,
+        sequence=sequence,
         recurring=recurring,
         status=(_text(master, "STATUS") or "CONFIRMED").strip().lower(),
         summary=_text(master, "SUMMARY"),
@@ -121,7 +156,12 @@ def _set(component: Any, name: str, value: Any) -> None:
     component.add(name, value)
 
 
-def _set_owned(event: Any, desired: DesiredEvent, now: datetime) -> None:
+def _set_owned(event: Any, desired: DesiredEvent, now: datetime, seen_sequence: int = -1) -> None:
+    """syncd's fields; SEQUENCE above any seen, so every update is a new revision.
+
+    Clients that compare content hashes or SEQUENCE (vdirsyncer) would otherwise never
+    pull a restore that writes the old times back over their own edit.
+    """
     for name in (*_OWNED, *_RECURRENCE):
         event.pop(name, None)
     event.add("DTSTAMP", now.astimezone(UTC))
@@ -129,7 +169,7 @@ def _set_owned(event: Any, desired: DesiredEvent, now: datetime) -> None:
     event.add("DTEND", desired.end.astimezone(UTC))
     event.add("STATUS", desired.status.upper())
     event.add("TRANSP", "TRANSPARENT" if desired.transparent else "OPAQUE")
-    event.add("SEQUENCE", desired.sequence)
+    event.add("SEQUENCE", max(desired.sequence, seen_sequence + 1))
 
 
 def build_event(desired: DesiredEvent, now: datetime) -> bytes:
@@ -165,7 +205,11 @@ def apply_desired(data: str | bytes, desired: DesiredEvent, now: datetime) -> by
         comp for comp in cal.subcomponents if comp.name != "VEVENT" or comp is master
     ]
     master.pop("RECURRENCE-ID", None)
-    _set_owned(master, desired, now)
+    try:
+        seen = int(str(master.get("SEQUENCE", 0)).strip() or 0)
+    except ValueError:
+        seen = 0
+    _set_owned(master, desired, now, seen)
     summary, description = _text(master, "SUMMARY"), _text(master, "DESCRIPTION")
     if desired.strip_prefixes:
         summary, description = strip_command(
@@ -196,7 +240,7 @@ def busy_intervals(
             continue
         if _text(event, "STATUS").strip().upper() == "CANCELLED":
             continue
-        ev_start, ev_end, _ = _interval(event)
-        if ev_start < end and ev_end > start:
-            out.append((ev_start, ev_end))
+        ev_start, ev_end = _interval(event)
+        if ev_start.at < end and ev_end.at > start:
+            out.append((ev_start.at, ev_end.at))
     return out

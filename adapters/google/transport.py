@@ -66,7 +66,7 @@ class Transport:
         if if_match:
             request.headers["If-Match"] = if_match
         try:
-            return request.execute(num_retries=0)
+            result = request.execute(num_retries=0)
         except HttpError as err:
             raise _translate(err, what) from err
         except RefreshError as err:
@@ -79,6 +79,12 @@ class Transport:
             ) from err
         except (TransportError, httplib2.HttpLib2Error, http.client.HTTPException, OSError) as err:
             raise Transient(f"Google Calendar {what}: {type(err).__name__}: {err}") from err
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            # A 200 that is not Google's JSON (a proxy's HTML page, a cut-off body).
+            raise Transient(f"Google Calendar {what}: malformed answer: {err}") from err
+        if result is not None and result != "" and not isinstance(result, dict):
+            raise Transient(f"Google Calendar {what}: malformed answer (a {type(result).__name__})")
+        return result
 
     def call(
         self,

@@ -85,11 +85,18 @@ def _when(part: Any) -> tuple[datetime, bool]:
         dt = datetime.fromisoformat(str(part["dateTime"]))
         if dt.tzinfo is None:  # Google always sends an offset; be lenient with a bare zone
             dt = dt.replace(tzinfo=ZoneInfo(str(part.get("timeZone") or "UTC")))
-        return dt.astimezone(UTC), False
+        return dt.astimezone(UTC).replace(microsecond=0), False
     if part.get("date"):
         d = date.fromisoformat(str(part["date"]))
         return datetime(d.year, d.month, d.day, tzinfo=UTC), True
     raise ValueError("neither dateTime nor date")
+
+
+def _sequence(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def parse_event(body: Mapping[str, Any]) -> RemoteEvent:
@@ -108,6 +115,7 @@ def parse_event(body: Mapping[str, Any]) -> RemoteEvent:
         description=_plain(str(body.get("description") or "")),
         uid=str(body.get("iCalUID") or ""),
         session_id=str(session) if session else None,
+        sequence=_sequence(body.get("sequence")),
     )
     return RemoteEvent(str(body["id"]), str(body["etag"]), content)
 

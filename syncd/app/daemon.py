@@ -1,8 +1,14 @@
 """The long-running process: calendars synced by a thread pool, the outbox drained, web served.
 
 Several ``syncd run`` workers may share one PostgreSQL: calendars are claimed with leases
-(``FOR UPDATE SKIP LOCKED``), a dead worker's leases expire, and the outbox is drained the
-same way. SIGTERM stops in order: the units in hand finish, then the process exits.
+(``FOR UPDATE SKIP LOCKED``), and the outbox is drained the same way. A claim's lease is
+short (:data:`HEARTBEAT_LEASE`) and renewed by a heartbeat while the worker holds the
+calendar, so a worker killed with ``kill -9`` leaves its calendars for at most that long;
+every commit checks that its worker still holds the lease (fencing), and every calendar's
+cycle has a time budget below the lease and the systemd watchdog. One calendar never
+stops the rest: whatever breaks inside its cycle is recorded as its error, and the other
+calendars and the outbox go on. SIGTERM stops in order: the units in hand finish, then
+the process exits.
 """
 
 from __future__ import annotations
@@ -10,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import socket
 import threading
 from collections.abc import Callable
@@ -19,21 +24,40 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
-
 from syncd.app.backends import backend_factory, open_backend, push_readers
+from syncd.app.leases import (
+    HEARTBEAT_LEASE,
+    PAUSED_RETRY,
+    Heartbeat,
+    claim_calendars,
+    release_calendar,
+    renew_leases,
+)
 from syncd.config import Config
 from syncd.engine import channels as push
 from syncd.engine.desired import GestureRules
 from syncd.engine.planner import BreakerRules
-from syncd.engine.runner import CycleReport, EngineSettings, sync_calendar
+from syncd.engine.runner import (
+    CycleReport,
+    EngineSettings,
+    Fence,
+    monotonic_deadline,
+    sync_calendar,
+)
 from syncd.errors import SyncdError
 from syncd.ports import CalendarBackend
 from syncd.store.context import Context
 from syncd.store.models import CalendarRow
 
 log = logging.getLogger("syncd.app.daemon")
-PAUSED_RETRY = timedelta(minutes=10)
+__all__ = [
+    "HEARTBEAT_LEASE",
+    "PAUSED_RETRY",
+    "Heartbeat",
+    "claim_calendars",
+    "release_calendar",
+    "renew_leases",
+]
 
 
 def engine_settings(cfg: Config) -> EngineSettings:
@@ -45,67 +69,27 @@ def engine_settings(cfg: Config) -> EngineSettings:
             tuple(g.cancel_keywords), tuple(g.reschedule_keywords), g.summary_template
         ),
         breaker=BreakerRules(cfg.breaker.min_sessions, cfg.breaker.fraction, cfg.breaker.on_empty),
+        reconcile=cfg.sync.reconcile_interval,
     )
+
+
+def claim_lease(cfg: Config) -> timedelta:
+    """The lease a claim takes: short, renewed by the heartbeat, never above ``[sync] lease``."""
+    return min(cfg.sync.lease, HEARTBEAT_LEASE)
+
+
+def cycle_budget(cfg: Config) -> float:
+    """Seconds one calendar's cycle may take: half the lease, and half the watchdog."""
+    budget = cfg.sync.lease.total_seconds() / 2
+    watchdog = os.environ.get("WATCHDOG_USEC", "")
+    if watchdog.isdigit() and int(watchdog) > 0:
+        budget = min(budget, int(watchdog) / 1e6 / 2)
+    return budget
 
 
 def worker_id() -> str:
     """host:pid, unique enough among workers sharing a database."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def claim_calendars(
-    ctx: Context, owner: str, lease: timedelta, due_only: bool, limit: int = 50
-) -> list[int]:
-    """Take a lease on calendars nobody else holds (and, with ``due_only``, that are due)."""
-    now = ctx.clock()
-    with ctx.db.write() as orm:
-        stmt = (
-            select(CalendarRow)
-            .where(
-                CalendarRow.busy_only.is_(False),
-                or_(
-                    CalendarRow.lease_until.is_(None),
-                    CalendarRow.lease_until < now,
-                    CalendarRow.lease_owner == owner,
-                ),
-            )
-            .order_by(CalendarRow.next_sync_at.nulls_first(), CalendarRow.id)
-            .limit(limit)
-        )
-        if due_only:
-            stmt = stmt.where(
-                or_(CalendarRow.next_sync_at.is_(None), CalendarRow.next_sync_at <= now)
-            )
-        if ctx.db.lock_clause():
-            stmt = stmt.with_for_update(skip_locked=True)
-        rows = orm.scalars(stmt).all()
-        for row in rows:
-            row.lease_owner, row.lease_until = owner, now + lease
-            row.next_sync_at = row.lease_until  # a push notification moves it back to now
-        return [r.id for r in rows]
-
-
-def release_calendar(ctx: Context, calendar_id: int, owner: str, next_in: timedelta) -> None:
-    """Give the lease back and schedule the next poll, with ±10 % jitter.
-
-    A calendar paused because its credentials were refused is retried only every
-    ten minutes; the first cycle that gets through un-pauses it.
-    """
-    now = ctx.clock()
-    with ctx.db.write() as orm:
-        row = orm.get(CalendarRow, calendar_id)
-        if row is not None and row.paused_reason is not None:
-            next_in = max(next_in, PAUSED_RETRY)
-        jitter = next_in.total_seconds() * random.uniform(0.9, 1.1)
-        if row is not None and row.lease_owner == owner:
-            notified = (
-                row.next_sync_at is not None
-                and row.lease_until is not None
-                and (row.next_sync_at < row.lease_until)
-            )
-            row.lease_owner, row.lease_until = None, None
-            if not notified:  # else: it changed during this sync, so sync it again at once
-                row.next_sync_at = now + timedelta(seconds=jitter)
 
 
 @dataclass
@@ -175,23 +159,34 @@ class BackendPool:
 
 
 def sync_one(
-    ctx: Context, cfg: Config, calendar_id: int, pool: BackendPool | None = None
+    ctx: Context,
+    cfg: Config,
+    calendar_id: int,
+    pool: BackendPool | None = None,
+    owner: str | None = None,
 ) -> CycleReport:
-    """Open (or reuse) the calendar's backend and run one cycle."""
-    with ctx.db.read() as orm:
-        row = orm.get_one(CalendarRow, calendar_id)
-        backend_name, settings = row.backend, dict(row.settings)
+    """Open (or reuse) the calendar's backend and run one cycle; never raises.
+
+    With ``owner``, the cycle commits only while that worker holds the calendar's lease,
+    within :func:`cycle_budget`.
+    """
     try:
+        with ctx.db.read() as orm:
+            row = orm.get_one(CalendarRow, calendar_id)
+            backend_name, settings = row.backend, dict(row.settings)
         backend = (
             pool.take(calendar_id, backend_name, settings, cfg)
             if pool is not None
             else open_backend(backend_name, settings, cfg)
         )
-    except SyncdError as err:
-        return CycleReport(calendar_id, error=str(err))
+    except Exception as err:  # a bad setting on one calendar is that calendar's error
+        message = str(err) if isinstance(err, SyncdError) else f"{type(err).__name__}: {err}"
+        _record_calendar_error(ctx, calendar_id, message)
+        return CycleReport(calendar_id, error=message)
     report: CycleReport | None = None
+    fence = Fence(owner, monotonic_deadline(cycle_budget(cfg))) if owner else None
     try:
-        report = sync_calendar(ctx, engine_settings(cfg), calendar_id, backend)
+        report = sync_calendar(ctx, engine_settings(cfg), calendar_id, backend, fence)
         return report
     finally:
         healthy = report is not None and report.error is None
@@ -199,6 +194,17 @@ def sync_one(
             pool.give_back(calendar_id, backend_name, settings, backend, healthy)
         else:
             backend.close()
+
+
+def _record_calendar_error(ctx: Context, calendar_id: int, message: str) -> None:
+    log.error("calendar %s: %s", calendar_id, message)
+    try:
+        with ctx.db.write() as orm:
+            row = orm.get(CalendarRow, calendar_id)
+            if row is not None:
+                row.last_error = message[:2000]
+    except Exception:
+        log.exception("calendar %s: could not record its error", calendar_id)
 
 
 def make_mailer(cfg: Config) -> Any:
@@ -232,23 +238,39 @@ def run_cycle(
 ) -> CycleSummary:
     """Every claimable calendar once, then the outbox."""
     summary = CycleSummary()
-    ids = claim_calendars(ctx, owner, cfg.sync.lease, due_only)
+    lease = claim_lease(cfg)
+    with Heartbeat(ctx, owner, lease) as heartbeat:
+        ids = claim_calendars(ctx, owner, lease, due_only)
+        heartbeat.hold(ids)
 
-    def one(cid: int) -> CycleReport:
-        try:
-            return sync_one(ctx, cfg, cid, backends)
-        finally:
-            release_calendar(ctx, cid, owner, cfg.sync.poll_interval)
-            sd_notify("WATCHDOG=1")  # progress, even in a long cycle of slow servers
+        def one(cid: int) -> CycleReport:
+            try:
+                return sync_one(ctx, cfg, cid, backends, owner)
+            except Exception as err:  # never let one calendar stop the others
+                log.exception("calendar %s: cycle broke", cid)
+                return CycleReport(cid, error=f"{type(err).__name__}: {err}")
+            finally:
+                heartbeat.drop(cid)
+                try:
+                    release_calendar(ctx, cid, owner, cfg.sync.poll_interval)
+                except Exception:
+                    log.exception("calendar %s: lease not released (it expires)", cid)
+                sd_notify("WATCHDOG=1")  # progress, even in a long cycle of slow servers
 
-    if pool is None:
-        summary.reports = [one(cid) for cid in ids]
-    else:
-        summary.reports = list(pool.map(one, ids))
+        if pool is None:
+            summary.reports = [one(cid) for cid in ids]
+        else:
+            summary.reports = list(pool.map(one, ids))
     from syncd.notify.expiry import notify_expired_links
 
-    notify_expired_links(ctx)
-    summary.mail = drain_outbox(ctx, cfg, owner)
+    try:
+        notify_expired_links(ctx)
+    except Exception:
+        log.exception("expired-link notices failed; the outbox goes on")
+    try:
+        summary.mail = drain_outbox(ctx, cfg, owner)
+    except Exception:  # logged; the next cycle drains again
+        log.exception("outbox drain failed")
     return summary
 
 
@@ -305,7 +327,7 @@ class Daemon:
                         kinds=tuple(push_readers()),
                         worker=self.owner,
                     )
-                except SyncdError as err:
+                except Exception as err:
                     log.warning("push channels: %s", err)
                 try:
                     summary = run_cycle(self.ctx, self.cfg, self.owner, True, pool, self.backends)
@@ -317,6 +339,8 @@ class Daemon:
                             log.warning("calendar %s: cycle failed: %s", r.calendar_id, r.error)
                 except SyncdError as err:
                     log.error("cycle failed: %s", err)
+                except Exception:  # never exit into systemd's restart loop over one bug
+                    log.exception("cycle failed")
                 sd_notify("WATCHDOG=1")
                 self.wake.wait(tick)
                 self.wake.clear()

@@ -53,16 +53,37 @@ def _match(line: str, prefixes: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
+def is_own_title(summary: str, own_summary: str) -> bool:
+    """True when ``summary`` is syncd's own title, or a cut or an extension of it.
+
+    The title template holds the customer's name: a customer called "Cancel: Bob" gets
+    "Cancel: Bob — 1:1 session", and neither that title, nor "Cancel: Bob" (the admin
+    shortened it), nor "Cancel: Bob — 1:1 session, bring the contract" is the admin's
+    command.
+    """
+    mine = " ".join(own_summary.split()).casefold()
+    theirs = " ".join(summary.split()).casefold()
+    if not mine or not theirs:
+        return False
+    return mine.startswith(theirs) or theirs.startswith(mine)
+
+
 def find_command(
     summary: str,
     description: str,
     cancel_keywords: Sequence[str],
     reschedule_keywords: Sequence[str],
+    own_summary: str = "",
 ) -> Command | None:
-    """The command in the title prefix, else in the first non-empty line of the admin's notes."""
+    """The command in the title prefix, else in the first non-empty line of the admin's notes.
+
+    Only the admin's own words count: syncd's notes block is never read, and neither is a
+    title that is syncd's own (``own_summary``, see :func:`is_own_title`).
+    """
     admin_notes, _ = split_notes(description)
     first_line = next((ln for ln in admin_notes.splitlines() if ln.strip()), "")
-    for text in (summary, first_line):
+    title = "" if is_own_title(summary, own_summary) else summary
+    for text in (title, first_line):
         for kind, keywords in (("cancel", cancel_keywords), ("reschedule", reschedule_keywords)):
             hit = _match(text, keywords)
             if hit is not None:
@@ -79,7 +100,7 @@ def strip_command(
     ``fallback_summary``.
     """
     new_summary = summary
-    if _match(summary, prefixes) is not None:
+    if _match(summary, prefixes) is not None and not is_own_title(summary, fallback_summary):
         new_summary = fallback_summary
     admin, block = split_notes(description)
     lines = admin.splitlines()

@@ -23,7 +23,11 @@ def _tripped(orm: Orm, calendar_id: int) -> tuple[CalendarRow, list[IntentRow]]:
 
 
 def release(ctx: Context, calendar_id: int) -> list[str]:
-    """Apply the held cancellations (the admin really deleted them); the canceled ids."""
+    """Apply every held cancellation (the admin really deleted them); the canceled ids.
+
+    The breaker holds every pending removal when it trips, due or not, so this acts on
+    all the sessions its alert named.
+    """
     now = ctx.clock()
     done: list[str] = []
 
@@ -40,8 +44,10 @@ def release(ctx: Context, calendar_id: int) -> list[str]:
             except Refused:
                 pass  # canceled meanwhile by someone else: nothing more to tell
             mirror = state.mirror_row(orm, cal.id, intent.session_id)
-            if mirror is not None:
+            if mirror is not None and intent.payload.get("verified"):
                 mirror.gone = True
+            # else the removal was held before its fresh read: the next cycle deletes
+            # whatever is left of the event (a missing event is no error).
             orm.delete(intent)
         cal.breaker_tripped_at = None
     return done

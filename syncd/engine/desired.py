@@ -36,10 +36,18 @@ def _instant(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def content_hash(content: EventContent, rules: GestureRules) -> str:
-    """The normalized content of an event as syncd compares it."""
+def content_hash(content: EventContent, rules: GestureRules, own_summary: str = "") -> str:
+    """The normalized content of an event as syncd compares it.
+
+    ``own_summary`` is the title syncd writes for the session: a title that is syncd's own
+    text is never a command (a customer named "Cancel: Bob").
+    """
     command = find_command(
-        content.summary, content.description, rules.cancel_keywords, rules.reschedule_keywords
+        content.summary,
+        content.description,
+        rules.cancel_keywords,
+        rules.reschedule_keywords,
+        own_summary,
     )
     status = content.status.lower() if content.status else "confirmed"
     parts: Sequence[str] = (
@@ -50,6 +58,8 @@ def content_hash(content: EventContent, rules: GestureRules) -> str:
         status,
         f"{command.kind}:{command.text}" if command else "",
     )
+    if content.unreadable:  # appended only then: every stored hash stays valid
+        parts = (*parts, f"unreadable:{content.unreadable}")
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
@@ -83,6 +93,11 @@ def desired_event(
         # would otherwise be read again as a new gesture after the admin's next edit.
         strip_prefixes=rules.all_keywords,
     )
+
+
+def desired_hash(event: DesiredEvent, rules: GestureRules) -> str:
+    """The hash of what syncd expects to read back after writing ``event``."""
+    return content_hash(desired_content(event), rules, event.summary)
 
 
 def desired_content(event: DesiredEvent) -> EventContent:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
@@ -28,6 +28,8 @@ class CalendarState:
     sessions: dict[str, Session]
     mirrors: dict[str, MirrorState]
     intents: dict[str, PendingIntent]
+    reconciled_at: datetime | None = None
+    recent_removals: dict[str, datetime] = field(default_factory=dict)
 
 
 def get_calendar(orm: Orm, calendar_id: int, lock: bool = False) -> CalendarRow:
@@ -80,7 +82,28 @@ def load_state(orm: Orm, calendar_id: int, now: datetime) -> CalendarState:
         sessions,
         {k: v for k, v in mirrors.items() if k in sessions},
         intents,
+        cal.reconciled_at,
+        removals_of(cal),
     )
+
+
+def removals_of(cal: CalendarRow) -> dict[str, datetime]:
+    """The removals recorded for the breaker's window (session id → when)."""
+    out: dict[str, datetime] = {}
+    for sid, at in (cal.recent_removals or {}).items():
+        try:
+            out[str(sid)] = datetime.fromisoformat(str(at))
+        except ValueError:
+            continue
+    return out
+
+
+def intents_snapshot(orm: Orm, calendar_id: int) -> dict[str, tuple[str, str, bool]]:
+    """(kind, observed hash, held) of every pending intent, read under the caller's lock."""
+    return {
+        i.session_id: (i.kind, i.observed_hash, i.held)
+        for i in orm.scalars(select(IntentRow).where(IntentRow.calendar_id == calendar_id))
+    }
 
 
 def mirror_row(orm: Orm, calendar_id: int, session_id: str) -> MirrorRow | None:

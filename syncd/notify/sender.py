@@ -8,7 +8,9 @@ One row at a time:
    PostgreSQL picks candidates with ``FOR UPDATE SKIP LOCKED``, so parallel workers never
    claim one row; SQLite's ``BEGIN IMMEDIATE`` serializes the claim. Coalescing is checked
    again here: a customer row with a newer pending/sending/sent customer row of the same
-   session is marked ``superseded`` instead (the customer hears the final state once), and
+   session is marked ``superseded`` instead (the customer hears the final state once) —
+   unless its send began and its lease expired (a worker died in the SMTP DATA gap): then
+   it is recorded ``sent``, not sent again, because the customer most likely has it — and
    a customer row waits while an older one of its session is still being sent.
 2. **Send**, outside any transaction.
 3. **Record** (another transaction): ``sent`` with ``sent_at``, and the raw link token and
@@ -50,6 +52,8 @@ CUSTOMER_KINDS = frozenset(k.value for k in CUSTOMER_NOTICES)
 SECRET_KEYS = ("token", "link")
 #: The payload flag of a row whose last attempt may have delivered it.
 MAYBE_DELIVERED = "maybe_delivered"
+#: The payload flag of a row whose SMTP transaction began (set just before it).
+SEND_STARTED = "send_started"
 MAX_BACKOFF = timedelta(days=1)
 #: After this many transient failures in a row, the server is taken to be down: the rest of
 #: the outbox waits for the next drain instead of spending an attempt each.
@@ -69,6 +73,8 @@ class DrainResult:
     superseded: int = 0
     resent_after_lease: int = 0
     resent_after_drop: int = 0
+    #: Rows whose send began but was never recorded, and that a newer notice follows.
+    taken_as_sent: int = 0
 
     @property
     def possible_duplicates(self) -> int:
@@ -103,7 +109,8 @@ def backoff_delay(smtp_cfg: SmtpConfig, attempts: int) -> timedelta:
 
 def scrub(payload: dict[str, Any]) -> dict[str, Any]:
     """The payload without the raw link token, the link and the delivery flag."""
-    return {k: v for k, v in payload.items() if k not in (*SECRET_KEYS, MAYBE_DELIVERED)}
+    drop = (*SECRET_KEYS, MAYBE_DELIVERED, SEND_STARTED)
+    return {k: v for k, v in payload.items() if k not in drop}
 
 
 def _newer_exists(orm: Orm, row: OutboxRow) -> bool:
@@ -152,6 +159,22 @@ def claim(
     with ctx.db.write() as orm:
         for row in orm.scalars(stmt).all():
             customer = row.kind in CUSTOMER_KINDS and row.session_id is not None
+            started = bool(row.payload.get(SEND_STARTED))
+            if customer and row.status == SENDING and started and _newer_exists(orm, row):
+                # Its lease expired mid-send: SMTP DATA began, so the customer most likely
+                # has it (the DATA gap: delivered, then the worker died before recording
+                # it). Not sent again, since a newer notice follows, and not "superseded":
+                # the outbox says what the customer got.
+                row.status = SENT
+                row.sent_at = now
+                row.last_error = (
+                    f"The lease of {row.lease_owner} expired mid-send; taken as delivered "
+                    "(a newer notice follows, so it is not sent again)."
+                )
+                row.payload = scrub(row.payload)
+                row.lease_owner = row.lease_until = None
+                seen.taken_as_sent += 1
+                continue
             if customer and _newer_exists(orm, row):
                 row.status = SUPERSEDED
                 row.payload = scrub(row.payload)
@@ -202,6 +225,16 @@ def _leased_row(orm: Orm, ctx: Context, row_id: int) -> OutboxRow | None:
     return orm.scalars(stmt).first()
 
 
+def _mark_started(ctx: Context, c: Claim, worker_id: str) -> bool:
+    """Flag the row as being sent now; False when the lease went to another worker."""
+    with ctx.db.write() as orm:
+        row = _leased_row(orm, ctx, c.id)
+        if row is None or row.status != SENDING or row.lease_owner != worker_id:
+            return False
+        row.payload = {**row.payload, SEND_STARTED: True}
+        return True
+
+
 def _mark_sent(ctx: Context, c: Claim, now: datetime) -> None:
     with ctx.db.write() as orm:
         row = _leased_row(orm, ctx, c.id)
@@ -232,8 +265,8 @@ def _mark_failed(
             return ""  # the lease went to another worker; it owns the row now
         row.last_error = error[:2000]
         row.lease_owner = row.lease_until = None
-        if maybe_delivered:
-            row.payload = {**row.payload, MAYBE_DELIVERED: True}
+        payload = {k: v for k, v in row.payload.items() if k != SEND_STARTED}
+        row.payload = {**payload, MAYBE_DELIVERED: True} if maybe_delivered else payload
         if permanent or row.attempts >= smtp_cfg.max_attempts:
             row.status = DEAD
         else:
@@ -264,7 +297,8 @@ def drain(
         c, seen = claim(ctx, worker_id, clock(), lease, smtp_cfg.max_attempts)
         result.superseded += seen.superseded
         result.dead += seen.dead
-        handled += seen.superseded + seen.dead
+        result.taken_as_sent += seen.taken_as_sent
+        handled += seen.superseded + seen.dead + seen.taken_as_sent
         if c is None:
             break
         handled += 1
@@ -282,6 +316,8 @@ def drain(
             _mark_failed(ctx, c, worker_id, clock(), smtp_cfg, f"cannot compose: {err!r}", True)
             result.dead += 1
             continue
+        if not _mark_started(ctx, c, worker_id):
+            continue  # our lease expired while composing: the row is another worker's
         try:
             mailer.send(message, [c.recipient])
         except MailPermanent as err:

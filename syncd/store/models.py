@@ -114,6 +114,10 @@ class CalendarRow(Base):
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     push: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: The last full listing compared with the mirror (``[sync] reconcile_interval``).
+    reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Removals applied lately, session id → ISO instant (the breaker's sliding window).
+    recent_removals: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class MirrorRow(Base):

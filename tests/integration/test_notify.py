@@ -558,3 +558,26 @@ def test_expired_unused_link_tells_the_admin_once(ctx: Context, clock: Clock) ->
     with ctx.db.read() as orm:
         kinds = [(r.kind, r.recipient) for r in orm.scalars(select(OutboxRow))]
     assert ("link_expired", "coach@example.com") in kinds
+
+
+def test_a_row_delivered_in_the_data_gap_then_overtaken_is_recorded_as_sent(
+    ctx: Context, clock: Clock, smtp: SmtpServer, mailer: SmtpMailer
+) -> None:
+    """Issue 10, item 12: DATA accepted, the worker killed before recording it, then a
+    newer notice of the session: the first row says ``sent`` (the customer has it), and
+    it is not sent again."""
+    sid = booked(ctx)
+    drain(ctx, mailer, smtp.port)
+    cfg = smtp_cfg(smtp.port)
+    services.reschedule(ctx, sid, datetime(2026, 12, 2, 9, 0, tzinfo=UTC), actor=Actor.ADMIN)
+    with pytest.raises(Crash):
+        drain(ctx, CrashAfterData(mailer), smtp.port)  # type: ignore[arg-type]
+    services.cancel(ctx, sid, "Sorry.", actor=Actor.ADMIN)
+    result = drain(ctx, mailer, smtp.port, at=clock() + sender.lease_for(cfg) * 2)
+    assert (result.sent, result.superseded, result.taken_as_sent) == (1, 0, 1)
+    kinds = [m["Subject"].split(":")[0].split()[-1] for m in smtp.messages]
+    assert len(kinds) == 3 and kinds[-1] == "Canceled", kinds  # the "moved" one went once
+    assert [r.status for r in rows(ctx)] == ["sent", "sent", "sent"]
+    moved = rows(ctx)[1]
+    assert "taken as delivered" in (moved.last_error or "")
+    assert "send_started" not in moved.payload

@@ -1,0 +1,176 @@
+"""Committing one planned action: a gesture through the booking services, or a restore.
+
+Called by :func:`syncd.engine.runner.commit` inside its transaction. Every refusal ends in
+a restore: a gesture the rules turn down (into the past once settled, an overlap) writes
+the session's event back and tells the admin, and the mirror is marked so that a restore
+whose write fails is written again next cycle until it lands.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+
+from sqlalchemy.orm import Session as Orm
+
+from syncd.domain import sessions as rules
+from syncd.domain.model import Actor, Admin, Notice, NoticeKind, Session, Transition
+from syncd.engine import state
+from syncd.engine.desired import GestureRules, desired_event, desired_hash
+from syncd.engine.plantypes import (
+    ApplyCancel,
+    ApplyChoose,
+    ApplyReschedule,
+    Delete,
+    Restore,
+    Update,
+    Write,
+)
+from syncd.errors import SyncdError
+from syncd.notify.outbox import enqueue
+from syncd.services import booking as services
+from syncd.store.context import Context
+from syncd.store.models import MirrorRow
+from syncd.store.repo import load_session
+
+log = logging.getLogger("syncd.engine")
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What applying an action needs besides the action."""
+
+    ctx: Context
+    rules: GestureRules
+    calendar_id: int
+    admin: Admin
+    sessions: dict[str, Session]
+    now: datetime
+
+
+def session_url(ctx: Context, session_id: str) -> str:
+    """The REST address of a session, written into syncd's notes block."""
+    return f"{ctx.public_url.rstrip('/')}/api/v1/sessions/{session_id}"
+
+
+def _mirror(orm: Orm, calendar_id: int, session_id: str) -> MirrorRow:
+    row = state.mirror_row(orm, calendar_id, session_id)
+    assert row is not None, session_id
+    return row
+
+
+def _restore(
+    orm: Orm, ac: ActionContext, session: Session, why: str, what: str, etag: str | None
+) -> list[Write]:
+    """Tell the admin, and write the session's event back as a new revision."""
+    sid = session.id
+    notice = Notice(
+        NoticeKind.GESTURE_UNDONE,
+        sid,
+        MappingProxyType({"why": why, "what": what, "reason": why}),
+    )
+    enqueue(orm, [notice], session, ac.admin, ac.ctx.uid(sid), ac.now, ac.ctx.host)
+    m = _mirror(orm, ac.calendar_id, sid)
+    # Until a write of the session's event lands, what was last written is not on the
+    # calendar: the planner then writes it again every cycle (a failed restore is retried).
+    m.written_hash = None
+    if etag is None or not session.live:
+        return []
+    want = desired_event(session, ac.ctx.uid(sid), session_url(ac.ctx, sid), ac.rules)
+    return [Update(sid, m.remote_id, want, etag)]
+
+
+def apply_action(
+    orm: Orm,
+    ac: ActionContext,
+    action: ApplyReschedule | ApplyCancel | ApplyChoose | Restore,
+    actions: list[str],
+) -> list[Write]:
+    """One admin gesture through the same services as the CLI, in a savepoint."""
+    cid, sid, now = ac.calendar_id, action.session_id, ac.now
+    actor = Actor.ADMIN_CALENDAR
+    if isinstance(action, Restore):
+        actions.append(f"{sid}: restored ({action.why})")
+        _restore(orm, ac, ac.sessions[sid], action.why, action.what, None)
+        return []  # the planner already wrote the Update
+    make: Callable[[Session, Admin, list[Session]], Transition]
+    if isinstance(action, ApplyReschedule):
+        a = action
+        fresh, _ = load_session(orm, sid)
+        if (fresh.start, fresh.end) == (a.start, a.end) and fresh.live:
+            # A reschedule to the time the session already has is nothing (a second worker
+            # or a lost answer): no "moved from 12:00 to 12:00" email.
+            m = _mirror(orm, cid, sid)
+            m.written_etag = m.seen_etag = a.etag
+            m.written_hash = a.observed_hash
+            return []
+
+        def make(s: Session, ad: Admin, others: list[Session]) -> Transition:
+            return rules.reschedule(s, ad, a.start, a.end, actor, now, others)
+    elif isinstance(action, ApplyCancel):
+        c = action
+
+        def make(s: Session, ad: Admin, others: list[Session]) -> Transition:
+            return rules.cancel(s, ad, c.reason, actor, now)
+    else:
+        ch = action
+
+        def make(s: Session, ad: Admin, others: list[Session]) -> Transition:
+            return rules.let_customer_choose(s, ad, ch.message, actor, now)
+
+    try:
+        with orm.begin_nested():
+            t = services.act_in(orm, ac.ctx, sid, make, now)
+    except SyncdError as err:  # Refused included: a rule said no
+        log.warning("calendar %s: gesture on %s not applied: %s", cid, sid, err)
+        actions.append(f"{sid}: gesture not applied ({err})")
+        if isinstance(action, ApplyCancel):
+            return []  # canceled meanwhile: the event goes with the session
+        fresh, _ = load_session(orm, sid)
+        what = "moved it" if isinstance(action, ApplyReschedule) else "asked for a new time"
+        return _restore(orm, ac, fresh, str(err), what, action.etag)
+    m = _mirror(orm, cid, sid)
+    actions.append(f"{sid}: {t.entry.action}")
+    if isinstance(action, ApplyCancel):
+        if action.remove_event:
+            return [Delete(sid, m.remote_id, action.etag)]
+        m.gone = True
+        return []
+    m.written_etag = m.seen_etag = action.etag
+    m.written_hash = action.observed_hash
+    want = desired_event(t.after, ac.ctx.uid(sid), session_url(ac.ctx, sid), ac.rules)
+    if isinstance(action, ApplyReschedule) and desired_hash(want, ac.rules) == action.observed_hash:
+        return []
+    return [Update(sid, m.remote_id, want, action.etag)]
+
+
+def alert_breaker(orm: Orm, ac: ActionContext, held: tuple[str, ...]) -> None:
+    """Email the admin (and log for ops) the sessions the breaker holds."""
+    sessions = [
+        {
+            "id": sid,
+            "customer": ac.sessions[sid].customer.name,
+            "start": ac.sessions[sid].start.isoformat(),
+        }
+        for sid in held
+        if sid in ac.sessions
+    ]
+    cid = ac.calendar_id
+    log.error(
+        "calendar %s: %d sessions vanished at once; holding them (%s). Run 'syncd breaker "
+        "release %s' to cancel them or 'syncd breaker restore %s' to put the events back.",
+        cid,
+        len(held),
+        ", ".join(held),
+        cid,
+        cid,
+    )
+    notice = Notice(
+        NoticeKind.BREAKER_TRIPPED,
+        None,
+        MappingProxyType({"calendar": cid, "count": len(held), "sessions": sessions}),
+    )
+    enqueue(orm, [notice], None, ac.admin, "", ac.now, ac.ctx.host, dedupe_suffix=f":{cid}")
