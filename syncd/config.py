@@ -142,6 +142,17 @@ class GoogleConfig(_Section):
     client_secrets_file: str = ""
 
 
+class MicrosoftConfig(_Section):
+    """``[microsoft]``: the Entra ID app registration and the endpoints (tests override them)."""
+
+    client_id: str = ""
+    tenant: str = "common"
+    client_secret_file: str = ""
+    client_secret_credential: str = ""
+    authority_endpoint: str = "https://login.microsoftonline.com/"
+    graph_endpoint: str = "https://graph.microsoft.com/v1.0/"
+
+
 class Config(BaseModel):
     """The whole configuration; ``source`` is the file it came from (or "defaults")."""
 
@@ -154,6 +165,7 @@ class Config(BaseModel):
     gestures: GesturesConfig = GesturesConfig()
     breaker: BreakerConfig = BreakerConfig()
     google: GoogleConfig = GoogleConfig()
+    microsoft: MicrosoftConfig = MicrosoftConfig()
     source: str = "defaults"
 
 

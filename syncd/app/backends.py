@@ -12,7 +12,7 @@ from syncd.config import Config, read_secret
 from syncd.errors import ConfigError
 from syncd.ports import BackendFactory, CalendarBackend, NotificationReader
 
-BACKENDS = ("caldav", "google")
+BACKENDS = ("caldav", "google", "microsoft")
 
 
 def open_backend(backend: str, settings: dict[str, Any], cfg: Config) -> CalendarBackend:
@@ -34,6 +34,10 @@ def open_backend(backend: str, settings: dict[str, Any], cfg: Config) -> Calenda
         from syncd.app.google_setup import google_options
 
         return GoogleBackend.from_settings(settings, google_options(cfg))
+    if backend == "microsoft":
+        from syncd.app.microsoft_setup import open_graph_backend
+
+        return open_graph_backend(settings, cfg)
     raise ConfigError(f"unknown calendar backend {backend!r} (use one of {', '.join(BACKENDS)})")
 
 
@@ -45,5 +49,6 @@ def backend_factory(cfg: Config) -> BackendFactory:
 def push_readers() -> dict[str, NotificationReader]:
     """The notification reader of every backend kind whose server can push."""
     from adapters.google.push import GoogleNotificationReader
+    from adapters.microsoft.push import GraphNotificationReader
 
-    return {"google": GoogleNotificationReader()}
+    return {"google": GoogleNotificationReader(), "microsoft": GraphNotificationReader()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import trustme
 
 from syncd.ports import CalendarBackend
 from tests.contract.human import HumanEditor
@@ -17,7 +18,7 @@ from tests.contract.kit import BackendKit, CalDAVKit
 from tests.servers import Server
 
 # The backends every contract test runs against (Google through its faithful fake).
-BACKENDS = ["radicale", "xandikos", "google"]
+BACKENDS = ["radicale", "xandikos", "google", "microsoft"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -32,6 +33,13 @@ def backend_factory(request: pytest.FixtureRequest) -> Iterator[BackendKit]:
         from tests.contract.google_human import GoogleKit
 
         kit = GoogleKit.start()
+    elif name == "microsoft":
+        from tests.contract.graph_kit import GraphKit
+
+        kit = GraphKit.start(trustme.CA())
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        for key, value in kit.fake.client_env().items():  # httpx and msal trust the test CA
+            monkeypatch.setenv(key, value)
     else:  # a name in BACKENDS without a kit
         raise LookupError(f"no contract kit for backend {name!r}")
     yield kit

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from tests.fakes.google_calendar import FakeGoogleCalendar
 from tests.gestures.worlds import CalDAVGestureWorld, GestureWorld, GoogleGestureWorld
 from tests.integration.google_world import ADMIN
 from tests.servers import Server
 
-BACKENDS = ["radicale", "xandikos", "google"]
+BACKENDS = ["radicale", "xandikos", "google", "microsoft"]
 
 MakeWorld = Callable[..., GestureWorld]
 
@@ -28,6 +29,7 @@ def make_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeW
     name: str = request.param
     made: list[GestureWorld] = []
     fakes: list[FakeGoogleCalendar] = []
+    stops: list[Any] = []  # Graph fakes
 
     def make(**options: Any) -> GestureWorld:
         world: GestureWorld
@@ -39,6 +41,16 @@ def make_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeW
             fake = FakeGoogleCalendar(owner=ADMIN).__enter__()
             fakes.append(fake)
             world = GoogleGestureWorld(tmp_path, fake, **options)
+        elif name == "microsoft":
+            from tests.gestures.graph_world import GraphWorld, start_fake
+
+            options.pop("own_server", None)
+            graph, client_id, secret = start_fake(trustme.CA())
+            stops.append(graph)
+            monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+            for key, value in graph.client_env().items():  # httpx and msal trust the test CA
+                monkeypatch.setenv(key, value)
+            world = GraphWorld(tmp_path, graph, client_id, secret, **options)
         else:
             raise LookupError(f"no gesture world for backend {name!r}")
         made.append(world)
@@ -50,3 +62,6 @@ def make_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeW
     for fake in fakes:
         fake.__exit__(None, None, None)
         assert fake.internal_errors == [], fake.internal_errors[0]
+    for graph in stops:
+        graph.stop()
+        assert graph.internal_errors == [], graph.internal_errors[0]

@@ -1,0 +1,233 @@
+"""The change feed of one Graph calendar: ``calendarView/delta`` over a window, and removals.
+
+A round starts with ``calendarView/delta?startDateTime&endDateTime`` (from a day ago to the
+furthest bookable day); pages follow ``@odata.nextLink`` (``Prefer: odata.maxpagesize``) and
+the ``@odata.deltaLink`` of the last page is the cursor (``g1:<window start>:<deltaLink>``),
+never one from the middle of a round. A 410 (``SyncStateNotFound``, ``resyncRequired``) or a
+cursor of another shape is :class:`CursorExpired`. The window is fixed by a round's first
+request: once it is a day old, a new round starts (a full listing, which is not a deletion).
+
+Delta rows carry no extended properties but do carry ``transactionId``: a row whose
+``transactionId`` syncd chose is that session's event. ``{"@removed": …}`` only names a
+Graph id, and Graph also sends it for events *outside* the window that changed (one booked
+far ahead, one dragged out of range): so whenever removals appear, syncd lists the events
+carrying its extended property (one paged request) and reports as removed only the sessions
+whose event is no longer there; one that lives on outside the window is reported as it is
+now. Occurrences of a series are folded into their master, read with a GET.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from adapters.microsoft.transport import Transport
+from adapters.microsoft.wire import (
+    CURSOR_VERSION,
+    EXPAND,
+    SESSION_PROPERTY,
+    Json,
+    _BadRequest,
+    _Missing,
+    parse_event,
+    query_instant,
+    session_of_transaction,
+)
+from syncd.ports import BackendError, ChangeSet, CursorExpired, NotFound, RemoteEvent, Transient
+
+log = logging.getLogger("adapters.microsoft")
+MAX_PAGES = 10_000
+
+
+class Calendar(Protocol):
+    """What the feed needs from the backend."""
+
+    transport: Transport
+    cal_path: str
+    page_size: int
+    past_days: int
+    window_days: int
+    window_age: timedelta
+
+    def raw_event(self, graph_id: str) -> Json:
+        """GET of one event by Graph id (with syncd's properties); NotFound when gone."""
+        ...
+
+
+@dataclass(frozen=True)
+class Round:
+    """The rows of one delta round (or its continuation) and the cursor after it."""
+
+    rows: list[Json]
+    cursor: str
+    full: bool
+
+
+def _window(cal: Calendar, now: datetime) -> tuple[datetime, datetime]:
+    start = (now - timedelta(days=cal.past_days)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=cal.window_days)
+
+
+def _pages(
+    cal: Calendar, what: str, url: str, params: Mapping[str, str] | None
+) -> tuple[list[Json], str]:
+    """Every row of a delta round, following nextLink; the deltaLink of its last page."""
+    rows: list[Json] = []
+    prefer = f"odata.maxpagesize={cal.page_size}"
+    for _ in range(MAX_PAGES):
+        doc = cal.transport.json(what, "GET", url, params=params, prefer=prefer)
+        rows.extend(r for r in doc.get("value") or [] if isinstance(r, dict))
+        params = None  # the links carry their own query
+        nxt, done = doc.get("@odata.nextLink"), doc.get("@odata.deltaLink")
+        if nxt:
+            url = str(nxt)
+        elif done:
+            return rows, str(done)
+        else:
+            raise Transient(f"Microsoft Graph {what}: last page without @odata.deltaLink")
+    raise Transient(f"Microsoft Graph {what}: more than {MAX_PAGES} pages")
+
+
+def read_round(cal: Calendar, cursor: str | None, now: datetime) -> Round:
+    """The rows since ``cursor`` (None, or a window a day old: a new round over a new window)."""
+    if cursor is not None:
+        version, _, rest = cursor.partition(":")
+        stamp, _, link = rest.partition("|")
+        try:
+            since = datetime.fromisoformat(stamp)
+        except ValueError:
+            since = None
+        if version != CURSOR_VERSION or since is None or not link.startswith(cal.transport.base):
+            raise CursorExpired(f"cursor {cursor[:24]!r} is not a {CURSOR_VERSION} cursor here")
+        if now - since < cal.window_age:
+            try:
+                rows, done = _pages(cal, "calendarView/delta", link, None)
+            except _Missing as err:
+                if err.status == 410:
+                    raise CursorExpired(str(err)) from err
+                raise BackendError(f"{err} (the calendar is gone?)") from err
+            except _BadRequest as err:
+                raise CursorExpired(str(err)) from err  # a token the server never issued
+            return Round(rows, f"{CURSOR_VERSION}:{stamp}|{done}", full=False)
+        log.info("calendar %s: delta window is a day old; new round", cal.cal_path)
+    start, end = _window(cal, now)
+    params = {"startDateTime": query_instant(start), "endDateTime": query_instant(end)}
+    try:
+        rows, done = _pages(cal, "calendarView/delta", f"{cal.cal_path}/calendarView/delta", params)
+    except _Missing as err:
+        raise BackendError(f"Microsoft calendar {cal.cal_path} not found: {err}") from err
+    return Round(rows, f"{CURSOR_VERSION}:{now.astimezone(UTC).isoformat()}|{done}", full=True)
+
+
+def property_listing(cal: Calendar) -> dict[str, Json]:
+    """Every live event of the calendar carrying syncd's property, by session id (oldest wins)."""
+    url = f"{cal.cal_path}/events"
+    params: Mapping[str, str] | None = {
+        "$filter": f"singleValueExtendedProperties/any(ep: ep/id eq '{SESSION_PROPERTY}')",
+        "$expand": EXPAND,
+        "$top": str(cal.page_size),
+    }
+    found: dict[str, Json] = {}
+    for _ in range(MAX_PAGES):
+        doc = cal.transport.json("events (syncd's)", "GET", url, params=params)
+        for body in doc.get("value") or []:
+            key = _key(body)
+            if key and (key not in found or _older(body, found[key])):
+                found[key] = body
+        params = None
+        nxt = doc.get("@odata.nextLink")
+        if not nxt:
+            return found
+        url = str(nxt)
+    raise Transient(f"Microsoft Graph events of {cal.cal_path}: more than {MAX_PAGES} pages")
+
+
+def _key(body: Mapping[str, Any]) -> str | None:
+    try:
+        return parse_event(body).content.session_id
+    except (ValueError, KeyError):
+        return None
+
+
+def _older(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """A copy of syncd's event is newer than the event itself."""
+    return str(a.get("createdDateTime") or "") < str(b.get("createdDateTime") or "")
+
+
+def _parse(body: Mapping[str, Any], key: str | None, what: str) -> RemoteEvent | None:
+    try:
+        return parse_event(body, key)
+    except (ValueError, KeyError) as err:
+        log.warning("%s: skipping malformed event %s: %s", what, body.get("id"), err)
+        return None
+
+
+def fold(cal: Calendar, rnd: Round, known: Mapping[str, str]) -> ChangeSet:
+    """The rows of a round as syncd's :class:`ChangeSet` (see the module docstring)."""
+    latest: dict[str, Json | None] = {}  # Graph id -> row, None when removed
+    for row in rnd.rows:
+        gid = str(row.get("id") or "")
+        if gid:
+            latest.pop(gid, None)
+            latest[gid] = None if "@removed" in row else row
+    changed: dict[str, RemoteEvent] = {}
+    chosen: dict[str, Json] = {}
+    masters: dict[str, str] = {}
+    for row in (r for r in latest.values() if r is not None):
+        key = session_of_transaction(row.get("transactionId"))
+        if row.get("seriesMasterId") or row.get("type") in ("occurrence", "exception"):
+            if key:
+                masters[str(row.get("seriesMasterId") or "")] = key
+            continue
+        ev = _parse(row, key, cal.cal_path)
+        if ev is None or (ev.remote_id in chosen and not _older(row, chosen[ev.remote_id])):
+            continue  # a copy carrying syncd's transactionId is not the session's event
+        changed[ev.remote_id], chosen[ev.remote_id] = ev, row
+    for master_id, key in masters.items():
+        if not master_id or key in changed:
+            continue
+        try:
+            ev = _parse(cal.raw_event(master_id), key, cal.cal_path)
+        except NotFound:
+            continue  # deleted since: the listing below decides
+        if ev is not None:
+            changed[ev.remote_id] = ev
+    missing = [k for k in known if k not in changed]
+    removals = any(r is None for r in latest.values())
+    removed: list[str] = []
+    if missing and (rnd.full or removals):
+        listing = property_listing(cal)
+        for key in missing:
+            body = listing.get(key)
+            if body is None:
+                if not rnd.full:
+                    removed.append(key)
+                continue
+            ev = _parse(body, key, cal.cal_path)
+            if ev is not None and (rnd.full or ev.etag != known.get(key)):
+                changed[key] = ev
+    return ChangeSet(
+        changed=tuple(changed.values()), removed=tuple(removed), cursor=rnd.cursor, full=rnd.full
+    )
+
+
+def busy_rows(cal: Calendar, start: datetime, end: datetime) -> Iterable[Json]:
+    """calendarView rows (series expanded) between ``start`` and ``end``."""
+    url = f"{cal.cal_path}/calendarView"
+    params: Mapping[str, str] | None = {
+        "startDateTime": query_instant(start),
+        "endDateTime": query_instant(end),
+        "$top": str(cal.page_size),
+    }
+    for _ in range(MAX_PAGES):
+        doc = cal.transport.json("calendarView", "GET", url, params=params)
+        yield from (r for r in doc.get("value") or [] if isinstance(r, dict))
+        params = None
+        nxt = doc.get("@odata.nextLink")
+        if not nxt:
+            return
+        url = str(nxt)
+    raise Transient(f"Microsoft Graph calendarView of {cal.cal_path}: more than {MAX_PAGES} pages")

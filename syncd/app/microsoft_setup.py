@@ -1,0 +1,192 @@
+"""Microsoft Graph in the composition root: opening a calendar's backend, and its commands.
+
+A calendar row's settings: ``mailbox`` (the UPN), ``calendar_id`` (empty: the default
+calendar), ``admin_email``, and ``auth``: ``app`` (client credentials from ``[microsoft]``) or
+``delegated`` (msal's token cache in ``token_cache_file``, by default
+``<state_dir>/microsoft/<admin email>.json``, written 0600 by ``syncd auth microsoft``).
+The adapter never writes files: when msal refreshes the delegated cache, the new text comes
+back here and is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from adapters.microsoft.auth import AppTokens, DelegatedTokens, TokenSource
+from adapters.microsoft.backend import GraphBackend
+from syncd.config import Config, read_secret
+from syncd.errors import ConfigError
+from syncd.store.models import CalendarRow
+from syncd.store.repo import get_admin_row
+
+if TYPE_CHECKING:
+    from syncd.app.runtime import Runtime
+
+
+def cache_path(cfg: Config, admin_email: str) -> Path:
+    """``<state_dir>/microsoft/<admin email>.json``: where the delegated token cache lives."""
+    return Path(cfg.sync.state_dir) / "microsoft" / f"{admin_email.strip().lower()}.json"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` mode 0600 in a 0700 directory, atomically (temporary file + rename)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".cache-", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def client_secret(cfg: Config) -> str:
+    """The app's client secret from ``[microsoft] client_secret_file`` or ``_credential``."""
+    ms = cfg.microsoft
+    return read_secret(
+        ms.client_secret_file, ms.client_secret_credential, "[microsoft] client secret"
+    )
+
+
+def delegated_tokens(cfg: Config, path: Path, username: str, cache_text: str) -> DelegatedTokens:
+    """The delegated token source on the cache at ``path`` (refreshes are written back)."""
+    ms = cfg.microsoft
+    return DelegatedTokens(
+        ms.client_id,
+        ms.tenant,
+        ms.authority_endpoint,
+        cache_text,
+        username,
+        cfg.sync.timeout.total_seconds(),
+        on_cache_change=lambda text: write_private(path, text),
+    )
+
+
+def tokens_for(settings: dict[str, Any], cfg: Config) -> TokenSource:
+    """The token source a calendar row's settings call for."""
+    ms = cfg.microsoft
+    timeout = cfg.sync.timeout.total_seconds()
+    if settings.get("auth") == "delegated":
+        email = str(settings.get("admin_email") or "")
+        path = (
+            Path(str(settings.get("token_cache_file") or ""))
+            if settings.get("token_cache_file")
+            else cache_path(cfg, email)
+        )
+        try:
+            text = path.read_text()
+        except FileNotFoundError as err:
+            raise ConfigError(
+                f"Microsoft sign-in {path}: no such file (run 'syncd auth microsoft {email}')."
+            ) from err
+        except OSError as err:
+            raise ConfigError(f"Microsoft sign-in {path}: cannot read: {err.strerror}") from err
+        return delegated_tokens(cfg, path, str(settings.get("mailbox") or ""), text)
+    return AppTokens(ms.client_id, ms.tenant, client_secret(cfg), ms.authority_endpoint, timeout)
+
+
+def open_graph_backend(settings: dict[str, Any], cfg: Config) -> GraphBackend:
+    """The backend of a ``microsoft`` calendar row."""
+    return GraphBackend(
+        str(settings.get("mailbox") or ""),
+        str(settings.get("calendar_id") or ""),
+        tokens_for(settings, cfg),
+        cfg.microsoft.graph_endpoint,
+        timeout=cfg.sync.timeout.total_seconds(),
+    )
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Added:
+    """What ``calendar add … microsoft`` or ``auth microsoft`` did."""
+
+    row_id: int
+    calendar_id: str
+    created: bool
+
+
+def register(rt: Runtime, email: str, settings: dict[str, Any]) -> int:
+    """Add the calendar row, or refresh the admin's row of that mailbox and calendar."""
+    with rt.ctx.db.write() as orm:
+        admin = get_admin_row(orm, email)
+        rows = orm.scalars(
+            select(CalendarRow).where(
+                CalendarRow.admin_id == admin.id, CalendarRow.backend == "microsoft"
+            )
+        )
+        for row in rows:
+            s = row.settings or {}
+            if (s.get("mailbox"), s.get("calendar_id")) == (
+                settings["mailbox"],
+                settings["calendar_id"],
+            ):
+                row.settings = {**s, **settings}  # a new dict: JSON change
+                row.paused_reason = None  # the credentials were just renewed
+                return row.id
+        new = CalendarRow(
+            admin_id=admin.id,
+            backend="microsoft",
+            settings=settings,
+            busy_only=False,
+            cursor_version=1,
+        )
+        orm.add(new)
+        orm.flush()
+        return new.id
+
+
+def attach(rt: Runtime, email: str, settings: dict[str, Any], wanted_id: str) -> Added:
+    """Check the calendar (or find/create "Bookings"), then register it for the admin."""
+    from adapters.microsoft import setup as calls
+
+    backend = GraphBackend(
+        str(settings["mailbox"]),
+        "",
+        tokens_for(settings, rt.config),
+        rt.config.microsoft.graph_endpoint,
+        timeout=rt.config.sync.timeout.total_seconds(),
+    )
+    try:
+        calendar_id, created = calls.bookings_calendar(backend, wanted_id)
+    finally:
+        backend.close()
+    row_id = register(rt, email, {**settings, "calendar_id": calendar_id})
+    return Added(row_id, calendar_id, created)
+
+
+def print_added(rt: Runtime, email: str, added: Added, extra: dict[str, Any]) -> None:
+    """The result line (or JSON) of ``calendar add``/``auth microsoft``."""
+    data = {"calendar": added.row_id, "calendar_id": added.calendar_id, "created": added.created}
+    if getattr(rt.args, "json", False):
+        print(json.dumps({**data, **extra}, indent=2))
+        return
+    made = "created the Bookings calendar" if added.created else "using calendar"
+    print(f"{email}: {made} {added.calendar_id[:24]}… (syncd calendar {added.row_id}).")
+
+
+def calendar_add(rt: Runtime) -> int:
+    """``syncd calendar add EMAIL microsoft --mailbox UPN [--calendar-id ID]`` (app-only)."""
+    args = rt.args
+    email = str(args.email).strip().lower()
+    mailbox = str(getattr(args, "mailbox", "") or "").strip()
+    if not mailbox:
+        raise ConfigError("calendar add … microsoft needs --mailbox UPN (the user's mailbox).")
+    with rt.ctx.db.read() as orm:
+        get_admin_row(orm, email)
+    settings = {"mailbox": mailbox, "admin_email": email, "auth": "app"}
+    added = attach(rt, email, settings, str(getattr(args, "calendar_id", "") or ""))
+    print_added(rt, email, added, {"mailbox": mailbox})
+    return 0
