@@ -100,6 +100,12 @@ class GraphBackend:
             f"{user}/calendars/{quote(calendar_id, safe='')}" if calendar_id else f"{user}/calendar"
         )
         self.user_path = user
+        # A subscription names its resource unencoded, the way Graph's docs write it.
+        self.resource = (
+            f"users/{mailbox}/calendars/{calendar_id}/events"
+            if calendar_id
+            else f"users/{mailbox}/calendar/events"
+        )
         self.page_size = page_size
         self.past_days, self.window_days, self.window_age = (
             window.past_days,
@@ -204,7 +210,7 @@ class GraphBackend:
 
     def _post(self, body: Json, tries: Tries) -> Json:
         return self.transport.json(
-            f"events.create {body['transactionId']}",
+            f"events.create {body.get('transactionId')}",
             "POST",
             f"{self.cal_path}/events",
             params={"$expand": EXPAND},

@@ -19,8 +19,8 @@ from typing import Any
 
 from syncd.ports import Channel, NotFound, Notification, PushReading
 
-# Outlook event subscriptions live at most 10 080 minutes; stay a little under.
-MAX_TTL = timedelta(days=6, hours=23)
+# Graph caps subscriptions on Outlook events at 4230 minutes; stay a little under.
+MAX_TTL = timedelta(minutes=4230 - 10)
 
 
 def _expiry(ttl: timedelta) -> datetime:
@@ -61,7 +61,7 @@ class GraphPush:
             "changeType": "created,updated,deleted",
             "notificationUrl": address,
             "lifecycleNotificationUrl": address,
-            "resource": f"{self.backend.cal_path}/events",
+            "resource": self.backend.resource,
             "expirationDateTime": _stamp(when),
             "clientState": secret,
         }
