@@ -9,6 +9,7 @@ inline: ``*_file`` keys name a file, a bare name in ``*_credential`` is read fro
 from __future__ import annotations
 
 import os
+import secrets
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -61,7 +62,7 @@ def read_secret(path: str = "", credential: str = "", what: str = "secret") -> s
 
 
 class DatabaseConfig(_Section):
-    url: str = "sqlite:///var/lib/syncd/syncd.db"
+    url: str = "sqlite:////var/lib/syncd/syncd.db"
 
 
 class WebConfig(_Section):
@@ -69,11 +70,63 @@ class WebConfig(_Section):
     public_url: str = "http://127.0.0.1:8080"
     api_token_file: str = ""
     api_token_credential: str = ""
+    admin_token_file: str = ""
+    admin_token_credential: str = ""
+    link_secret_file: str = ""
+    link_secret_credential: str = ""
     rate_limit_per_minute: int = Field(default=30, ge=1)
 
     def api_token(self) -> str:
-        """The REST API bearer token, or "" (the API is then disabled)."""
+        """The booking platform's bearer token (acts as the customer or ``api``), or ""."""
         return read_secret(self.api_token_file, self.api_token_credential, "[web] api_token")
+
+    def admin_token(self) -> str:
+        """The bearer token that may act as the admin (bypasses cut-offs), or ""."""
+        return read_secret(self.admin_token_file, self.admin_token_credential, "[web] admin_token")
+
+    def link_secret(self, state_dir: str) -> bytes:
+        """The secret "choose a new time" links are derived under.
+
+        From ``link_secret_file`` / ``link_secret_credential``; with neither, the file
+        ``<state_dir>/link-secret``, created on first use (mode 0600, 256 random bits).
+        Every process of one installation must see the same secret.
+        """
+        what = "[web] link_secret"
+        value = read_secret(self.link_secret_file, self.link_secret_credential, what)
+        if not value:
+            value = _state_secret(Path(state_dir) / "link-secret", what)
+        if len(value) < 32:
+            raise ConfigError(f"{what}: the secret is too short (at least 32 characters)")
+        return value.encode()
+
+
+def _state_secret(path: Path, what: str) -> str:
+    """The secret kept in ``path``, created atomically (mode 0600) when it is missing."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise ConfigError(f"{what}: cannot read {path}: {err.strerror}") from err
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"{what}: neither link_secret_file nor link_secret_credential is set and the state "
+            f"folder {path.parent} does not exist (create it or set [sync] state_dir)"
+        )
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(tmp, path)  # fails if another process made it first: use theirs
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{what}: cannot create {path}: {err.strerror}") from err
 
 
 class SmtpConfig(_Section):
@@ -220,9 +273,13 @@ def load(path: str | None = None) -> Config:
         if target == Path():
             return Config()
     try:
-        text = target.read_text()
+        text = target.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{target}: cannot read: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{target}: not UTF-8 text (byte {err.start} cannot be read); save it as UTF-8"
+        ) from err
     return parse(text, str(target))
 
 

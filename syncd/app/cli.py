@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from syncd import config as config_mod
 from syncd.app.runtime import Runtime, emit
 from syncd.domain.durations import parse_duration
 from syncd.domain.model import Actor, Customer
-from syncd.domain.timefmt import human, parse_time
+from syncd.domain.timefmt import action_words, human, parse_time
 from syncd.errors import SyncdError, UsageError
 from syncd.services.views import admin_json, session_json
 
@@ -41,11 +42,18 @@ def _duration_arg(text: str) -> Any:
         raise UsageError(str(err)) from err
 
 
-def _session_line(s: Any) -> str:
+def _session_line(s: Any, admin_tz: str) -> str:
+    """One session as the admin reads it: the time in the admin's zone."""
     return (
-        f"{s.id}  {s.status.value:<17}  {human(s.start, 'UTC')}  "
+        f"{s.id}  {s.status.value:<17}  {human(s.start, admin_tz)}  "
         f"{s.admin_email} <- {s.customer.name} <{s.customer.email}>"
     )
+
+
+def _admin_zones(rt: Runtime) -> dict[str, str]:
+    from syncd.services import booking as services
+
+    return {a.email: a.tz for a in services.list_admins(rt.ctx)}
 
 
 # --- command handlers ---------------------------------------------------------------------
@@ -105,10 +113,8 @@ def cmd_session_book(rt: Runtime) -> int:
 
     a = rt.args
     start = parse_time(a.start)
-    if a.duration <= 0:
-        raise UsageError("--duration must be a positive number of minutes")
-    from datetime import timedelta
-
+    if not 1 <= a.duration <= 24 * 60:
+        raise UsageError("--duration must be from 1 to 1440 minutes (24 hours)")
     s = services.book(
         rt.ctx,
         a.admin,
@@ -125,7 +131,9 @@ def cmd_session_list(rt: Runtime) -> int:
     from syncd.services import booking as services
 
     sessions = services.list_sessions(rt.ctx, rt.args.admin, rt.args.status)
-    lines = [_session_line(s) for s in sessions] or ["No sessions."]
+    zones = _admin_zones(rt)
+    lines = [_session_line(s, zones.get(s.admin_email, "UTC")) for s in sessions]
+    lines = lines or ["No sessions."]
     emit(rt.args, [session_json(s) for s in sessions], lines)
     return EXIT_OK
 
@@ -134,17 +142,19 @@ def cmd_session_show(rt: Runtime) -> int:
     from syncd.services import booking as services
 
     s = services.show(rt.ctx, rt.args.id)
+    tz = _admin_zones(rt).get(s.admin_email, "UTC")
     lines = [
-        _session_line(s),
+        _session_line(s, tz),
         f"  customer time: {human(s.start, s.customer.tz)}",
         f"  sequence {s.sequence}"
         + (f", cancel reason: {s.cancel_reason}" if s.cancel_reason else ""),
     ]
-    lines += [
-        f"  {h.at:%Y-%m-%d %H:%M}Z {h.actor.value:<14} {h.action}"
-        + (f" {h.detail}" if h.detail else "")
-        for h in s.history
-    ]
+    for h in s.history:
+        moved = f" (from {human(h.from_start, tz)})" if h.from_start and h.to_start else ""
+        lines.append(
+            f"  {human(h.at, tz)}  {action_words(h.action)} by {h.actor.value}{moved}"
+            + (f": {h.detail}" if h.detail else "")
+        )
     emit(rt.args, session_json(s), lines)
     return EXIT_OK
 

@@ -6,6 +6,7 @@ import signal
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlparse
 
 from sqlalchemy import func, select
 
@@ -41,6 +42,11 @@ def calendar_add(rt: Runtime) -> int:
     if a.backend == "caldav":
         if not a.url:
             raise UsageError("A CalDAV calendar needs --url (the calendar collection's URL).")
+        parsed = urlparse(a.url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise UsageError(
+                f'--url "{a.url}" is not an http(s) URL (e.g. https://dav.example.com/).'
+            )
         if a.password_file:
             try:
                 open(a.password_file).close()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from syncd import config as config_mod
-from syncd.errors import SyncdError
+from syncd.errors import ConfigError
 from syncd.store.context import Context
 from syncd.store.db import Database
 
@@ -33,10 +34,18 @@ class Runtime:
             cfg = self.config
             db = Database(cfg.database.url)
             if self.args.command not in ("db", "init", "demo") and not db.is_current():
-                raise SyncdError(
-                    f"The database {cfg.database.url} has no schema yet: run 'syncd db upgrade'."
+                where = f" --config {self.args.config}" if self.args.config else ""
+                raise ConfigError(
+                    f"The database {cfg.database.url} has no schema yet: "
+                    f"run 'syncd{where} db upgrade'."
                 )
-            self._ctx = Context(db=db, public_url=cfg.web.public_url, policy=cfg.policy.to_policy())
+            state_dir = cfg.sync.state_dir
+            self._ctx = Context(
+                db=db,
+                public_url=cfg.web.public_url,
+                policy=cfg.policy.to_policy(),
+                link_key=functools.cache(lambda: cfg.web.link_secret(state_dir)),
+            )
         return self._ctx
 
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from syncd.config import WebConfig
 from syncd.demo.mail import MailStore
 from syncd.demo.radicale import CalendarClient, CalEvent
 from syncd.demo.seed import read_state, short_time
@@ -91,7 +92,12 @@ def connect(root_arg: str) -> Demo:
         ready = False
     if not ready:
         raise PeerUnavailable(f"The demo in {root} does not answer at {state.get('web_url')}.")
-    ctx = Context(db=Database(state["database_url"]), public_url=state["public_url"])
+    link_key = WebConfig().link_secret(str(root))  # the demo keeps it in its folder
+    ctx = Context(
+        db=Database(state["database_url"]),
+        public_url=state["public_url"],
+        link_key=lambda: link_key,
+    )
     return Demo(
         state=state,
         ctx=ctx,

@@ -219,7 +219,13 @@ def run_demo(root_arg: str, reset: bool, wiring: Wiring) -> int:
         cfg = config_mod.parse(text, str(paths.config))
         db = Database(cfg.database.url)
         db.upgrade()
-        ctx = Context(db=db, public_url=cfg.web.public_url, policy=cfg.policy.to_policy())
+        link_key = cfg.web.link_secret(cfg.sync.state_dir)
+        ctx = Context(
+            db=db,
+            public_url=cfg.web.public_url,
+            policy=cfg.policy.to_policy(),
+            link_key=lambda: link_key,
+        )
         seeded = not services.list_admins(ctx)
         if seeded:
             seed(ctx)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from syncd.domain.model import Admin, Session, WeeklyWindow
 from syncd.errors import UsageError
 
+MIN_STEP = timedelta(minutes=1)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPEC = re.compile(
     r"^\s*(?P<d1>[a-z]{3})(?:-(?P<d2>[a-z]{3}))?\s+"
@@ -45,6 +46,30 @@ def _overlaps(start: datetime, end: datetime, busy: Sequence[tuple[datetime, dat
     return any(b_start < end and start < b_end for b_start, b_end in busy)
 
 
+def _openings(admin: Admin, first: date, last: date) -> Iterator[tuple[datetime, datetime]]:
+    """Every weekly window from ``first`` to ``last`` (local days) as UTC instants."""
+    zone = ZoneInfo(admin.tz)
+    day = first
+    while day <= last:
+        for window in admin.weekly:
+            if window.weekday == day.weekday():
+                opens = datetime.combine(day, window.start, zone).astimezone(UTC)
+                closes = datetime.combine(day, window.end, zone).astimezone(UTC)
+                if closes > opens:
+                    yield opens, closes
+        day += timedelta(days=1)
+
+
+def within_weekly(admin: Admin, start: datetime, end: datetime) -> bool:
+    """True when ``start``–``end`` lies inside one of the admin's weekly windows."""
+    zone = ZoneInfo(admin.tz)
+    day = start.astimezone(zone).date()
+    return any(
+        opens <= start and end <= closes
+        for opens, closes in _openings(admin, day - timedelta(days=1), day)
+    )
+
+
 def free_slots(
     admin: Admin,
     now: datetime,
@@ -52,30 +77,31 @@ def free_slots(
     sessions: Iterable[Session],
     busy: Iterable[tuple[datetime, datetime]] = (),
     ignore_session: str | None = None,
+    length: timedelta | None = None,
 ) -> list[tuple[datetime, datetime]]:
-    """Free slots (UTC) of ``admin.slot`` length from ``now + min_notice`` to ``until``.
+    """Free slots (UTC) from ``now + min_notice`` to ``until``.
 
-    Weekly windows are read in the admin's zone, so a 09:00 opening stays 09:00 local across
-    a daylight-saving change. Live sessions (except ``ignore_session``) and ``busy`` block.
+    Slots start every ``admin.slot`` from the opening of each weekly window and last
+    ``length`` (the session's own length; by default one slot). Windows are read in the
+    admin's zone, so a 09:00 opening stays 09:00 local across a daylight-saving change,
+    while each slot is computed on instants: no zero-length slot on the spring change, no
+    two-hour one on the autumn change. Live sessions (except ``ignore_session``) and
+    ``busy`` block.
     """
+    span = length or admin.slot
+    if admin.slot < MIN_STEP or span <= timedelta(0):
+        return []  # a slot of no length would never end the loop below
     zone = ZoneInfo(admin.tz)
     earliest = now + admin.policy.min_notice
     blocked = [(s.start, s.end) for s in sessions if s.live and s.id != ignore_session]
     blocked.extend(busy)
-    slots: list[tuple[datetime, datetime]] = []
-    day: date = now.astimezone(zone).date()
-    last_day = until.astimezone(zone).date()
-    while day <= last_day:
-        for window in admin.weekly:
-            if window.weekday != day.weekday():
-                continue
-            cursor = datetime.combine(day, window.start, zone)
-            close = datetime.combine(day, window.end, zone)
-            while cursor + admin.slot <= close:
-                start = cursor.astimezone(UTC)
-                end = (cursor + admin.slot).astimezone(UTC)
-                if start >= earliest and end <= until and not _overlaps(start, end, blocked):
-                    slots.append((start, end))
-                cursor += admin.slot
-        day += timedelta(days=1)
-    return sorted(set(slots))
+    slots: set[tuple[datetime, datetime]] = set()
+    first, last = now.astimezone(zone).date(), until.astimezone(zone).date()
+    for opens, closes in _openings(admin, first, last):
+        cursor = opens
+        while cursor + span <= closes:
+            end = cursor + span
+            if cursor >= earliest and end <= until and not _overlaps(cursor, end, blocked):
+                slots.add((cursor, end))
+            cursor += admin.slot
+    return sorted(slots)

@@ -43,6 +43,7 @@ class NoticeKind(StrEnum):
     BREAKER_TRIPPED = "breaker_tripped"
     LINK_EXPIRED = "link_expired"
     AUTH_REVOKED = "auth_revoked"
+    CUSTOMER_CHOSE = "customer_chose"
 
 
 CUSTOMER_NOTICES = frozenset(

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from syncd.domain.model import (
     ADMIN_ACTORS,
@@ -40,13 +41,21 @@ def _check_shape(start: datetime, end: datetime) -> None:
         raise UsageError("A session must end after it starts.")
 
 
-def _check_overlap(start: datetime, end: datetime, others: Iterable[Session], own: str) -> None:
+def _check_overlap(
+    start: datetime, end: datetime, others: Iterable[Session], own: str, tz: str = "UTC"
+) -> None:
+    """Refuse an overlap, naming the other session's time in ``tz`` (the reader's zone)."""
     for other in others:
         if other.id != own and other.live and other.start < end and start < other.end:
             raise Refused(
                 f"That time overlaps session {other.id} "
-                f"({human(other.start, 'UTC')} to {other.end:%H:%M} UTC)."
+                f"({human(other.start, tz)} to {other.end.astimezone(ZoneInfo(tz)):%H:%M})."
             )
+
+
+def _reader_tz(admin: Admin, customer_tz: str, actor: Actor) -> str:
+    """The zone a refusal is read in: the admin's for the admin, else the customer's."""
+    return admin.tz if actor in ADMIN_ACTORS else customer_tz
 
 
 def _check_cutoff(
@@ -83,7 +92,7 @@ def book(
     _check_shape(start, end)
     if start <= now:
         raise Refused("A session cannot be booked in the past.")
-    _check_overlap(start, end, others, session_id)
+    _check_overlap(start, end, others, session_id, _reader_tz(admin, customer.tz, actor))
     entry = HistoryEntry(now, actor, "booked", None, start)
     session = Session(
         id=session_id,
@@ -114,7 +123,8 @@ def reschedule(
     if new_start <= now:
         raise Refused("A session cannot be moved into the past.")
     if actor not in ADMIN_ACTORS:
-        _check_overlap(new_start, new_end, others, session.id)
+        tz = _reader_tz(admin, session.customer.tz, actor)
+        _check_overlap(new_start, new_end, others, session.id, tz)
     return _moved(session, new_start, new_end, actor, now, "rescheduled", NoticeKind.RESCHEDULED)
 
 
@@ -184,7 +194,7 @@ def customer_choose(
         raise Refused("This session is not waiting for a new time any more.")
     if new_start < now + admin.policy.min_notice:
         raise Refused("That time is too soon; please pick a later one.")
-    _check_overlap(new_start, new_end, others, session.id)
+    _check_overlap(new_start, new_end, others, session.id, session.customer.tz)
     return _moved(
         session, new_start, new_end, Actor.CUSTOMER, now, "chose_new_time", NoticeKind.CONFIRMED
     )

@@ -7,6 +7,24 @@ from zoneinfo import ZoneInfo
 
 from syncd.errors import UsageError
 
+#: The years a time typed by a person may fall in (later ones overflow date arithmetic).
+FIRST_YEAR, LAST_YEAR = 1970, 9000
+
+#: History actions as a person reads them.
+ACTION_WORDS = {
+    "booked": "booked",
+    "rescheduled": "rescheduled",
+    "canceled": "canceled",
+    "let_customer_choose": "let the customer choose",
+    "chose_new_time": "customer chose a new time",
+    "restored": "restored",
+}
+
+
+def action_words(action: str) -> str:
+    """``let_customer_choose`` as ``let the customer choose`` (unknown ones de-underscored)."""
+    return ACTION_WORDS.get(action, action.replace("_", " "))
+
 
 def local(instant: datetime, tz: str) -> datetime:
     """``instant`` seen in ``tz``."""
@@ -34,4 +52,12 @@ def parse_time(text: str) -> datetime:
         raise UsageError(
             f'"{text}" has no offset; add Z or an offset like +01:00 so the instant is clear'
         )
-    return value
+    try:
+        year = value.astimezone(UTC).year
+    except OverflowError:
+        year = value.year
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise UsageError(
+            f'"{text}" is out of range: syncd takes times from {FIRST_YEAR} to {LAST_YEAR}'
+        )
+    return value.replace(microsecond=0)

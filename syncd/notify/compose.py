@@ -36,6 +36,8 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined,
 
 from syncd.domain.model import CUSTOMER_NOTICES, NoticeKind
 from syncd.domain.timefmt import human, local
+from syncd.domain.validate import plain_text
+from syncd.notify.links import LinkKey, link_of
 
 TEMPLATES = Path(__file__).parent / "templates"
 PRODID = "-//syncd//syncd 1.0//EN"
@@ -86,8 +88,12 @@ def _instant(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def context(payload: dict[str, Any], kind: str) -> dict[str, Any]:
-    """The template variables of one email (every time already formatted)."""
+def context(payload: dict[str, Any], kind: str, link_key: LinkKey | None = None) -> dict[str, Any]:
+    """The template variables of one email (every time already formatted).
+
+    The admin's words (a reason, a message) are one line of plain text here whatever the
+    calendar sent (Google's editor writes HTML); the link is derived under ``link_key``.
+    """
     data: dict[str, Any] = dict(payload.get("data") or {})
     session: dict[str, Any] | None = payload.get("session")
     admin: dict[str, Any] = (session or {}).get("admin") or payload.get("admin") or {}
@@ -99,10 +105,10 @@ def context(payload: dict[str, Any], kind: str) -> dict[str, Any]:
         "admin_name": admin.get("name") or admin.get("email") or "your host",
         "admin_email": admin.get("email", ""),
         "admin_tz": admin_tz,
-        "reason": data.get("reason") or (session or {}).get("cancel_reason") or "",
-        "message": data.get("message") or "",
+        "reason": plain_text(data.get("reason") or (session or {}).get("cancel_reason") or ""),
+        "message": plain_text(data.get("message") or ""),
         "what": data.get("what") or "",
-        "link": payload.get("link") or "",
+        "link": link_of(payload, link_key),
         "calendar": data.get("calendar") or "",
     }
     if session is not None:
@@ -120,6 +126,9 @@ def context(payload: dict[str, Any], kind: str) -> dict[str, Any]:
             short_when_admin=short(start, admin_tz),
             minutes=int((end - start).total_seconds() // 60),
             old_when=human(_instant(data["old_start"]), tz) if data.get("old_start") else "",
+            old_when_admin=(
+                human(_instant(data["old_start"]), admin_tz) if data.get("old_start") else ""
+            ),
             expires=human(_instant(data["expires"]), tz) if data.get("expires") else "",
             expires_admin=(
                 human(_instant(data["expires"]), admin_tz) if data.get("expires") else ""
@@ -142,11 +151,14 @@ def context(payload: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def render(
-    payload: dict[str, Any], kind: str, templates_dir: str | None = None
+    payload: dict[str, Any],
+    kind: str,
+    templates_dir: str | None = None,
+    link_key: LinkKey | None = None,
 ) -> tuple[str, str, str]:
     """``(subject, text, html)`` of one email."""
     env = environment(templates_dir)
-    values = context(payload, kind)
+    values = context(payload, kind, link_key)
     subject = " ".join(env.get_template(f"{kind}.subject").render(values).split())
     values["subject"] = subject
     text = env.get_template(f"{kind}.txt").render(values)
@@ -218,14 +230,16 @@ def compose(
     templates_dir: str | None = None,
     *,
     now: datetime | None = None,
+    link_key: LinkKey | None = None,
 ) -> EmailMessage:
     """The email of one outbox row, ready for :meth:`syncd.ports.Mailer.send`.
 
-    ``message_id`` is the row's (identical on every retry); ``sender`` is ``[smtp] from``.
+    ``message_id`` is the row's (identical on every retry); ``sender`` is ``[smtp] from``;
+    ``link_key`` gives the link secret the row's "choose a new time" link is derived under.
     Customer emails about a time are ``multipart/mixed``: a ``multipart/alternative`` of
     text/plain, text/html and ``text/calendar; method=...``, then ``invite.ics``.
     """
-    subject, text, html = render(row_payload, kind, templates_dir)
+    subject, text, html = render(row_payload, kind, templates_dir, link_key)
     values = context(row_payload, kind)
     msg = EmailMessage()
     msg["From"] = _header_address(sender)
@@ -286,7 +300,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
     "choose": {
         "data": {
-            "message": "Something came up on Tuesday.\nCould we do another day?",
+            "message": "Something came up on Tuesday. Could we do another day?",
             "expires": "2026-11-27T08:00:00+00:00",
         },
         "session": {**_SESSION, "status": "awaiting_customer", "sequence": 1},
@@ -328,6 +342,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "link_expired": {
         "data": {"expires": "2026-11-27T08:00:00+00:00"},
         "session": {**_SESSION, "status": "awaiting_customer", "sequence": 1},
+    },
+    "customer_chose": {
+        "data": {"old_start": "2026-12-01T15:00:00+00:00"},
+        "session": {
+            **_SESSION,
+            "start": "2026-12-03T10:00:00+00:00",
+            "end": "2026-12-03T11:00:00+00:00",
+            "sequence": 2,
+        },
     },
     "auth_revoked": {
         "data": {

@@ -311,6 +311,7 @@ def drain(
                 smtp_cfg.from_,
                 templates,
                 now=clock(),
+                link_key=ctx.link_key,
             )
         except Exception as err:  # a template or payload error: no retry will fix it
             _mark_failed(ctx, c, worker_id, clock(), smtp_cfg, f"cannot compose: {err!r}", True)

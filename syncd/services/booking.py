@@ -8,10 +8,8 @@ a transaction the caller holds (the engine commits gestures with its cursor).
 from __future__ import annotations
 
 import base64
-import hashlib
 import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,8 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain import sessions as rules
-from syncd.domain.availability import free_slots
+from syncd.domain import validate
+from syncd.domain.availability import within_weekly
 from syncd.domain.model import (
+    ADMIN_ACTORS,
     Actor,
     Admin,
     Customer,
@@ -29,7 +29,10 @@ from syncd.domain.model import (
     Transition,
     WeeklyWindow,
 )
+from syncd.domain.timefmt import human
 from syncd.errors import NotFoundError, Refused, UsageError
+from syncd.notify.links import derive_token, link_extra
+from syncd.notify.links import token_hash as token_hash
 from syncd.notify.outbox import enqueue
 from syncd.store.context import Context
 from syncd.store.models import AdminRow, ChoiceTokenRow, SessionRow
@@ -62,11 +65,6 @@ def new_session_id() -> str:
     return "s_" + base64.b32encode(secrets.token_bytes(10)).decode().lower()
 
 
-def token_hash(raw: str) -> str:
-    """The SHA-256 of a link token: the only form the database keeps."""
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
 # --- admins -------------------------------------------------------------------------------
 
 
@@ -80,9 +78,8 @@ def add_admin(
 ) -> Admin:
     """Register an admin with the configured policy defaults."""
     check_tz(tz)
-    email = email.strip().lower()
-    if "@" not in email:
-        raise UsageError(f'"{email}" is not an email address')
+    email = validate.email(email)
+    name = validate.name(name, "admin name")
     p = ctx.policy
     with ctx.db.write() as orm:
         if orm.scalars(select(AdminRow).where(AdminRow.email == email)).first():
@@ -108,9 +105,8 @@ def add_admin(
 def set_availability(
     ctx: Context, email: str, windows: list[WeeklyWindow], slot: timedelta
 ) -> Admin:
-    """Replace the admin's weekly availability and slot length."""
-    if slot <= timedelta(0):
-        raise UsageError("The slot length must be positive (e.g. 60m).")
+    """Replace the admin's weekly availability and slot length (5 minutes to 24 hours)."""
+    validate.slot_length(slot)
     with ctx.db.write() as orm:
         row = get_admin_row(orm, email, lock=True)
         row.weekly = weekly_to_json(windows)
@@ -141,18 +137,29 @@ def book(
     end: datetime,
     actor: Actor = Actor.CUSTOMER,
 ) -> Session:
-    """Book a session; two bookings of one slot at once: exactly one wins."""
+    """Book a session; two bookings of one slot at once: exactly one wins.
+
+    A customer (or the platform, ``api``) books only inside the admin's weekly
+    availability; the admin books anywhere. An admin with no weekly windows at all has not
+    set availability up, and takes bookings at any time.
+    """
     check_tz(customer.tz)
+    customer = Customer(validate.email(customer.email), validate.name(customer.name), customer.tz)
+    validate.session_length(end - start)
     now = ctx.clock()
-    customer = Customer(customer.email.strip().lower(), customer.name, customer.tz)
     with ctx.db.write() as orm:
         admin_row = get_admin_row(orm, admin_email, lock=True)
         admin = admin_from_row(admin_row)
+        if actor not in ADMIN_ACTORS and admin.weekly and not within_weekly(admin, start, end):
+            raise Refused(
+                f"{human(start, customer.tz)} is outside {admin.name}'s availability; "
+                "please pick another time."
+            )
         sid = new_session_id()
         t = rules.book(
             sid, admin, customer, start, end, now, live_sessions_of(orm, admin_row.id), actor
         )
-        cust = upsert_customer(orm, customer)
+        cust = upsert_customer(orm, admin_row.id, customer)
         orm.add(
             SessionRow(
                 id=sid,
@@ -195,16 +202,18 @@ def _record(orm: Orm, ctx: Context, t: Transition, admin: Admin, now: datetime) 
             or t.entry.action == "let_customer_choose"
         )
     ):
-        raw = secrets.token_urlsafe(32)
-        orm.add(
-            ChoiceTokenRow(
-                session_id=t.after.id,
-                token_hash=token_hash(raw),
-                created_at=now,
-                expires_at=now + admin.policy.choose_link_ttl,
-            )
+        # The token is derived from this row under the link secret, never stored: the row
+        # keeps only its hash, the outbox row only the reference (notify/links.py).
+        tok = ChoiceTokenRow(
+            session_id=t.after.id,
+            token_hash="pending:" + secrets.token_hex(16),
+            created_at=now,
+            expires_at=now + admin.policy.choose_link_ttl,
         )
-        extra = {"token": raw, "link": ctx.choose_link(raw)}
+        orm.add(tok)
+        orm.flush()
+        tok.token_hash = token_hash(derive_token(ctx.link_key(), tok.id, t.after.id))
+        extra = link_extra(ctx.public_url, tok.id, t.after.id)
     enqueue(orm, t.notices, t.after, admin, ctx.uid(t.after.id), now, ctx.host, extra)
 
 
@@ -253,6 +262,7 @@ def let_customer_choose(
     ctx: Context, session_id: str, message: str, actor: Actor = Actor.ADMIN
 ) -> Session:
     """Admin "Let Customer Choose": email the customer a single-use link."""
+    message = validate.one_line(message, "message for the customer")
     now = ctx.clock()
     return _act(
         ctx, session_id, lambda s, a, _o: rules.let_customer_choose(s, a, message, actor, now)
@@ -261,6 +271,7 @@ def let_customer_choose(
 
 def cancel(ctx: Context, session_id: str, reason: str, actor: Actor = Actor.CUSTOMER) -> Session:
     """Cancel a session; customers are bound by the cancel cut-off."""
+    reason = validate.one_line(reason, "reason", required=actor in ADMIN_ACTORS)
     now = ctx.clock()
     return _act(ctx, session_id, lambda s, a, _o: rules.cancel(s, a, reason, actor, now))
 
@@ -284,76 +295,6 @@ def list_sessions(
         if status:
             stmt = stmt.where(SessionRow.status == status)
         return load_sessions(orm, orm.scalars(stmt).all())
-
-
-# --- "choose a new time" links ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A valid link: the session waiting for a time, its admin and when the link expires."""
-
-    session: Session
-    admin: Admin
-    expires_at: datetime
-
-
-class LinkInvalid(Refused):
-    """The link is unknown, used, or expired; ``reason`` says which."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def _token_row(orm: Orm, raw: str, now: datetime, lock: bool) -> ChoiceTokenRow:
-    stmt = select(ChoiceTokenRow).where(ChoiceTokenRow.token_hash == token_hash(raw))
-    if lock:
-        stmt = stmt.with_for_update()
-    tok = orm.scalars(stmt).first()
-    if tok is None:
-        raise LinkInvalid("unknown", "This link is not valid. Please check the address.")
-    if tok.used_at is not None:
-        raise LinkInvalid("used", "This link was already used to choose a new time.")
-    if tok.expires_at <= now:
-        raise LinkInvalid("expired", "This link has expired. Please contact your host.")
-    return tok
-
-
-def lookup_choice(ctx: Context, raw: str) -> Choice:
-    """The session behind a link, without consuming it (GET never consumes)."""
-    now = ctx.clock()
-    with ctx.db.read() as orm:
-        tok = _token_row(orm, raw, now, lock=False)
-        session, admin_row = load_session(orm, tok.session_id)
-        if session.status is not Status.AWAITING_CUSTOMER:
-            raise LinkInvalid("used", "This session is no longer waiting for a new time.")
-        return Choice(session, admin_from_row(admin_row), tok.expires_at)
-
-
-def consume_choice(
-    ctx: Context,
-    raw: str,
-    start: datetime,
-    busy: Sequence[tuple[datetime, datetime]] = (),
-) -> Session:
-    """Consume the link and book the picked slot, atomically with its outbox rows.
-
-    The slot must still be free: weekly availability, other live sessions, ``min_notice``
-    and ``busy`` (intervals read from the admin's busy-only calendars).
-    """
-    now = ctx.clock()
-    with ctx.db.write() as orm:
-        tok = _token_row(orm, raw, now, lock=True)
-        tok.used_at = now
-
-        def make(s: Session, a: Admin, others: list[Session]) -> Transition:
-            end = start + a.slot
-            if (start, end) not in free_slots(a, now, end + timedelta(seconds=1), others, busy):
-                raise Refused("That time is no longer free; please pick another one.")
-            return rules.customer_choose(s, a, start, end, now, others)
-
-        return act_in(orm, ctx, tok.session_id, make, now).after
 
 
 def find_session(orm: Orm, session_id: str) -> SessionRow:

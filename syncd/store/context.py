@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -9,6 +10,15 @@ from urllib.parse import urlparse
 
 from syncd.domain.model import Policy
 from syncd.store.db import Database
+
+#: The link secret of a process that was not given one (tests, tools): random, so links it
+#: derives never outlive the process. ``syncd`` itself always passes the configured one.
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def process_key() -> bytes:
+    """This process's own random link secret (see :attr:`Context.link_key`)."""
+    return _PROCESS_KEY
 
 
 def utcnow() -> datetime:
@@ -24,6 +34,8 @@ class Context:
     public_url: str = "http://127.0.0.1:8080"
     policy: Policy = field(default_factory=Policy)
     clock: Callable[[], datetime] = utcnow
+    #: The secret "choose a new time" links are derived under (read on first use).
+    link_key: Callable[[], bytes] = process_key
 
     @property
     def host(self) -> str:

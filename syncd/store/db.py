@@ -1,8 +1,10 @@
 """The database handle: engine setup, write transactions, migrations.
 
 SQLite runs in WAL mode with a busy timeout, and every write transaction starts with
-``BEGIN IMMEDIATE`` so that two writers serialize instead of failing half-way. PostgreSQL
-goes through psycopg 3; row locks (``FOR UPDATE``) serialize what must be serialized.
+``BEGIN IMMEDIATE`` so that two writers serialize instead of failing half-way; a read
+transaction starts with a plain ``BEGIN`` and never waits for the write lock (WAL readers
+see the last committed state while a writer works). PostgreSQL goes through psycopg 3; row
+locks (``FOR UPDATE``) serialize what must be serialized.
 """
 
 from __future__ import annotations
@@ -13,13 +15,37 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.errors import ConfigError, PeerUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The execution option that marks a read-only transaction (plain BEGIN on SQLite).
+READ_ONLY = "syncd_read_only"
+
+
+def _unavailable(err: OperationalError | DatabaseError, url: str) -> Exception:
+    """A database error as one sentence: a file that is not SQLite is a config error."""
+    text = str(err.orig)
+    if "file is not a database" in text:
+        return ConfigError(f"[database] url: {url} is not a SQLite database file ({text})")
+    return PeerUnavailable(f"The database did not answer: {text}")
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is a SQLite or PostgreSQL URL, else ConfigError with an example."""
+    example = "use sqlite:////var/lib/syncd/syncd.db or postgresql+psycopg://user@host/db"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as err:
+        raise ConfigError(f'[database] url = "{url}" is not a database URL ({example})') from err
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f'[database] url = "{url}": only SQLite and PostgreSQL are supported ({example})'
+        )
+    return url
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -37,7 +63,7 @@ class Database:
     """One database: ``db.read()`` for queries, ``db.write()`` for one atomic transaction."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url = check_url(url)
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
@@ -53,11 +79,18 @@ class Database:
 
             @event.listens_for(self.engine, "begin")
             def _begin(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                read_only = conn.get_execution_options().get(READ_ONLY)
+                conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         else:
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            try:
+                self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            except (ArgumentError, NoSuchModuleError, ImportError) as err:
+                raise ConfigError(f'[database] url = "{url}" cannot be used: {err}') from err
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_factory = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -65,17 +98,17 @@ class Database:
         try:
             with self._factory() as session, session.begin():
                 yield session
-        except OperationalError as err:
-            raise PeerUnavailable(f"The database did not answer: {err.orig}") from err
+        except (OperationalError, DatabaseError) as err:
+            raise _unavailable(err, self.url) from err
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read-only unit of work (it still runs in a transaction)."""
+        """A read-only unit of work: one consistent snapshot, without the write lock."""
         try:
-            with self._factory() as session, session.begin():
+            with self._read_factory() as session, session.begin():
                 yield session
-        except OperationalError as err:
-            raise PeerUnavailable(f"The database did not answer: {err.orig}") from err
+        except (OperationalError, DatabaseError) as err:
+            raise _unavailable(err, self.url) from err
 
     def lock_clause(self) -> bool:
         """True when ``SELECT ... FOR UPDATE SKIP LOCKED`` is meaningful (PostgreSQL)."""
@@ -91,12 +124,27 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS))
         try:
             with self.engine.connect() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-                conn.commit()
-                rev = MigrationContext.configure(conn).get_current_revision()
-        except OperationalError as err:
-            raise PeerUnavailable(f"The database did not answer: {err.orig}") from err
+                raw = conn.connection.driver_connection if self.is_sqlite else None
+                if raw is not None:
+                    # SQLite rebuilds tables to change constraints; it asks for foreign
+                    # keys off meanwhile (set outside any transaction) and a check after.
+                    raw.execute("PRAGMA foreign_keys=OFF")
+                try:
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    if raw is not None:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                        if broken is not None:
+                            raise ConfigError(f"the migration left a broken reference: {broken}")
+                    conn.commit()
+                    rev = MigrationContext.configure(conn).get_current_revision()
+                    conn.commit()
+                finally:
+                    if raw is not None:
+                        conn.rollback()
+                        raw.execute("PRAGMA foreign_keys=ON")
+        except (OperationalError, DatabaseError) as err:
+            raise _unavailable(err, self.url) from err
         return rev or "base"
 
     def is_current(self) -> bool:
@@ -104,8 +152,8 @@ class Database:
         try:
             with self.engine.connect() as conn:
                 return bool(inspect(conn).has_table("sessions"))
-        except OperationalError as err:
-            raise PeerUnavailable(f"The database did not answer: {err.orig}") from err
+        except (OperationalError, DatabaseError) as err:
+            raise _unavailable(err, self.url) from err
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -63,9 +63,13 @@ class AdminRow(Base):
 
 
 class CustomerRow(Base):
+    """A customer of one admin (the same email with two admins is two rows)."""
+
     __tablename__ = "customers"
+    __table_args__ = (UniqueConstraint("admin_id", "email", name="uq_customers_admin_email"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200))
     tz: Mapped[str] = mapped_column(String(64))
 

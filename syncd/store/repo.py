@@ -145,11 +145,21 @@ def live_sessions_of(orm: Orm, admin_id: int, exclude: str | None = None) -> lis
     return [s for s in load_sessions(orm, rows, with_history=False) if s.id != exclude]
 
 
-def upsert_customer(orm: Orm, customer: Customer) -> CustomerRow:
-    """The customer row for this email, created or refreshed (name and zone)."""
-    row = orm.scalars(select(CustomerRow).where(CustomerRow.email == customer.email)).first()
+def upsert_customer(orm: Orm, admin_id: int, customer: Customer) -> CustomerRow:
+    """The admin's customer with this email, created or refreshed (name and zone).
+
+    Customers belong to their admin: the same email booked with another admin is another
+    row, so one admin's booking never renames a customer in another admin's emails.
+    """
+    row = orm.scalars(
+        select(CustomerRow).where(
+            CustomerRow.admin_id == admin_id, CustomerRow.email == customer.email
+        )
+    ).first()
     if row is None:
-        row = CustomerRow(email=customer.email, name=customer.name, tz=customer.tz)
+        row = CustomerRow(
+            admin_id=admin_id, email=customer.email, name=customer.name, tz=customer.tz
+        )
         orm.add(row)
         orm.flush()
     else:

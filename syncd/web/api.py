@@ -8,10 +8,19 @@ kind                  status  when
 ====================  ======  ===========================================================
 UsageError            400     malformed body or query, a time without an offset, bad zone
 (no/wrong token)      401     ``Authorization: Bearer <token>`` missing or wrong
+(not the admin)       403     ``"as": "admin"`` with the booking platform's token
 NotFoundError         404     unknown session or admin
 Refused               409     a rule refused: a cut-off, an overlap, a canceled session
+InvalidValue          422     a value that can never be right: a line break in a name, a
+                              reason or a message, ``notanemail``, an empty name, a
+                              session longer than 24 hours
 PeerUnavailable       503     the database did not answer; also: the API is disabled
 ====================  ======  ===========================================================
+
+Two tokens: ``[web] api_token_file`` is the booking platform's; it acts as the customer
+(or ``api`` when it books) and is bound by the cut-offs and the admin's availability.
+Only ``[web] admin_token_file`` may act as the admin (``"as": "admin"``, the default with
+that token), which bypasses both.
 
 409 rather than 422 for Refused: the request is well-formed, it conflicts with the current
 state of the session or of the admin's calendar.
@@ -21,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +41,7 @@ from starlette.routing import BaseRoute, Route
 
 from syncd.domain.model import Actor, Customer, Session
 from syncd.domain.timefmt import parse_time
+from syncd.domain.validate import InvalidValue
 from syncd.errors import (
     ConfigError,
     NotFoundError,
@@ -48,11 +57,13 @@ from syncd.web.security import bearer_ok
 
 log = logging.getLogger(__name__)
 
-API_DISABLED = "The REST API is disabled: set [web] api_token_file"
+API_DISABLED = "The REST API is disabled: set [web] api_token_file (or admin_token_file)"
+NOT_ADMIN = "This token cannot act as the admin: only the admin token ([web] admin_token_file) may."
 MAX_DURATION_MINUTES = 24 * 60
 MAX_BODY = 64 * 1024
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 ACTORS = {"customer": Actor.CUSTOMER, "admin": Actor.ADMIN}
+ADMIN = "admin"
+PLATFORM = "platform"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -64,12 +75,16 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 
 def status_of(err: SyncdError) -> int:
     """The HTTP status of one kind of error (see the module docstring)."""
+    if isinstance(err, InvalidValue):
+        return 422
     if isinstance(err, UsageError):
         return 400
     if isinstance(err, NotFoundError):
         return 404
     if isinstance(err, Refused):
         return 409
+    if isinstance(err, NotAdmin):
+        return 403
     if isinstance(err, PeerUnavailable | ConfigError):
         return 503
     return 500
@@ -81,13 +96,18 @@ def _authorized(handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         cfg = request.app.state.web.cfg
         try:
-            expected = cfg.web.api_token()
+            platform, admin = cfg.web.api_token(), cfg.web.admin_token()
         except ConfigError as err:
             log.error("REST API: %s", err)
             return error(503, f"{API_DISABLED} ({err})")
-        if not expected:
+        if not platform and not admin:
             return error(503, API_DISABLED)
-        if not bearer_ok(request.headers.get("authorization"), expected):
+        header = request.headers.get("authorization")
+        if bearer_ok(header, admin):
+            request.state.role = ADMIN
+        elif bearer_ok(header, platform):
+            request.state.role = PLATFORM
+        else:
             return error(
                 401,
                 "Missing or wrong API token: send 'Authorization: Bearer <token>'.",
@@ -130,16 +150,35 @@ def _text(data: dict[str, Any], key: str, where: str = "", required: bool = True
     return value
 
 
+def _present(data: dict[str, Any], key: str, where: str = "") -> str:
+    """A string that must be there; whether it is a good value is the services' to say."""
+    value = _text(data, key, where, required=False)
+    if value is None:
+        raise UsageError(f'"{where}{key}" is required.')
+    return value
+
+
 def _need(data: dict[str, Any], key: str, where: str = "") -> str:
     value = _text(data, key, where)
     assert value is not None
     return value
 
 
-def _actor(data: dict[str, Any], default: str = "customer") -> Actor:
-    value = data.get("as", default)
+class NotAdmin(SyncdError):
+    """The platform's token asked to act as the admin (403)."""
+
+
+def _is_admin(request: Request) -> bool:
+    return bool(getattr(request.state, "role", None) == ADMIN)
+
+
+def _actor(request: Request, data: dict[str, Any]) -> Actor:
+    """Who acts: ``"as"``, by default the admin with the admin token, else the customer."""
+    value = data.get("as", ADMIN if _is_admin(request) else "customer")
     if value not in ACTORS:
         raise UsageError('"as" must be "customer" or "admin".')
+    if value == ADMIN and not _is_admin(request):
+        raise NotAdmin(NOT_ADMIN)
     return ACTORS[value]
 
 
@@ -154,29 +193,34 @@ def _json(s: Session, status: int = 200) -> JSONResponse:
 
 
 async def create_session(request: Request) -> Response:
-    """``POST /api/v1/sessions``: book a session (actor ``api``)."""
+    """``POST /api/v1/sessions``: book a session.
+
+    The platform's token books as ``api`` (inside the admin's availability); the admin
+    token books as the admin (anywhere) unless ``"as": "customer"``.
+    """
     data = await _body(request)
     ctx = request.app.state.web.ctx
     admin = _need(data, "admin")
     customer = data.get("customer")
     if not isinstance(customer, dict):
         raise UsageError('"customer" must be an object with email, name and tz.')
-    email = _need(customer, "email", "customer.")
-    if not EMAIL.fullmatch(email):
-        raise UsageError(f'"{email}" is not an email address.')
-    name = _need(customer, "name", "customer.")
+    email = _present(customer, "email", "customer.")
+    name = _present(customer, "name", "customer.")
     tz = _text(customer, "tz", "customer.", required=False) or "UTC"
     start = _time(_need(data, "start"))
     minutes = data.get("duration_minutes")
     if isinstance(minutes, bool) or not isinstance(minutes, int):
         raise UsageError('"duration_minutes" must be a whole number of minutes.')
     if not 1 <= minutes <= MAX_DURATION_MINUTES:
-        raise UsageError(
+        raise InvalidValue(
             f'"duration_minutes" must be between 1 and {MAX_DURATION_MINUTES} minutes.'
         )
     end = start + timedelta(minutes=minutes)
+    actor = Actor.API
+    if "as" in data or _is_admin(request):
+        actor = _actor(request, data)
     s = await run_in_threadpool(
-        services.book, ctx, admin, Customer(email, name, tz), start, end, Actor.API
+        services.book, ctx, admin, Customer(email, name, tz), start, end, actor
     )
     return _json(s, 201)
 
@@ -215,15 +259,15 @@ async def reschedule_session(request: Request) -> Response:
         message = _text(data, "message", required=False)
         if not message or not message.strip():
             raise UsageError('"let_customer_choose" needs a "message" for the customer.')
-        # Like the CLI: letting the customer choose is the admin's action unless told
-        # otherwise; "as": "customer" is refused by the rules (409).
-        actor = _actor(data, default="admin")
+        # Letting the customer choose is the admin's action: the admin token only
+        # ("as": "customer" is refused by the rules, 409).
+        actor = _actor(request, {"as": ADMIN, **data})
         s = await run_in_threadpool(services.let_customer_choose, ctx, sid, message, actor)
         return _json(s)
     if data.get("to") is None:
         raise UsageError('Give "to" (a time) or "let_customer_choose": true with a "message".')
     start = _time(_need(data, "to"))
-    actor = _actor(data)
+    actor = _actor(request, data)
     s = await run_in_threadpool(services.reschedule, ctx, sid, start, None, actor)
     return _json(s)
 
@@ -235,7 +279,7 @@ async def cancel_session(request: Request) -> Response:
     reason = _text(data, "reason", required=False)
     if reason is None:
         raise UsageError('"reason" is required.')
-    actor = _actor(data)
+    actor = _actor(request, data)
     s = await run_in_threadpool(services.cancel, ctx, request.path_params["id"], reason, actor)
     return _json(s)
 

@@ -5,6 +5,10 @@ the reschedule and its outbox rows (``services.consume_choice``). Both are rate-
 client IP. POST needs the double-submit CSRF token: the random ``syncd_csrf`` cookie
 (HttpOnly, SameSite=Strict, Secure on https) repeated in a hidden field.
 
+The page shows one week at a time (days as rows, the week of the earliest free slot first,
+previous/next week links: ``?week=YYYY-MM-DD&tz=ZONE``, no JavaScript), each slot as long as
+the session, a slot that ends the next day saying so.
+
 Status codes: 200 page, 400 no slot picked, 403 CSRF, 404 unknown link, 409 the slot is
 no longer free (the slots are shown again), 410 used or expired link, 429 rate-limited,
 503 database down.
@@ -14,26 +18,25 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import cache
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import available_timezones
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from syncd.domain.availability import free_slots
 from syncd.domain.timefmt import human, local, parse_time
 from syncd.errors import PeerUnavailable, Refused, SyncdError, UsageError
-from syncd.services import booking as services
-from syncd.services.booking import Choice, LinkInvalid
+from syncd.services import choice as services
+from syncd.services.choice import Choice, LinkInvalid, offered_slots
 from syncd.web.queries import busy_intervals, other_live_sessions
 from syncd.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_ok, new_csrf_token
 
 log = logging.getLogger(__name__)
 
-HORIZON = timedelta(weeks=4)
 MAX_TOKEN_LENGTH = 128
 LINK_STATUS = {"unknown": 404, "used": 410, "expired": 410}
 LINK_TITLE = {
@@ -63,24 +66,68 @@ class SlotView:
 
 @dataclass(frozen=True)
 class DayView:
-    """The slots of one local day, shown as one fieldset."""
+    """The slots of one local day, shown as one row (a fieldset)."""
 
     heading: str
     slots: list[SlotView]
 
 
-def group_slots(
-    slots: list[tuple[datetime, datetime]], tz: str, picked: str | None = None
-) -> list[DayView]:
-    """Slots grouped by day in ``tz``, labelled like ``09:00–10:00 CET``."""
-    days: dict[str, list[SlotView]] = {}
-    for i, (start, end) in enumerate(slots):
-        s, e = local(start, tz), local(end, tz)
-        heading = f"{s:%A} {s.day} {s:%B %Y}"
+@dataclass(frozen=True)
+class WeekView:
+    """One week of slots; ``prev``/``next`` are the Mondays of the neighbouring weeks that
+    have free slots (None when there are none)."""
+
+    heading: str
+    monday: str
+    days: list[DayView]
+    prev: str | None
+    next: str | None
+    total: int
+
+
+def slot_label(start: datetime, end: datetime, tz: str) -> str:
+    """``09:00 – 10:00``, or ``23:30 – 00:30 next day`` for a slot that crosses midnight."""
+    s, e = local(start, tz), local(end, tz)
+    days = (e.date() - s.date()).days
+    after = "" if days == 0 else " next day" if days == 1 else f" (+{days} days)"
+    return f"{s:%H:%M} – {e:%H:%M}{after}"
+
+
+def _monday(d: date) -> date:
+    return d - timedelta(days=d.weekday())
+
+
+def week_view(
+    slots: list[tuple[datetime, datetime]], tz: str, week: str | None, picked: str | None = None
+) -> WeekView:
+    """The week of ``week`` (any day of it, ISO), else of the earliest slot, in ``tz``."""
+    by_week: dict[date, list[tuple[datetime, datetime]]] = {}
+    for start, end in slots:
+        by_week.setdefault(_monday(local(start, tz).date()), []).append((start, end))
+    weeks = sorted(by_week)
+    monday: date | None = None
+    if week:
+        try:
+            monday = _monday(date.fromisoformat(week[:10]))
+        except ValueError:
+            monday = None
+    if monday is None:
+        monday = weeks[0] if weeks else _monday(datetime.now().date())
+    days: dict[date, list[SlotView]] = {}
+    for i, (start, end) in enumerate(by_week.get(monday, [])):
         value = start.strftime("%Y-%m-%dT%H:%M:%SZ")
-        label = f"{s:%H:%M}–{e:%H:%M} {s.tzname()}"
-        days.setdefault(heading, []).append(SlotView(value, label, f"slot-{i}", value == picked))
-    return [DayView(h, v) for h, v in days.items()]
+        view = SlotView(value, slot_label(start, end, tz), f"slot-{i}", value == picked)
+        days.setdefault(local(start, tz).date(), []).append(view)
+    sunday = monday + timedelta(days=6)
+    heading = f"{monday:%a} {monday.day} {monday:%b} – {sunday:%a} {sunday.day} {sunday:%b %Y}"
+    return WeekView(
+        heading=heading,
+        monday=monday.isoformat(),
+        days=[DayView(f"{d:%A} {d.day} {d:%B}", v) for d, v in sorted(days.items())],
+        prev=next((w.isoformat() for w in reversed(weeks) if w < monday), None),
+        next=next((w.isoformat() for w in weeks if w > monday), None),
+        total=len(slots),
+    )
 
 
 class ChoosePage:
@@ -125,13 +172,14 @@ class ChoosePage:
         return default, f'"{asked[:60]}" is not a time zone we know; showing {default}.'
 
     def _slots(self, choice: Choice) -> list[tuple[datetime, datetime]]:
-        """Free slots for the next four weeks; blocking (DB and calendar I/O)."""
+        """The slots the link offers; blocking (DB and calendar I/O)."""
         ctx = self.state.ctx
         now = ctx.clock()
-        until = now + HORIZON
         others = other_live_sessions(ctx, choice.admin.email, choice.session.id)
-        busy = busy_intervals(ctx, self.state.open_backend, choice.admin.email, now, until)
-        return free_slots(choice.admin, now, until, others, busy, choice.session.id)
+        busy = busy_intervals(
+            ctx, self.state.open_backend, choice.admin.email, now, choice.offer_until
+        )
+        return offered_slots(choice, now, others, busy)
 
     async def _page(
         self,
@@ -143,8 +191,14 @@ class ChoosePage:
         message: str | None = None,
         note: str | None = None,
         picked: str | None = None,
+        week: str | None = None,
     ) -> Response:
         slots = await run_in_threadpool(self._slots, choice)
+        view = week_view(slots, tz, week, picked)
+
+        def week_link(monday: str | None) -> str | None:
+            return f"/choose/{token}?{urlencode({'week': monday, 'tz': tz})}" if monday else None
+
         csrf = request.cookies.get(CSRF_COOKIE) or ""
         if len(csrf) < 32 or len(csrf) > 128:
             csrf = new_csrf_token()
@@ -155,7 +209,10 @@ class ChoosePage:
             session=choice.session,
             current=human(choice.session.start, tz),
             expires=human(choice.expires_at, tz),
-            days=group_slots(slots, tz, picked),
+            week=view,
+            prev_link=week_link(view.prev),
+            next_link=week_link(view.next),
+            minutes=int((choice.session.end - choice.session.start).total_seconds() // 60),
             tz=tz,
             zones=zone_names(),
             csrf=csrf,
@@ -187,7 +244,8 @@ class ChoosePage:
                 raise LinkInvalid("unknown", "This link is not valid. Please check the address.")
             choice = await run_in_threadpool(services.lookup_choice, self.state.ctx, token)
             tz, note = self._tz(choice, request.query_params.get("tz"))
-            return await self._page(request, token, choice, tz, note=note)
+            week = request.query_params.get("week")
+            return await self._page(request, token, choice, tz, note=note, week=week)
         except LinkInvalid as err:
             return self._link_error(err)
         except SyncdError as err:
@@ -213,37 +271,41 @@ class ChoosePage:
                 raise LinkInvalid("unknown", "This link is not valid. Please check the address.")
             choice = await run_in_threadpool(services.lookup_choice, ctx, token)
             tz, _ = self._tz(choice, form.get("tz"))
+            week_field = form.get("week")
+            week = week_field if isinstance(week_field, str) else None
             raw = form.get("slot")
             if not isinstance(raw, str) or not raw:
                 return await self._page(
-                    request, token, choice, tz, 400, "Please pick one of the times below."
-                )
+                    request, token, choice, tz, 400, "Please pick one of the times below.",
+                    week=week,
+                )  # fmt: skip
             try:
                 start = parse_time(raw)
             except UsageError:
                 return await self._page(
-                    request, token, choice, tz, 400, "Please pick one of the times below."
-                )
+                    request, token, choice, tz, 400, "Please pick one of the times below.",
+                    week=week,
+                )  # fmt: skip
             busy = await run_in_threadpool(
                 busy_intervals,
                 ctx,
                 self.state.open_backend,
                 choice.admin.email,
                 ctx.clock(),
-                ctx.clock() + HORIZON,
+                choice.offer_until,
             )
             try:
                 session = await run_in_threadpool(services.consume_choice, ctx, token, start, busy)
             except LinkInvalid:
                 raise
             except Refused as err:
-                return await self._page(request, token, choice, tz, 409, str(err), picked=None)
+                return await self._page(request, token, choice, tz, 409, str(err), week=week)
             return self._html(
                 "confirmed.html",
                 admin=choice.admin,
                 session=session,
                 when=human(session.start, tz),
-                ends=f"{local(session.end, tz):%H:%M}",
+                ends=slot_label(session.start, session.end, tz).split(" – ", 1)[1],
                 tz=tz,
             )
         except LinkInvalid as err:

@@ -21,8 +21,9 @@ _AS = {
     "type": "string",
     "enum": ["customer", "admin"],
     "description": (
-        'Who acts. "customer" (the default): the admin\'s cut-offs apply. '
-        '"admin": cut-offs and overlap checks are bypassed.'
+        'Who acts. "customer" (the default with the platform token): the admin\'s cut-offs '
+        'apply. "admin" (the default with the admin token, and only with it: else 403): '
+        "cut-offs and overlap checks are bypassed."
     ),
 }
 
@@ -43,8 +44,10 @@ def _errors(*codes: int) -> dict[str, Any]:
     names = {
         400: "BadRequest",
         401: "Unauthorized",
+        403: "Forbidden",
         404: "NotFound",
         409: "Conflict",
+        422: "Invalid",
         503: "Unavailable",
     }
     return {str(c): {"$ref": f"#/components/responses/{names[c]}"} for c in codes}
@@ -79,8 +82,8 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["email", "name"],
         "properties": {
-            "email": {"type": "string", "pattern": r"^[^@\s]+@[^@\s]+$"},
-            "name": {"type": "string", "minLength": 1, "pattern": r"\S"},
+            "email": {"type": "string", "description": "Not an email address: 422."},
+            "name": {"type": "string", "description": "One line; empty or a line break: 422."},
             "tz": {
                 "type": "string",
                 "default": "UTC",
@@ -137,6 +140,7 @@ _SCHEMAS: dict[str, Any] = {
             "customer": _ref("CustomerIn"),
             "start": _DATETIME_IN,
             "duration_minutes": {"type": "integer", "minimum": 1, "maximum": 1440},
+            "as": _AS,
         },
     },
     "RescheduleRequest": {
@@ -177,6 +181,15 @@ _RESPONSES: dict[str, Any] = {
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
         "content": {JSON: {"schema": _ref("Error")}},
     },
+    "Forbidden": _error_response(
+        'The platform token asked to act as the admin ("as": "admin"): only the admin token '
+        "([web] admin_token_file) may."
+    ),
+    "Invalid": _error_response(
+        "A value that can never be right: a line break or control character in a name, a "
+        "reason or a message; an empty name; not an email address; a session longer than "
+        "24 hours."
+    ),
     "NotFound": _error_response("No such session (or admin)."),
     "Conflict": _error_response(
         "Refused by a rule: a customer action inside the cut-off, an overlap with another "
@@ -196,11 +209,11 @@ _PATHS: dict[str, Any] = {
     "/api/v1/sessions": {
         "post": {
             "operationId": "bookSession",
-            "summary": "Book a session (history actor: api).",
+            "summary": "Book a session (history actor: api; admin with the admin token).",
             "requestBody": _body("BookRequest"),
             "responses": {
                 "201": _session_response("The booked session."),
-                **_errors(400, 401, 404, 409, 503),
+                **_errors(400, 401, 403, 404, 409, 422, 503),
             },
         },
         "get": {
@@ -252,7 +265,7 @@ _PATHS: dict[str, Any] = {
             "requestBody": _body("RescheduleRequest"),
             "responses": {
                 "200": _session_response("The session after the change."),
-                **_errors(400, 401, 404, 409, 503),
+                **_errors(400, 401, 403, 404, 409, 422, 503),
             },
         }
     },
@@ -264,7 +277,7 @@ _PATHS: dict[str, Any] = {
             "requestBody": _body("CancelRequest"),
             "responses": {
                 "200": _session_response("The canceled session."),
-                **_errors(400, 401, 404, 409, 503),
+                **_errors(400, 401, 403, 404, 409, 422, 503),
             },
         }
     },
@@ -280,10 +293,13 @@ def build_openapi(public_url: str) -> dict[str, Any]:
             "version": "1",
             "description": (
                 "For booking platforms: book, list, show, reschedule and cancel 1-to-1 "
-                "sessions. Every request needs `Authorization: Bearer <token>` (the token "
-                'in [web] api_token_file). Errors are `{"error": "<sentence>"}` with '
-                "400 (malformed), 401 (token), 404 (unknown), 409 (refused by a rule such "
-                "as a cut-off or an overlap) or 503 (database down, or API disabled)."
+                "sessions. Every request needs `Authorization: Bearer <token>`: the booking "
+                "platform's token ([web] api_token_file; acts as the customer or api, bound "
+                "by cut-offs and availability) or the admin token ([web] admin_token_file). "
+                'Errors are `{"error": "<sentence>"}` with 400 (malformed), 401 (token), '
+                "403 (not the admin), 404 (unknown), 409 (refused by a rule such as a "
+                "cut-off or an overlap), 422 (a value that can never be right) or 503 "
+                "(database down, or API disabled)."
             ),
         },
         "servers": [{"url": public_url.rstrip("/") or "/"}],

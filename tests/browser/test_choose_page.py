@@ -6,6 +6,7 @@ Without Chromium these tests fail in CI and skip (loudly) elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -23,7 +24,9 @@ from syncd.app.commands import web_peers
 from syncd.config import Config, SmtpConfig, WebConfig
 from syncd.domain.availability import parse_weekly
 from syncd.domain.model import Actor, Customer, Status
+from syncd.notify.links import derive_token
 from syncd.services import booking as services
+from syncd.services import choice
 from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import OutboxRow
@@ -45,8 +48,8 @@ ADMIN = "coach@example.com"
 CUSTOMER = Customer("ann@example.org", "Ann Example", "America/New_York")
 SESSION_START = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)  # Thu; the clock is Mon 30 Nov 12:00Z
 PICK = "2026-12-02T10:00:00Z"  # Wed 2 Dec, 11:00 in Berlin, 05:00 in New York
-MESSAGE = "Sorry, I have to move our session.\nPlease pick another time."
-SCREENSHOT = Path("/tmp/syncd-choose-page-390x844.png")
+MESSAGE = "Sorry, I have to move our session. Please pick another time."
+SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "screenshots" / "choose.png"
 
 pytestmark = pytest.mark.browser
 
@@ -97,8 +100,11 @@ def site(sqlite_url: str, clock: Clock) -> Iterator[Site]:
         row = orm.scalars(
             select(OutboxRow).where(OutboxRow.session_id == s.id, OutboxRow.kind == "choose")
         ).one()
-        token = row.payload["token"]
-        assert row.payload["link"] == f"https://book.example.com/choose/{token}"
+        # Only a reference rests in the outbox; the token is derived under the link secret.
+        ref = row.payload["link_ref"]
+        token = derive_token(ctx.link_key(), ref["id"], ref["session"])
+        assert token not in json.dumps(row.payload)
+        assert "token" not in row.payload and "link" not in row.payload
     cfg = Config(web=WebConfig(listen="127.0.0.1:0", public_url="http://127.0.0.1"))
     # The web side as the composition root wires it: busy-only calendars through adapters.
     web = start_in_thread(ctx, cfg, web_peers(cfg))
@@ -147,22 +153,38 @@ def test_customer_picks_a_new_time_in_their_zone(browser: Any, site: Site) -> No
     assert page.locator("#tz").input_value() == "America/New_York"
     ny = page.locator(".slot span").all_inner_texts()
     # Earliest: Mon 30 Nov 15:00 Berlin (now + 2 h min notice, within 09-17 Berlin).
-    assert ny[0] == "09:00–10:00 EST"
-    assert all(label.endswith("EST") for label in ny)
-    assert page.locator("fieldset legend").first.inner_text() == "Monday 30 November 2026"
+    assert ny[0] == "09:00 – 10:00"
+    assert page.locator("fieldset legend").first.inner_text() == "Monday 30 November"
+    # One week at a time, days as rows: Mon 30 Nov to Fri 4 Dec.
+    assert page.locator("#week-heading").inner_text() == "Mon 30 Nov – Sun 6 Dec 2026"
+    assert page.locator("fieldset").count() == 5
+    assert page.locator("#prev-week").count() == 0
+    # The session's own time (Thu 3 Dec 10:00 New York) is not offered as a new one.
+    assert page.locator('input[value="2026-12-03T15:00:00Z"]').count() == 0
+    assert page.locator('input[value="2026-12-03T14:00:00Z"]').count() == 1
 
     page.select_option("#tz", "Europe/Berlin")
     page.get_by_role("button", name="Show times").click()
     page.wait_for_url(re.compile(r"tz=Europe%2FBerlin"))
     berlin = page.locator(".slot span").all_inner_texts()
-    assert berlin[0] == "15:00–16:00 CET"
-    assert all(label.endswith("CET") for label in berlin)
-    assert len(berlin) == len(ny)
+    assert berlin[0] == "15:00 – 16:00"
+    assert len(berlin) == len(ny) == 2 + 8 + 8 + 7 + 8
     assert page.locator("#shown-zone").inner_text() == "Europe/Berlin"
     # Each day is a fieldset with a legend; every radio has a label.
-    assert page.locator("fieldset").count() >= 20
     assert page.locator("input[type=radio]").count() == page.locator("label.slot").count()
-    page.screenshot(path=str(SCREENSHOT))
+    # A person looks at build/screenshots/choose.png (a desktop window, the whole week).
+    desk = browser.new_context(viewport={"width": 1100, "height": 1500}, locale="en-US")
+    shot = desk.new_page()
+    shot.goto(f"{site.link}?tz=Europe/Berlin")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    shot.screenshot(path=str(SCREENSHOT))
+    desk.close()
+    # The next week is a plain link (no JavaScript), and it keeps the zone.
+    page.locator("#next-week").click()
+    assert page.locator("#week-heading").inner_text() == "Mon 7 Dec – Sun 13 Dec 2026"
+    assert page.locator(".slot span").first.inner_text() == "09:00 – 10:00"
+    page.locator("#prev-week").click()
+    assert page.locator("#week-heading").inner_text().startswith("Mon 30 Nov")
 
     radio = page.locator(f'input[name=slot][value="{PICK}"]')
     page.locator(f'label[for="{radio.get_attribute("id")}"]').click()  # the big target
@@ -186,6 +208,76 @@ def test_customer_picks_a_new_time_in_their_zone(browser: Any, site: Site) -> No
     context.close()
 
     _drain_to_smtp(site)
+
+
+def test_the_page_has_no_serious_accessibility_violations(browser: Any, site: Site) -> None:
+    """axe-core (through axe-playwright-python) on the page, phone-sized, in both schemes."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    for scheme in ("light", "dark"):
+        context = browser.new_context(
+            viewport={"width": 390, "height": 844}, bypass_csp=True, color_scheme=scheme
+        )
+        page = context.new_page()
+        assert page.goto(site.link) is not None
+        results = Axe().run(page)
+        bad = [
+            (v["id"], v["impact"], [n["target"] for n in v["nodes"]])
+            for v in results.response["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert bad == [], (scheme, bad)
+        # Keyboard order: the zone picker, its button, then the first slot.
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "tz"
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.name") == "slot"
+        context.close()
+
+
+def test_only_offered_slots_of_the_sessions_length_can_be_taken(site: Site) -> None:
+    with httpx.Client(base_url=site.web.url) as client:
+        page = client.get(f"/choose/{site.token}", params={"tz": "UTC"})
+        csrf, slots = _form_fields(page.text)
+        # 200 days ahead, on the admin's weekly grid (a Monday 09:00 Berlin), never shown.
+        far = "2027-06-21T07:00:00Z"
+        assert far not in slots
+        r = client.post(f"/choose/{site.token}", data={"csrf": csrf, "slot": far})
+        assert r.status_code == 409 and "no longer free" in r.text
+        # The session's own current time is not a new time.
+        current = "2026-12-03T15:00:00Z"
+        r = client.post(f"/choose/{site.token}", data={"csrf": csrf, "slot": current})
+        assert r.status_code == 409
+    assert services.show(site.ctx, site.session_id).status is Status.AWAITING_CUSTOMER
+
+
+def test_a_90_minute_session_stays_90_minutes_and_the_admin_is_told(
+    sqlite_url: str, clock: Clock
+) -> None:
+    ctx = Context(db=Database(sqlite_url), public_url="https://book.example.com", clock=clock)
+    services.add_admin(ctx, ADMIN, "Coach Carla", "Europe/Berlin")
+    services.set_availability(ctx, ADMIN, parse_weekly("mon-fri 09:00-17:00"), timedelta(hours=1))
+    end = SESSION_START + timedelta(minutes=90)  # 16:00-17:30 Berlin: the admin books it
+    s = services.book(ctx, ADMIN, CUSTOMER, SESSION_START, end, Actor.ADMIN)
+    services.let_customer_choose(ctx, s.id, "Please pick again")
+    with ctx.db.read() as orm:
+        ref = orm.scalars(select(OutboxRow).where(OutboxRow.kind == "choose")).one().payload
+    token = derive_token(ctx.link_key(), ref["link_ref"]["id"], s.id)
+    offer = choice.lookup_choice(ctx, token)
+    slots = choice.offered_slots(offer, clock(), [])
+    assert slots and all(end - start == timedelta(minutes=90) for start, end in slots)
+    # 15:00-16:30 Berlin is the last one of a day; 16:00 would run past 17:00.
+    starts = {start for start, _ in slots}
+    assert datetime(2026, 12, 1, 14, 0, tzinfo=UTC) in starts
+    assert datetime(2026, 12, 1, 15, 0, tzinfo=UTC) not in starts
+    start = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)  # 10:00-11:30 Berlin
+    after = choice.consume_choice(ctx, token, start)
+    assert (after.start, after.end) == (start, start + timedelta(minutes=90))
+    with ctx.db.read() as orm:
+        admin_mail = orm.scalars(select(OutboxRow).where(OutboxRow.kind == "customer_chose")).one()
+    assert admin_mail.recipient == ADMIN
+    assert admin_mail.payload["data"]["old_start"] == SESSION_START.isoformat()
 
 
 def _drain_to_smtp(site: Site) -> None:

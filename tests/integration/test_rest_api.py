@@ -28,22 +28,29 @@ from tests.conftest import Clock
 
 ADMIN = "coach@example.com"
 TOKEN = "t0ps3cret-" + "x" * 32
+ADMIN_TOKEN = "adm1n-" + "y" * 32
 # The clock is Mon 30 Nov 2026 12:00Z; the cut-offs are 24 h.
 SOON = "2026-12-01T10:00:00Z"  # 22 h away: inside the cut-offs
 LATER = "2026-12-08T10:00:00Z"  # a week away: outside
 
 
-def _cfg(tmp_path: Path, token: str | None = TOKEN, rate: int = 30) -> Config:
-    token_file = ""
-    if token is not None:
-        path = tmp_path / "api-token"
-        path.write_text(token + "\n")
-        token_file = str(path)
+def _secret_file(tmp_path: Path, name: str, value: str | None) -> str:
+    if value is None:
+        return ""
+    path = tmp_path / name
+    path.write_text(value + "\n")
+    return str(path)
+
+
+def _cfg(
+    tmp_path: Path, token: str | None = TOKEN, rate: int = 30, admin: str | None = ADMIN_TOKEN
+) -> Config:
     return Config(
         web=WebConfig(
             listen="127.0.0.1:0",
             public_url="https://book.example.com",
-            api_token_file=token_file,
+            api_token_file=_secret_file(tmp_path, "api-token", token),
+            admin_token_file=_secret_file(tmp_path, "admin-token", admin),
             rate_limit_per_minute=rate,
         )
     )
@@ -56,6 +63,7 @@ class Api:
     ctx: Context
     web: WebServer
     client: httpx.Client
+    admin: httpx.Client
 
     def book(self, start: str, minutes: int = 60, email: str = "ann@example.org") -> Any:
         body = {
@@ -76,8 +84,12 @@ def api(ctx: Context, tmp_path: Path) -> Iterator[Api]:
     services.set_availability(ctx, ADMIN, parse_weekly("mon-fri 09:00-17:00"), timedelta(hours=1))
     web = start_in_thread(ctx, _cfg(tmp_path))
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    with httpx.Client(base_url=web.url, headers=headers, timeout=10) as client:
-        yield Api(ctx, web, client)
+    admin_headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with (
+        httpx.Client(base_url=web.url, headers=headers, timeout=10) as client,
+        httpx.Client(base_url=web.url, headers=admin_headers, timeout=10) as admin,
+    ):
+        yield Api(ctx, web, client, admin)
     web.stop()
 
 
@@ -98,11 +110,13 @@ def test_auth_is_required(api: Api) -> None:
 
 def test_without_a_token_file_the_api_is_disabled(sqlite_url: str, tmp_path: Path) -> None:
     ctx = Context(db=Database(sqlite_url))
-    web = start_in_thread(ctx, _cfg(tmp_path, token=None))
+    web = start_in_thread(ctx, _cfg(tmp_path, token=None, admin=None))
     try:
         r = httpx.get(f"{web.url}/api/v1/sessions", headers={"Authorization": "Bearer x"})
         assert r.status_code == 503
-        assert r.json() == {"error": "The REST API is disabled: set [web] api_token_file"}
+        assert r.json() == {
+            "error": "The REST API is disabled: set [web] api_token_file (or admin_token_file)"
+        }
         assert httpx.get(f"{web.url}/api/v1/openapi.json").status_code == 200
     finally:
         web.stop()
@@ -137,12 +151,19 @@ def test_book_list_show(api: Api) -> None:
     [
         ({"start": "2026-12-08T10:00:00"}, 400, "has no offset"),
         ({"start": "next tuesday"}, 400, "is not an ISO 8601 time"),
-        ({"duration_minutes": 0}, 400, "duration_minutes"),
+        ({"duration_minutes": 0}, 422, "duration_minutes"),
+        ({"duration_minutes": 19 * 365 * 24 * 60}, 422, "duration_minutes"),
         ({"duration_minutes": "60"}, 400, "duration_minutes"),
-        ({"customer": {"email": "ann", "name": "Ann"}}, 400, "is not an email address"),
+        ({"customer": {"email": "ann", "name": "Ann"}}, 422, "is not an email address"),
+        ({"customer": {"email": "notanemail", "name": "Ann"}}, 422, "is not an email address"),
+        ({"customer": {"email": "a@b.c", "name": " "}}, 422, "must not be empty"),
+        ({"customer": {"email": "a@b.c"}}, 400, '"customer.name" is required'),
         ({"customer": {"email": "a@b.c", "name": "A", "tz": "Mars/Base"}}, 400, "time zone"),
+        ({"customer": {"email": "a@b.c", "name": "Ann\r\nBcc: x@evil.example"}}, 422, "one line"),
+        ({"customer": {"email": "a@b.c", "name": "A\x00nn"}}, 422, "control character"),
         ({"admin": "nobody@example.com"}, 404, "There is no admin nobody@example.com"),
-        ({"start": "2026-11-01T10:00:00Z"}, 409, "cannot be booked in the past"),
+        ({"start": "2026-11-02T10:00:00Z"}, 409, "cannot be booked in the past"),
+        ({"start": "9999-12-31T23:00:00Z"}, 400, "out of range"),
     ],
 )
 def test_book_errors(api: Api, body: dict[str, Any], status: int, sentence: str) -> None:
@@ -193,11 +214,11 @@ def test_customer_cutoffs_apply_unless_as_admin(api: Api) -> None:
         "This session can no longer be rescheduled by the customer: it could be rescheduled "
         "until 24 hours before it starts"
     )
-    no_offset = api.client.post(
+    no_offset = api.admin.post(
         f"/api/v1/sessions/{sid}/reschedule", json={"to": "2026-12-08T10:00:00", "as": "admin"}
     )
     assert no_offset.status_code == 400 and "has no offset" in no_offset.json()["error"]
-    as_admin = api.client.post(
+    as_admin = api.admin.post(
         f"/api/v1/sessions/{sid}/reschedule", json={"to": LATER, "as": "admin"}
     )
     assert as_admin.status_code == 200, as_admin.text
@@ -208,9 +229,7 @@ def test_customer_cutoffs_apply_unless_as_admin(api: Api) -> None:
     refused = api.client.post(f"/api/v1/sessions/{soon['id']}/cancel", json={"reason": "ill"})
     assert refused.status_code == 409
     assert "can no longer be canceled by the customer" in refused.json()["error"]
-    canceled = api.client.post(
-        f"/api/v1/sessions/{soon['id']}/cancel", json={"reason": "I am ill", "as": "admin"}
-    )
+    canceled = api.admin.post(f"/api/v1/sessions/{soon['id']}/cancel", json={"reason": "I am ill"})
     assert canceled.status_code == 200
     assert (canceled.json()["status"], canceled.json()["cancel_reason"]) == (
         "canceled",
@@ -241,16 +260,67 @@ def test_let_customer_choose(api: Api) -> None:
     assert api.client.post(url, json={"let_customer_choose": True}).status_code == 400
     both = api.client.post(url, json={"let_customer_choose": True, "message": "m", "to": LATER})
     assert both.status_code == 400
-    as_customer = api.client.post(
+    as_customer = api.admin.post(
         url, json={"let_customer_choose": True, "message": "Pick again", "as": "customer"}
     )
     assert as_customer.status_code == 409
     assert as_customer.json() == {"error": "Only the admin can let the customer choose a new time."}
-    ok = api.client.post(url, json={"let_customer_choose": True, "message": "Pick again"})
+    platform = api.client.post(url, json={"let_customer_choose": True, "message": "Pick again"})
+    assert platform.status_code == 403
+    two_lines = api.admin.post(url, json={"let_customer_choose": True, "message": "a\nb"})
+    assert two_lines.status_code == 422 and "one line" in two_lines.json()["error"]
+    ok = api.admin.post(url, json={"let_customer_choose": True, "message": "Pick again"})
     assert ok.status_code == 200, ok.text
     assert ok.json()["status"] == "awaiting_customer"
     assert ok.json()["choose_message"] == "Pick again"
     assert ok.json()["history"][-1]["actor"] == "admin"
+
+
+def test_only_the_admin_token_acts_as_the_admin(api: Api) -> None:
+    sid = api.book(SOON)["id"]  # inside the 24 h cut-offs
+    for path, body in (
+        (f"/api/v1/sessions/{sid}/reschedule", {"to": LATER, "as": "admin"}),
+        (f"/api/v1/sessions/{sid}/cancel", {"reason": "ill", "as": "admin"}),
+    ):
+        r = api.client.post(path, json=body)
+        assert r.status_code == 403, r.text
+        assert "only the admin token ([web] admin_token_file) may" in r.json()["error"]
+    assert api.ctx.db and api.client.get(f"/api/v1/sessions/{sid}").json()["sequence"] == 0
+    # The admin token acts as the admin by default and bypasses the cut-off.
+    moved = api.admin.post(f"/api/v1/sessions/{sid}/reschedule", json={"to": LATER})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["history"][-1]["actor"] == "admin"
+    # ... and may act as the customer, who is bound by the cut-off again.
+    other = api.book(SOON, email="bob@example.org")["id"]
+    r = api.admin.post(f"/api/v1/sessions/{other}/cancel", json={"reason": "x", "as": "customer"})
+    assert r.status_code == 409
+
+
+def test_platform_bookings_respect_availability_the_admin_books_anywhere(api: Api) -> None:
+    saturday = {
+        "admin": ADMIN,
+        "customer": {"email": "ann@example.org", "name": "Ann", "tz": "Europe/Berlin"},
+        "start": "2026-12-05T10:00:00Z",  # Sat 11:00 in Berlin; the admin works mon-fri
+        "duration_minutes": 60,
+    }
+    r = api.client.post("/api/v1/sessions", json=saturday)
+    assert r.status_code == 409
+    assert r.json()["error"] == (
+        "Sat 5 Dec 2026, 11:00 CET (Europe/Berlin) is outside Coach Carla's availability; "
+        "please pick another time."
+    )
+    evening = {**saturday, "start": "2026-12-08T15:30:00Z"}  # Tue 16:30-17:30: past 17:00
+    assert api.client.post("/api/v1/sessions", json=evening).status_code == 409
+    r = api.admin.post("/api/v1/sessions", json=saturday)
+    assert r.status_code == 201, r.text
+    assert r.json()["history"][0]["actor"] == "admin"
+
+
+def test_reasons_with_line_breaks_are_refused(api: Api) -> None:
+    sid = api.book(LATER)["id"]
+    r = api.client.post(f"/api/v1/sessions/{sid}/cancel", json={"reason": "ill\r\nBcc: x"})
+    assert r.status_code == 422 and "one line" in r.json()["error"]
+    assert api.client.get(f"/api/v1/sessions/{sid}").json()["status"] == "booked"
 
 
 # --- the OpenAPI document -----------------------------------------------------------------
