@@ -65,6 +65,8 @@ def enqueue(
             assert session is not None
             recipient = session.customer.email
             kind, data = _coalesce(orm, session.id, kind, data)
+            if kind is NoticeKind.RESCHEDULED and _back_where_it_was(data, session):
+                continue  # moved and moved back before anything was sent: nothing to tell
             key = f"{session.id}:{session.sequence}:{kind.value}{dedupe_suffix}"
         else:
             recipient = admin.email
@@ -98,6 +100,14 @@ def enqueue(
         row.message_id = f"<outbox-{row.id}@{host}>"
         rows.append(row)
     return rows
+
+
+def _back_where_it_was(data: dict[str, Any], session: Session) -> bool:
+    """True when a coalesced "moved" would say "moved from 12:00 to 12:00"."""
+    return (
+        data.get("old_start") == session.start.isoformat()
+        and data.get("old_end") == session.end.isoformat()
+    )
 
 
 def _coalesce(

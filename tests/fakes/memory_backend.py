@@ -9,8 +9,8 @@ writes, new etags on every write, a sync token that returns every change since.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from syncd.domain.eventtext import merge_notes, strip_command
@@ -33,6 +33,11 @@ class Faults:
     fail_reads: bool = False
     fail_writes: bool = False
     fail_gets: bool = False
+    #: Remote ids the next incremental feed leaves out while still advancing its token
+    #: (a server's delta that hides a change).
+    hide_in_feed: set[str] = field(default_factory=set)
+    #: Called once after the next feed was computed, before it is returned (a race).
+    after_feed: Callable[[], None] | None = None
 
 
 class MemoryCalendar:
@@ -72,6 +77,13 @@ class MemoryCalendar:
         """The server re-serializes: a new etag, the same content."""
         self.human_set(remote_id)
 
+    def human_copy(self, remote_id: str, new_id: str, uid: str, **change: object) -> None:
+        """A client's copy: a new id and UID, the same notes and X- properties."""
+        ev = self.events[remote_id]
+        content = replace(ev.content, uid=uid, **change)  # type: ignore[arg-type]
+        self.events[new_id] = RemoteEvent(new_id, self._etag(), content)
+        self._touch(new_id)
+
 
 class MemoryBackend:
     """A CalendarBackend over a :class:`MemoryCalendar`."""
@@ -90,10 +102,15 @@ class MemoryBackend:
         since = int(cursor)
         if since < self.cal.min_token:
             raise CursorExpired("token too old")
-        ids = sorted({rid for v, rid in self.cal.log if v > since})
+        ids = sorted({rid for v, rid in self.cal.log if v > since} - self.cal.faults.hide_in_feed)
+        self.cal.faults.hide_in_feed = set()
         changed = tuple(self.cal.events[i] for i in ids if i in self.cal.events)
         removed = tuple(i for i in ids if i not in self.cal.events)
-        return ChangeSet(changed, removed, str(self.cal.version))
+        result = ChangeSet(changed, removed, str(self.cal.version))
+        hook, self.cal.faults.after_feed = self.cal.faults.after_feed, None
+        if hook is not None:
+            hook()
+        return result
 
     def get(self, remote_id: str) -> RemoteEvent:
         if self.cal.faults.fail_gets:
@@ -116,6 +133,8 @@ class MemoryBackend:
             description=description,
             uid=e.uid,
             session_id=e.session_id,
+            # Like the CalDAV adapter: every update is a new revision, above any SEQUENCE seen.
+            sequence=max(e.sequence, base.sequence + 1) if base else e.sequence,
         )
 
     def create(self, event: DesiredEvent) -> RemoteEvent:
