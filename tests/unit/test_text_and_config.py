@@ -120,3 +120,148 @@ def test_secrets_come_from_files_or_credentials(
         config.parse('[smtp]\npassword_file = "/nonexistent/pw"', "x").smtp.password()
     with pytest.raises(ConfigError, match="not a known key"):
         config.parse('[smtp]\npassword = "inline"', "x")
+
+
+# --- issue 12: slots on instants, labels, values at the door, config ------------------------
+
+
+def _night_admin(tz: str, spec: str, slot: timedelta = timedelta(hours=1)) -> Admin:
+    return Admin(
+        "c@x.example",
+        "C",
+        tz,
+        Policy(min_notice=timedelta(0)),
+        tuple(parse_weekly(spec)),
+        slot,
+    )
+
+
+def test_slots_across_the_spring_change_are_never_zero_length() -> None:
+    # Europe/Berlin springs forward on Sun 28 Mar 2027 at 02:00 (to 03:00).
+    admin = _night_admin("Europe/Berlin", "sun 00:00-05:00")
+    now = datetime(2027, 3, 27, 12, tzinfo=UTC)
+    slots = free_slots(admin, now, now + timedelta(days=2), [])
+    assert slots, "no slots at all"
+    assert all(end - start == timedelta(hours=1) for start, end in slots)
+    # 00:00-05:00 local is four real hours that night: four one-hour slots.
+    assert len(slots) == 4
+
+
+def test_slots_across_the_autumn_change_are_never_two_hours() -> None:
+    # Europe/Berlin falls back on Sun 31 Oct 2027 at 03:00 (to 02:00).
+    admin = _night_admin("Europe/Berlin", "sun 00:00-05:00")
+    now = datetime(2027, 10, 30, 12, tzinfo=UTC)
+    slots = free_slots(admin, now, now + timedelta(days=2), [])
+    assert all(end - start == timedelta(hours=1) for start, end in slots)
+    assert len(slots) == 6  # six real hours that night
+
+
+def test_a_slot_keeps_the_sessions_length_and_an_empty_slot_never_loops() -> None:
+    admin = _night_admin("UTC", "mon 09:00-12:00")
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+    slots = free_slots(admin, now, now + timedelta(days=2), [], length=timedelta(minutes=90))
+    assert [(s.hour, s.minute, (e - s).seconds // 60) for s, e in slots] == [
+        (9, 0, 90),
+        (10, 0, 90),
+    ]
+    stuck = _night_admin("UTC", "mon 09:00-12:00", slot=timedelta(0))
+    assert free_slots(stuck, now, now + timedelta(days=2), []) == []
+
+
+def test_slot_labels_say_when_a_slot_ends_the_next_day() -> None:
+    from syncd.web.choose import slot_label
+
+    start = datetime(2026, 12, 1, 22, 30, tzinfo=UTC)
+    assert slot_label(start, start + timedelta(hours=1), "UTC") == "22:30 – 23:30"
+    assert slot_label(start, start + timedelta(hours=2), "UTC") == "22:30 – 00:30 next day"
+
+
+def test_history_actions_read_as_words() -> None:
+    from syncd.domain.timefmt import action_words
+
+    assert action_words("let_customer_choose") == "let the customer choose"
+    assert action_words("chose_new_time") == "customer chose a new time"
+    assert action_words("some_new_thing") == "some new thing"
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ("Ann\r\nBcc: x@evil.example", "a line break"),
+        ("Ann\nWeber", "a line break"),
+        ("Ann\u2028Weber", "a line break"),
+        ("A\x00nn", "a control character"),
+        ("A\tnn", "a control character"),
+        ("   ", "must not be empty"),
+        ("x" * 201, "too long"),
+    ],
+)
+def test_names_are_one_line_of_text(text: str, sentence: str) -> None:
+    from syncd.domain.validate import InvalidValue, name
+
+    with pytest.raises(InvalidValue, match=sentence):
+        name(text)
+
+
+def test_values_at_the_door() -> None:
+    from syncd.domain import validate
+
+    assert validate.email(" Ann@Example.ORG ") == "ann@example.org"
+    assert validate.name("  Zoë O'Brien ") == "Zoë O'Brien"
+    for bad in (
+        "notanemail",
+        "a b@c.example",
+        "a@b",
+        "a@@b.example",
+        "a@b.example\nBcc: x@y.example",
+    ):
+        with pytest.raises(validate.InvalidValue, match="is not an email address"):
+            validate.email(bad)
+    with pytest.raises(validate.InvalidValue, match="at most 24 hours"):
+        validate.session_length(timedelta(days=19 * 365))
+    for slot in (timedelta(seconds=1), timedelta(seconds=90), timedelta(days=2)):
+        with pytest.raises(validate.InvalidValue, match="slot length"):
+            validate.slot_length(slot)
+
+
+def test_html_from_googles_editor_becomes_one_line_of_plain_text() -> None:
+    from syncd.domain.validate import plain_text
+
+    html = "Sorry &amp; thanks<br>can we do <b>Thursday</b>?<div>&nbsp;Kim</div>"
+    assert plain_text(html) == "Sorry & thanks can we do Thursday? Kim"
+    assert plain_text("a\r\nb\tc") == "a b c"
+    assert plain_text("3 < 4 & 5") == "3 < 4 & 5"
+
+
+def test_times_beyond_the_year_9000_are_refused() -> None:
+    from syncd.domain.timefmt import parse_time
+
+    with pytest.raises(UsageError, match="out of range"):
+        parse_time("9999-12-31T23:00:00Z")
+    assert parse_time("2026-12-01T15:00:00.250Z").microsecond == 0
+
+
+def test_the_default_database_url_is_absolute() -> None:
+    example = config.parse((ROOT / "config" / "syncd.example.toml").read_text(), "example")
+    for url in (config.Config().database.url, example.database.url):
+        assert url == "sqlite:////var/lib/syncd/syncd.db"
+
+
+def test_a_config_file_that_is_not_utf8_is_one_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[web]\npublic_url = "https://b\xfccher.example"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        config.load(str(path))
+
+
+def test_the_link_secret_is_made_once_mode_0600(tmp_path: Path) -> None:
+    web = config.WebConfig()
+    first = web.link_secret(str(tmp_path))
+    assert (tmp_path / "link-secret").stat().st_mode & 0o777 == 0o600
+    assert web.link_secret(str(tmp_path)) == first and len(first) >= 32
+    with pytest.raises(ConfigError, match="does not exist"):
+        web.link_secret(str(tmp_path / "missing"))
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    with pytest.raises(ConfigError, match="too short"):
+        config.WebConfig(link_secret_file=str(short)).link_secret(str(tmp_path))
