@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,40 @@ def xandikos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     server = start_xandikos(tmp_path_factory.mktemp("xandikos"))
     yield server
     server.stop()
+
+
+def _debian_server(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One Debian server (Cyrus, DAViCal, SOGo) for the whole run, stopped by PID after."""
+    from tests.debian_servers import cyrus, davical, sogo
+
+    start, installed = {
+        "cyrus": (cyrus.start_cyrus, cyrus.cyrus_installed),
+        "davical": (davical.start_davical, davical.davical_installed),
+        "sogo": (sogo.start_sogo, sogo.sogo_installed),
+    }[kind]
+    if not installed():
+        message = f"{kind} is not installed (make caldav-servers)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = start(tmp_path_factory.mktemp(kind))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cyrus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One Cyrus IMAP/CalDAV (Debian) for the whole run; its mail goes to ``.mail``."""
+    yield from _debian_server("cyrus", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def davical_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One DAViCal (Debian, iMIP mail on) for the whole run; its mail goes to ``.mail``."""
+    yield from _debian_server("davical", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def sogo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One SOGo (Debian, notifications on) for the whole run; its mail goes to ``.mail``."""
+    yield from _debian_server("sogo", tmp_path_factory)

@@ -169,3 +169,23 @@ def supports_sync_collection(item: DavResponse) -> bool:
     """True when the collection's ``supported-report-set`` lists ``sync-collection``."""
     reports = item.props.get(DAV + "supported-report-set")
     return reports is not None and reports.find(f".//{DAV}sync-collection") is not None
+
+
+def uid_query_body(uid: str) -> str:
+    """calendar-query REPORT for the objects whose VEVENT has UID ``uid`` (exact match)."""
+    return (
+        f"{_HEAD}<C:calendar-query {_NS}><D:prop><D:getetag/></D:prop>"
+        '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
+        '<C:prop-filter name="UID"><C:text-match collation="i;octet">'
+        f"{escape(uid)}</C:text-match></C:prop-filter>"
+        "</C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"
+    )
+
+
+def error_hrefs(body: bytes) -> list[str]:
+    """The hrefs a ``DAV:error`` body names (Cyrus names the object holding a UID)."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return []
+    return [normalize_href(el.text.strip()) for el in root.iter(DAV + "href") if el.text]

@@ -77,9 +77,14 @@ class HumanEditError(AssertionError):
 class CalDAVHuman:
     """:class:`HumanEditor` for a CalDAV server, with raw HTTP and its own serialization."""
 
-    def __init__(self, server: Server, home_zone: str = HOME_ZONE) -> None:
+    def __init__(
+        self, server: Server, home_zone: str = HOME_ZONE, attendee: bool | None = None
+    ) -> None:
         self.server = server
         self.home_zone = home_zone
+        # SOGo emails any ATTENDEE and syncd refuses to write such events there (tested on
+        # their own in tests/integration/test_caldav_scheduling.py): no ATTENDEE on SOGo.
+        self.attendee = server.kind != "sogo" if attendee is None else attendee
 
     # -- raw access ------------------------------------------------------------------------
 
@@ -179,7 +184,8 @@ class CalDAVHuman:
             ev.add_component(alarm)
             ev.add("COLOR", "tomato")
             ev.add("CATEGORIES", ["Coaching"])
-            ev.add("ATTENDEE", "mailto:assistant@example.org")
+            if self.attendee:
+                ev.add("ATTENDEE", "mailto:assistant@example.org")
             ev.add("X-HUMAN-APP-FLAG", "kept")
 
         self._edit(remote_id, change)

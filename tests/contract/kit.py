@@ -15,7 +15,27 @@ from adapters.caldav.backend import CalDAVBackend
 from syncd.ports import CalendarBackend
 from tests.contract.human import CalDAVHuman, HumanEditor
 from tests.contract.samples import desired
-from tests.servers import Server, start_radicale, start_xandikos
+from tests.servers import start_radicale, start_xandikos
+
+DEBIAN = ("cyrus", "davical", "sogo")
+# "repeats": changes in the token's second are reported again (SOGo's tokens count seconds);
+# "silent_tokens": an unknown token is answered with a listing, not valid-sync-token.
+FEATURES = {
+    "davical": frozenset({"silent_tokens"}),
+    "sogo": frozenset({"repeats", "silent_tokens"}),
+}
+
+
+def start_server(kind: str, tmp: Path) -> Any:
+    """A private server of ``kind`` (Radicale, Xandikos or a Debian one) under ``tmp``."""
+    if kind == "radicale":
+        return start_radicale(tmp)
+    if kind == "xandikos":
+        return start_xandikos(tmp)
+    from tests.debian_servers import cyrus, davical, sogo
+
+    starters = {"cyrus": cyrus.start_cyrus, "davical": davical.start_davical}
+    return starters.get(kind, sogo.start_sogo)(tmp)
 
 
 @dataclass
@@ -50,10 +70,11 @@ class BackendKit(Protocol):
 
 @dataclass
 class CalDAVKit:
-    """:class:`BackendKit` for a running CalDAV server (Radicale or Xandikos)."""
+    """:class:`BackendKit` for a running CalDAV server (Radicale, Xandikos, Cyrus, DAViCal,
+    SOGo; the Debian ones are ``tests.debian_servers.common.DebianServer``, Server-shaped)."""
 
     name: str
-    server: Server
+    server: Any
     scratch: Path  # where stopped() starts its private server
     human: HumanEditor = field(init=False)
     features: frozenset[str] = frozenset({"ctag"})
@@ -62,12 +83,13 @@ class CalDAVKit:
 
     def __post_init__(self) -> None:
         self.human = CalDAVHuman(self.server)
+        self.features = self.features | FEATURES.get(self.name, frozenset())
 
     def __call__(self, **options: Any) -> CalendarBackend:
         """``CalDAVBackend`` on a new calendar of the server."""
         return self._on(self.server, **options)
 
-    def _on(self, server: Server, **options: Any) -> CalDAVBackend:
+    def _on(self, server: Any, **options: Any) -> CalDAVBackend:
         backend = CalDAVBackend(
             server.make_calendar(), server.username, server.password, timeout=5.0, **options
         )
@@ -77,7 +99,7 @@ class CalDAVKit:
     def stopped(self) -> Stopped:
         """Start a private server of the same kind, create and list one event, stop it."""
         tmp = self.scratch / f"stopped-{len(self._made)}"
-        server = start_radicale(tmp) if self.name == "radicale" else start_xandikos(tmp)
+        server = start_server(self.name, tmp)
         try:
             backend = self._on(server)
             event = backend.create(desired("stopped"))

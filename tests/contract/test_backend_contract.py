@@ -171,12 +171,22 @@ def test_first_listing_is_full(backend: CalendarBackend) -> None:
     assert seen[b.remote_id].content.start == LATER
 
 
-def test_idle_changes_report_nothing(backend: CalendarBackend) -> None:
+def test_idle_changes_report_nothing(backend_factory: BackendKit) -> None:
+    backend = backend_factory()
     created = backend.create(desired("s_idle"))
     cursor = settled_cursor(backend)
     idle = backend.changes(cursor, {created.remote_id: created.etag})
-    assert idle.changed == () and idle.removed == () and not idle.full
     again = backend.changes(idle.cursor, {created.remote_id: created.etag})
+    if "repeats" in backend_factory.features:
+        # SOGo's tokens count seconds: what changed in the token's second is reported
+        # again, with the etag syncd knows (harmless: an echo).
+        for feed in (idle, again):
+            assert {(e.remote_id, e.etag) for e in feed.changed} <= {
+                (created.remote_id, created.etag)
+            }
+            assert feed.removed == () and not feed.full
+        return
+    assert idle.changed == () and idle.removed == () and not idle.full
     assert again.changed == () and again.removed == ()
 
 
@@ -254,9 +264,18 @@ def test_undo_by_restore_reports_the_event_again(
 
 def test_bogus_cursor_is_cursor_expired(backend_factory: BackendKit) -> None:
     backend = backend_factory()
-    backend.create(desired("s_bogus"))
-    with pytest.raises(CursorExpired):
-        backend.changes(backend_factory.bogus_cursor, {})
+    live = backend.create(desired("s_bogus"))
+    if "silent_tokens" in backend_factory.features:
+        # DAViCal and SOGo answer with a listing, which hides deletions: none is lost.
+        gone = backend.create(desired("s_bogus_gone", LATER, LATER + timedelta(hours=1)))
+        backend_factory.human.delete(gone.remote_id)
+        known = {live.remote_id: live.etag, gone.remote_id: gone.etag}
+        feed = backend.changes(backend_factory.bogus_cursor, known)
+        assert feed.full or gone.remote_id in feed.removed
+        assert live.remote_id not in feed.removed
+    else:
+        with pytest.raises(CursorExpired):
+            backend.changes(backend_factory.bogus_cursor, {})
     with pytest.raises(CursorExpired):
         backend.changes("no-such-cursor-format", {})
 

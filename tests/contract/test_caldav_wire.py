@@ -14,7 +14,7 @@ import pytest
 from icalendar import Calendar
 
 from adapters.caldav.backend import CalDAVBackend
-from adapters.caldav.ics import parse_event
+from adapters.caldav.ics import build_event, parse_event
 from syncd.ports import (
     AuthRevoked,
     CursorExpired,
@@ -280,11 +280,17 @@ def test_reads_are_retried_and_writes_are_not(stub: Stub) -> None:
         backend.get(COLL + "a.ics")
     assert stub.methods() == ["GET"] * 3
     stub.seen.clear()
+    stored = build_event(desired("s_w"), datetime.now(UTC)).decode()
+
+    def writes_fail(req: Req) -> Reply:
+        return (200, {"ETag": '"e"'}, stored) if req.method == "GET" else (502, {}, "")
+
+    stub.handler = writes_fail
     with pytest.raises(Transient):
         backend.create(desired("s_w"))
     with pytest.raises(Transient):
         backend.delete(COLL + "a.ics", '"e"')
-    assert stub.methods() == ["PUT", "DELETE"]
+    assert stub.methods() == ["PUT", "GET", "DELETE"]  # a delete reads the event first
 
 
 def test_rate_limit_is_raised_with_retry_after(stub: Stub) -> None:
@@ -300,7 +306,8 @@ def test_create_without_etag_header_reads_it(stub: Stub) -> None:
         if req.method == "PUT":
             assert req.headers["if-none-match"] == "*"
             return 201, {}, ""
-        return multistatus(response(COLL + "syncd-s_e@syncd.test.ics", '"fresh"'))
+        # No ETag on the PUT: the server rewrote the object; syncd reads what it holds.
+        return 200, {"ETag": '"fresh"'}, build_event(desired("s_e"), datetime.now(UTC)).decode()
 
     stub.handler = handler
     created = make(stub).create(desired("s_e"))

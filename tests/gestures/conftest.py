@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import trustme
 
+from tests.contract.kit import DEBIAN
 from tests.fakes.google_calendar import FakeGoogleCalendar
 from tests.gestures.worlds import CalDAVGestureWorld, GestureWorld, GoogleGestureWorld
 from tests.integration.google_world import ADMIN
-from tests.servers import Server
 
-BACKENDS = ["radicale", "xandikos", "google", "microsoft"]
+BACKENDS = ["radicale", "xandikos", "cyrus", "davical", "sogo", "google", "microsoft"]
 
 MakeWorld = Callable[..., GestureWorld]
 
@@ -33,8 +33,8 @@ def make_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeW
 
     def make(**options: Any) -> GestureWorld:
         world: GestureWorld
-        if name in ("radicale", "xandikos"):
-            server: Server = request.getfixturevalue(f"{name}_server")
+        if name in ("radicale", "xandikos", *DEBIAN):
+            server: Any = request.getfixturevalue(f"{name}_server")
             world = CalDAVGestureWorld(tmp_path, server, **options)
         elif name == "google":
             options.pop("own_server", None)  # the fake is this test's own anyway
@@ -56,9 +56,14 @@ def make_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeW
         made.append(world)
         return world
 
+    servers = [request.getfixturevalue(f"{name}_server")] if name in DEBIAN else []
+    mail_before = [len(server.mail) for server in servers]
     yield make
     for world in made:
         world.close()
+    for server, before in zip(servers, mail_before, strict=True):
+        sent = server.mail[before:]  # syncd's writes never make the server email anyone
+        assert sent == [], f"{name} sent mail: {[m['Subject'] for m in sent]}"
     for fake in fakes:
         fake.__exit__(None, None, None)
         assert fake.internal_errors == [], fake.internal_errors[0]

@@ -241,7 +241,10 @@ def test_an_expired_cursor_with_nothing_changed_is_no_action(make_world: MakeWor
     w.human.reserialize(w.remote_id(sids[0]))
     w.expire_cursor()
     report = w.sync()
-    assert report.resynced and report.error is None, report
+    # DAViCal and SOGo answer an unknown token with a listing (no resync to see), which
+    # the adapter checks against the etag listing all the same.
+    assert report.resynced or w.kind in ("davical", "sogo"), report
+    assert report.error is None, report
     assert report.actions == [] and report.writes == 0, report
     assert all(w.session(s).sequence == 0 for s in sids)
     w.assert_quiet()

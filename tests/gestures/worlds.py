@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from syncd.domain.model import Session
 from syncd.engine.runner import CycleReport
@@ -28,7 +28,9 @@ from syncd.ports import RemoteEvent
 from syncd.store.context import Context
 from syncd.store.models import CalendarRow
 from tests.cli_helpers import write_config
+from tests.contract.gate import GatedServer
 from tests.contract.human import CalDAVHuman, HumanEditor
+from tests.contract.kit import DEBIAN, start_server
 from tests.fakes.google_calendar import RequestInfo
 from tests.integration.google_world import CAL, GoogleWorld
 from tests.integration.world import Clock, World, event_of
@@ -62,15 +64,22 @@ class GestureWorld(Protocol):
 
 
 class CalDAVGestureWorld(World):
-    """The CalDAV world (Radicale, Xandikos) with the gesture suite's face."""
+    """The CalDAV world (Radicale, Xandikos, Cyrus, DAViCal, SOGo) with the gesture suite's face.
+
+    A Debian server of the world's own is reached through a :class:`GatedServer`: its data
+    lives only while it runs, so "down" is the gate closing and "back" the gate reopening.
+    """
 
     def __init__(
-        self, tmp: Path, server: Server, settle: str = "0s", own_server: bool = False
+        self, tmp: Path, server: Any, settle: str = "0s", own_server: bool = False
     ) -> None:
         self._own_root: Path | None = None
         if own_server:  # a scenario that stops the server gets one of its own
             self._own_root = tmp / f"own-{server.kind}"
-            server = _starter(server.kind)(self._own_root)
+            if server.kind in DEBIAN:
+                server = GatedServer(start_server(server.kind, self._own_root))
+            else:
+                server = _starter(server.kind)(self._own_root)
         super().__init__(tmp, server, settle=settle)
         self.kind = server.kind
         self.human = CalDAVHuman(server)
@@ -106,6 +115,9 @@ class CalDAVGestureWorld(World):
 
     def peer_back(self) -> None:
         assert self._own_root is not None, "make_world(own_server=True) to stop the server"
+        if isinstance(self.server, GatedServer):
+            self.server.back()
+            return
         self.server = _starter(self.kind)(self._own_root, port=self.server.port)
         self.human = CalDAVHuman(self.server)
 
@@ -114,7 +126,11 @@ class CalDAVGestureWorld(World):
 
     def close(self) -> None:
         """Stop the world's own server, if it has one."""
-        if self._own_root is not None:
+        if isinstance(self.server, GatedServer):
+            sent = self.server.real.mail
+            self.server.shutdown()
+            assert sent == [], f"{self.kind} sent mail: {[m['Subject'] for m in sent]}"
+        elif self._own_root is not None:
             self.server.stop()
         self.db.dispose()
 

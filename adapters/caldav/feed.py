@@ -1,0 +1,251 @@
+"""The CalDAV change feed: sync-collection, the ctag fallback, and the etag listing.
+
+- RFC 6578 ``sync-collection`` (cursor ``sync:<token>``);
+- for servers without it, a ``getctag`` check followed by a ``getetag`` listing diffed
+  against what the caller knows (cursor ``ctag:<ctag>``);
+- a full listing asked for while syncd already mirrors events (a reconciliation, or the
+  listing after an expired cursor) is a Depth:1 ``getetag`` listing compared with
+  ``known``: only what differs is fetched (``ChangeSet.reconciled``).
+
+DAViCal and SOGo answer an unknown token with a full listing as if it were a delta (no
+``valid-sync-token`` error, no 404s for what was deleted). On those servers every
+non-empty delta under a new token is checked against the etag listing, so what such an
+answer hides (deletions) is reported all the same; a future token there answers "nothing"
+and only the periodic reconciliation tells.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+from adapters.caldav import dav
+from adapters.caldav.ics import IcsError, parse_event
+from adapters.caldav.quirks import Quirks
+from adapters.caldav.transport import Transport, strong_etag
+from syncd.ports import ChangeSet, CursorExpired, RemoteEvent, Transient
+
+log = logging.getLogger("adapters.caldav.backend")
+
+SYNC_PREFIX = "sync:"
+CTAG_PREFIX = "ctag:"
+MULTIGET_BATCH = 100
+MAX_SYNC_ROUNDS = 500
+# Status codes servers give a sync-collection REPORT with a token they no longer accept:
+# Radicale 403, Cyrus 403, Xandikos 412 (all with DAV:valid-sync-token), others 409.
+INVALID_TOKEN_STATUSES = (403, 409, 412)
+# Status codes of a REPORT the server does not implement.
+UNSUPPORTED_REPORT_STATUSES = (400, 403, 405, 415, 501)
+
+
+class Feed:
+    """The change feed of one calendar collection."""
+
+    def __init__(self, t: Transport, collection: str, quirks: Quirks, force_ctag: bool) -> None:
+        self._t = t
+        self._collection = collection
+        self._quirks = quirks
+        self._force_ctag = force_ctag
+
+    def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
+        """Changes since ``cursor``; ``None`` gives a full listing (see the module)."""
+        if cursor is None:
+            if known:
+                return self._reconcile(known)
+            if self._force_ctag:
+                return self._ctag_changes(None, known)
+            return self._sync_changes("", known)
+        if cursor.startswith(CTAG_PREFIX):
+            return self._ctag_changes(cursor.removeprefix(CTAG_PREFIX), known)
+        if cursor.startswith(SYNC_PREFIX) and not self._force_ctag:
+            token = cursor.removeprefix(SYNC_PREFIX)
+            if token:
+                return self._sync_changes(token, known)
+        raise CursorExpired(f"cursor {cursor!r} is not valid for this calendar")
+
+    # -- sync-collection ---------------------------------------------------------------
+
+    def _sync_changes(self, token: str, known: Mapping[str, str]) -> ChangeSet:
+        full = not token
+        sent = token
+        what = f"sync-collection {self._collection}"
+        changed: dict[str, dav.DavResponse] = {}
+        removed: set[str] = set()
+        for _ in range(MAX_SYNC_ROUNDS):
+            reply = self._t.report(self._collection, dav.sync_collection_body(token), "0")
+            if reply.status != 207:
+                if not full and reply.status in INVALID_TOKEN_STATUSES:
+                    log.info(
+                        "%s: sync token refused (HTTP %s, %s)",
+                        self._collection,
+                        reply.status,
+                        dav.error_condition(reply.body),
+                    )
+                    raise CursorExpired(f"{what}: the server refused the sync token")
+                unsupported = full and reply.status in UNSUPPORTED_REPORT_STATUSES
+                if unsupported and not self._supports_sync():
+                    log.info("%s: no sync-collection; using ctag", self._collection)
+                    return self._ctag_changes(None, {})
+                if reply.status in (404, 410):
+                    raise Transient(f"{what}: the calendar collection is missing (HTTP 404)")
+                raise self._t.fail(reply, what)
+            items, new_token = self._t.multistatus(reply, what)
+            if not new_token:
+                raise Transient(f"{what}: the answer carries no sync-token")
+            truncated = False
+            for item in items:
+                if item.href.rstrip("/") == self._collection.rstrip("/"):
+                    truncated = truncated or item.status == 507
+                elif item.status in (404, 410):
+                    changed.pop(item.href, None)
+                    removed.add(item.href)
+                elif item.status is None or item.status == 200:
+                    removed.discard(item.href)
+                    changed[item.href] = item
+            token = new_token
+            if not truncated:
+                break
+        else:
+            raise Transient(f"{what}: the server kept truncating the answer")
+        if not full and not self._quirks.refuses_bad_tokens and changed and token != sent:
+            removed |= self._check_delta(known)
+        events = self._events(changed.values())
+        return ChangeSet(
+            changed=tuple(events),
+            removed=() if full else tuple(sorted(removed)),
+            cursor=SYNC_PREFIX + token,
+            full=full,
+        )
+
+    def _check_delta(self, known: Mapping[str, str]) -> set[str]:
+        """On a server that answers a bad token with a listing: what the delta may hide.
+
+        Such an answer (DAViCal, SOGo) names every member and none of what was deleted, so
+        every non-empty delta there is checked against the etag listing: the known events
+        the server no longer holds are returned as removed (and verified by the caller).
+        """
+        listing = self.listing()
+        return {h for h in (dav.normalize_href(k) for k in known) if h not in listing}
+
+    def _supports_sync(self) -> bool:
+        """Whether the collection lists sync-collection in its supported-report-set."""
+        return dav.supports_sync_collection(self._collection_props())
+
+    def _collection_props(self) -> dav.DavResponse:
+        reply = self._t.propfind(self._collection, dav.PROPFIND_COLLECTION, "0")
+        if reply.status in (404, 410):
+            raise Transient(f"{self._collection}: the calendar collection is missing")
+        items, _ = self._t.multistatus(reply, f"PROPFIND {self._collection}")
+        if not items:
+            raise Transient(f"PROPFIND {self._collection}: empty answer")
+        return items[0]
+
+    # -- etag listings -----------------------------------------------------------------
+
+    def listing(self) -> dict[str, str]:
+        """Every member's href and (strong) etag: one Depth:1 PROPFIND."""
+        reply = self._t.propfind(self._collection, dav.PROPFIND_ETAGS, "1")
+        if reply.status in (404, 410):
+            raise Transient(f"{self._collection}: the calendar collection is missing")
+        items, _ = self._t.multistatus(reply, f"PROPFIND {self._collection}")
+        return {
+            i.href: strong_etag(i.text(dav.DAV + "getetag") or "")
+            for i in items
+            if i.href.rstrip("/") != self._collection.rstrip("/") and not i.is_collection
+        }
+
+    def _diff(
+        self, listing: Mapping[str, str], known: Mapping[str, str]
+    ) -> tuple[list[dav.DavResponse], tuple[str, ...]]:
+        seen = {dav.normalize_href(k): strong_etag(v) for k, v in known.items()}
+        # Unknown members count as changed: without a change feed nothing else tells.
+        wanted = [h for h, e in listing.items() if not e or seen.get(h) != e]
+        removed = tuple(sorted(h for h in seen if h not in listing))
+        return [dav.DavResponse(h, 200) for h in wanted], removed
+
+    def _reconcile(self, known: Mapping[str, str]) -> ChangeSet:
+        """A full listing compared with ``known``; fetches only what differs.
+
+        The cursor (sync token or ctag) is read before the listing, so whatever changes
+        in between is reported again by the next delta (an echo), never missed.
+        """
+        props = self._collection_props()
+        if self._force_ctag or not (token := props.text(dav.DAV + "sync-token") or ""):
+            cursor = CTAG_PREFIX + _ctag(props)
+        else:
+            cursor = SYNC_PREFIX + token
+        entries, removed = self._diff(self.listing(), known)
+        return ChangeSet(
+            changed=tuple(self._events(entries)),
+            removed=removed,
+            cursor=cursor,
+            reconciled=True,
+        )
+
+    def _ctag_changes(self, last: str | None, known: Mapping[str, str]) -> ChangeSet:
+        """The fallback feed: ctag first (read before the listing), then an etag diff."""
+        cursor = CTAG_PREFIX + _ctag(self._collection_props())
+        same = cursor != CTAG_PREFIX and cursor == CTAG_PREFIX + last if last is not None else False
+        if same and self._quirks.exact_tokens:  # SOGo's ctag stays put within a second
+            return ChangeSet(changed=(), removed=(), cursor=cursor)
+        listing = self.listing()
+        if last is None:
+            entries = [dav.DavResponse(h, 200) for h in listing]
+            removed: tuple[str, ...] = ()
+        else:
+            entries, removed = self._diff(listing, known)
+        return ChangeSet(
+            changed=tuple(self._events(entries)),
+            removed=removed,
+            cursor=cursor,
+            full=last is None,
+        )
+
+    # -- fetching ----------------------------------------------------------------------
+
+    def _events(self, entries: Iterable[dav.DavResponse]) -> list[RemoteEvent]:
+        """Parse entries that came with data; fetch the rest with calendar-multiget."""
+        out: list[RemoteEvent] = []
+        missing: list[str] = []
+        for item in entries:
+            data, etag = item.text(dav.CALDAV + "calendar-data"), item.text(dav.DAV + "getetag")
+            if data and etag:
+                _collect(out, item.href, etag, data)
+            else:
+                missing.append(item.href)
+        for i in range(0, len(missing), MULTIGET_BATCH):
+            batch = missing[i : i + MULTIGET_BATCH]
+            what = f"calendar-multiget {self._collection}"
+            reply = self._t.report(self._collection, dav.multiget_body(batch), "1")
+            items, _ = self._t.multistatus(reply, what)
+            for item in items:
+                data, etag = item.text(dav.CALDAV + "calendar-data"), item.text(dav.DAV + "getetag")
+                if item.status in (404, 410):
+                    # Deleted since the feed named it: the next feed reports the removal.
+                    continue
+                if data is None or not etag:
+                    raise Transient(f"{what}: no data or etag for {item.href}")
+                _collect(out, item.href, etag, data)
+        return out
+
+
+def _ctag(props: dav.DavResponse) -> str:
+    return (
+        props.text(dav.CS + "getctag")
+        or props.text(dav.DAV + "sync-token")
+        or props.text(dav.DAV + "getetag")
+        or ""
+    )
+
+
+def _collect(out: list[RemoteEvent], href: str, etag: str, data: str) -> None:
+    try:
+        content = parse_event(data)
+    except IcsError as err:
+        # Skipped, never reported as removed: a broken object is not a deletion.
+        log.warning("%s: skipping an unparseable calendar object (%s)", href, err)
+        return
+    if content is None:
+        log.debug("%s: not a VEVENT, skipped", href)
+        return
+    out.append(RemoteEvent(href, strong_etag(etag), content))

@@ -1,0 +1,213 @@
+"""HTTP for the CalDAV backend: one request, retried reads, errors mapped to the ports'.
+
+Transport and authentication come from the ``caldav`` library (its ``DAVClient`` and the
+HTTP session it holds); the requests themselves are issued here, because the library's
+high-level calls do things syncd must never do (retry writes, fall back silently to a
+full download under a fake sync token, treat a failed read as an empty calendar).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from caldav.davclient import DAVClient
+from caldav.lib.auth import extract_auth_types
+from caldav.lib.http_sync import requests as http
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from adapters.caldav import dav
+from syncd.ports import AuthRevoked, BackendError, PreconditionFailed, RateLimited, Transient
+
+XML = "application/xml; charset=utf-8"
+ICS = "text/calendar; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: status, lower-case headers, body."""
+
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx status."""
+        return 200 <= self.status < 300
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _retryable(err: BaseException) -> bool:
+    return isinstance(err, Transient) and not isinstance(err, RateLimited)
+
+
+def strong_etag(etag: str) -> str:
+    """An entity tag without its weak marker.
+
+    Cyrus marks the ETag of a gzip'ed GET weak (``W/"x"``) while PUT and the feed give
+    ``"x"``; ``If-Match`` compares strongly, so syncd keeps and sends the strong form.
+    """
+    return etag.strip().removeprefix("W/")
+
+
+def same_etag(a: str, b: str) -> bool:
+    """Weak comparison of two entity tags (RFC 9110 8.8.3.2)."""
+    return strong_etag(a) == strong_etag(b)
+
+
+def _dropped(err: BaseException) -> bool:
+    """A connection closed by the server before it answered (not a refusal or timeout)."""
+    if isinstance(err, ConnectionResetError | ConnectionAbortedError):
+        return True  # http.client.RemoteDisconnected is a ConnectionResetError
+    text = repr(err)
+    marks = ("RemoteDisconnected", "Remote end closed", "Connection reset", "Connection aborted")
+    return any(m in text for m in marks)
+
+
+class Transport:
+    """Requests to one CalDAV server with one account."""
+
+    def __init__(
+        self, origin: str, url: str, username: str, password: str, timeout: float, ua: str
+    ) -> None:
+        self.origin = origin
+        self._timeout = timeout
+        self._ua = ua
+        self._client = DAVClient(
+            url=url,
+            username=username or None,
+            password=password or None,
+            timeout=int(timeout) or 1,
+            enable_rfc6764=False,
+            headers={"User-Agent": ua},
+        )
+        self._renegotiated = False
+        if username:
+            # Preemptive Basic saves a round trip; a 401 naming another scheme renegotiates.
+            self._client.build_auth_object(["basic"])
+
+    def url(self, href: str) -> str:
+        """The absolute URL of an href on this server."""
+        return self.origin + href
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        redirects: bool = True,
+        _retrying: bool = False,
+    ) -> Reply:
+        """One request; connection failures, timeouts and 5xx raise :class:`Transient`.
+
+        ``redirects=False`` returns a 3xx as it is (discovery follows it itself).
+        """
+        all_headers = {"User-Agent": self._ua, **(headers or {})}
+        try:
+            resp = self._client.session.request(
+                method,
+                url,
+                data=body or None,
+                headers=all_headers,
+                auth=self._client.auth,
+                timeout=self._timeout,
+                allow_redirects=redirects,
+            )
+            reply = Reply(
+                int(resp.status_code or 0),
+                {str(k).lower(): str(v) for k, v in resp.headers.items()},
+                resp.content or b"",
+            )
+        except (http.exceptions.RequestException, OSError) as err:
+            conditional = any(k.lower() in ("if-match", "if-none-match") for k in all_headers)
+            if conditional and not _retrying and _dropped(err):
+                # A kept-alive connection the server had closed (SOGo does): sent again
+                # once. Safe for a conditional write: a repeat of one that was applied
+                # answers 412 (or 404 for a DELETE), which the caller handles.
+                return self.send(method, url, body, headers, redirects, _retrying=True)
+            raise Transient(f"{method} {url} failed: {err}") from err
+        if reply.status == 401 and self._client.username and not self._renegotiated:
+            self._renegotiated = True
+            schemes = extract_auth_types(reply.headers.get("www-authenticate", ""))
+            if schemes:
+                try:
+                    self._client.build_auth_object(sorted(schemes))
+                except Exception as err:  # caldav's AuthorizationError: no usable scheme
+                    raise AuthRevoked(f"{url}: no usable authentication: {err}") from err
+                return self.send(method, url, body, headers, redirects)
+        wait = retry_after(reply.headers.get("retry-after"))
+        if reply.status == 429 or (reply.status == 503 and wait is not None):
+            raise RateLimited(f"{method} {url}: HTTP {reply.status}", wait)
+        # 501 Not Implemented is an answer (an unsupported REPORT), not an outage.
+        if (reply.status >= 500 and reply.status != 501) or reply.status == 0:
+            raise Transient(f"{method} {url}: HTTP {reply.status}")
+        return reply
+
+    def read(
+        self, method: str, url: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """An idempotent request (GET, PROPFIND, REPORT), retried on transient failures."""
+        retrying = Retrying(
+            stop=stop_after_attempt(3),
+            wait=wait_exponential(multiplier=0.1, max=1.0) + wait_random(0, 0.1),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        return retrying(self.send, method, url, body, headers)
+
+    def fail(self, reply: Reply, what: str) -> BackendError:
+        """The error for an unexpected answer (never :class:`NotFound`)."""
+        if reply.status in (401, 403):
+            return AuthRevoked(f"{what}: the server refused the credentials (HTTP {reply.status})")
+        if reply.status == 412:
+            return PreconditionFailed(f"{what}: the event changed on the server (HTTP 412)")
+        return Transient(f"{what}: unexpected HTTP {reply.status}")
+
+    def report(self, href: str, body: str, depth: str) -> Reply:
+        """A REPORT on an href."""
+        headers = {"Content-Type": XML, "Depth": depth}
+        return self.read("REPORT", self.url(href), body.encode(), headers)
+
+    def propfind(self, href: str, body: str, depth: str) -> Reply:
+        """A PROPFIND on an href."""
+        headers = {"Content-Type": XML, "Depth": depth}
+        return self.read("PROPFIND", self.url(href), body.encode(), headers)
+
+    def multistatus(self, reply: Reply, what: str) -> tuple[list[dav.DavResponse], str | None]:
+        """The responses of a 207 answer; anything else is an error."""
+        if reply.status != 207:
+            raise self.fail(reply, what)
+        try:
+            return dav.parse_multistatus(reply.body)
+        except dav.DavXmlError as err:
+            raise Transient(f"{what}: unparseable answer ({err})") from err
+
+    def close(self) -> None:
+        """Release the HTTP session."""
+        self._client.close()
