@@ -233,6 +233,7 @@ def _run(demo: Demo, story: Story) -> int:  # noqa: C901 - one story, told in or
         (d.id, "canceled"),
         (c.id, "choose"),
         (c.id, "confirmed"),
+        (c.id, "customer_chose"),  # the coach hears that Carla picked a time
         (x.id, "canceled"),
     }
 

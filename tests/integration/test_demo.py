@@ -125,7 +125,13 @@ def _assert_story(run: subprocess.CompletedProcess[str]) -> None:
     for piece in STORY:
         assert piece in run.stdout, f"{piece!r} missing from:\n{run.stdout}"
     emails = run.stdout.split("Emails sent", 1)[1]
-    for kind, count in (("rescheduled", 1), ("canceled", 2), ("choose", 1), ("confirmed", 1)):
+    for kind, count in (
+        ("rescheduled", 1),
+        ("canceled", 2),
+        ("choose", 1),
+        ("confirmed", 1),
+        ("customer_chose", 1),  # the coach hears that Carla picked a time
+    ):
         lines = [ln for ln in emails.splitlines() if f" {kind} " in ln and "→" in ln]
         assert len(lines) == count, f"{kind}: {lines}\n{run.stdout}"
 
@@ -157,11 +163,11 @@ def test_demo_walkthrough_stop_and_restart(tmp_path: Path) -> None:
         _assert_story(run)
         assert "customers book a few more" not in run.stdout  # the five seeded ones suffice
 
-        # The mail page renders what the SMTP catcher kept: 5 bookings + the 5 of the story.
+        # The mail page renders what the SMTP catcher kept: 5 bookings + the 6 of the story.
         status, index = _get(f"{state['mail_url']}/mails.json")
         mails = json.loads(index)
-        assert status == 200 and len(mails) == 10, mails
-        assert len(list((root / "mail").glob("*.eml"))) == 10
+        assert status == 200 and len(mails) == 11, mails
+        assert len(list((root / "mail").glob("*.eml"))) == 11
         choose = next(m for m in mails if "choose a new time" in m["subject"])
         status, page = _get(f"{state['mail_url']}/mail/{choose['n']}")
         assert status == 200
