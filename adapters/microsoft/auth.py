@@ -28,6 +28,7 @@ DELEGATED_SCOPES = ("Calendars.ReadWrite",)
 GENERIC_TENANTS = frozenset({"common", "organizations", "consumers"})
 TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
 SIGN_IN_AGAIN = "run 'syncd auth microsoft {who}' again"
+APP_HINT = "check [microsoft] client_id, tenant and the client secret (a new secret may be due)"
 
 
 class TokenSource(Protocol):
@@ -47,8 +48,8 @@ def authority_url(endpoint: str, tenant: str) -> str:
     return f"{endpoint.rstrip('/')}/{tenant.strip('/') or 'common'}"
 
 
-def _fail(result: Mapping[str, Any], what: str, who: str) -> Exception:
-    """The ports' error for an msal error result."""
+def _fail(result: Mapping[str, Any], what: str, hint: str) -> Exception:
+    """The ports' error for an msal error result; ``hint`` says what to do about it."""
     error = str(result.get("error") or "")
     detail = str(result.get("error_description") or error).split("\r\n")[0]
     if error in TRANSIENT_ERRORS:
@@ -58,20 +59,31 @@ def _fail(result: Mapping[str, Any], what: str, who: str) -> Exception:
             f"Microsoft sign-in ({what}): {detail} — set [microsoft] tenant to your tenant id "
             "or domain (app-only access cannot use 'common')."
         )
-    return AuthRevoked(
-        f"Microsoft refused syncd's credentials ({what}): {detail}; "
-        + SIGN_IN_AGAIN.format(who=who)
-    )
+    return AuthRevoked(f"Microsoft refused syncd's credentials ({what}): {detail}; {hint}")
 
 
-def _call(what: str, fn: Callable[[], Any]) -> Any:
-    """Run an msal call; network failures are Transient."""
+def _call(what: str, fn: Callable[[], Any], refused: str = "") -> Any:
+    """Run an msal call; network failures are Transient.
+
+    msal raises ValueError when discovery got a 4xx (an unknown tenant): with ``refused``
+    given, that is this ConfigError sentence.
+    """
     try:
         return fn()
     except (requests.RequestException, OSError) as err:
         raise Transient(f"Microsoft sign-in ({what}): {type(err).__name__}: {err}") from err
     except ValueError as err:  # msal refuses an authority it cannot read
+        if refused:
+            raise ConfigError(refused) from err
         raise Transient(f"Microsoft sign-in ({what}): {err}") from err
+
+
+def _unknown_authority(authority: str) -> str:
+    """The sentence for an authority whose discovery was refused."""
+    return (
+        f"The Microsoft identity platform does not know the authority {authority}: set "
+        "[microsoft] tenant to your tenant id or domain (and check authority_endpoint)."
+    )
 
 
 class AppTokens:
@@ -107,6 +119,7 @@ class AppTokens:
                     instance_discovery=False,
                     timeout=self._timeout,
                 ),
+                _unknown_authority(self._authority),
             )
         return self._app
 
@@ -118,7 +131,7 @@ class AppTokens:
         )
         if isinstance(result, Mapping) and result.get("access_token"):
             return str(result["access_token"])
-        raise _fail(result or {}, "client credentials", "EMAIL")
+        raise _fail(result or {}, "client credentials", APP_HINT)
 
     def drop(self) -> None:
         """Remove msal's cached app tokens."""
@@ -165,6 +178,7 @@ class DelegatedTokens:
                     instance_discovery=False,
                     timeout=self._timeout,
                 ),
+                _unknown_authority(self._authority),
             )
         return self._app
 
@@ -197,7 +211,7 @@ class DelegatedTokens:
                 f"The Microsoft sign-in of {who} has no usable token; "
                 + SIGN_IN_AGAIN.format(who=who)
             )
-        raise _fail(result, "refresh token", who)
+        raise _fail(result, "refresh token", SIGN_IN_AGAIN.format(who=who))
 
     def drop(self) -> None:
         """Remove cached access tokens (the refresh token stays)."""

@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     calsub = cal.add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")
     sp = cmd(calsub, "add", _engine_cmd("calendar_add"), help="connect a calendar")
     sp.add_argument("email")
-    sp.add_argument("backend", choices=["caldav", "google"])
+    sp.add_argument("backend", choices=["caldav", "google", "microsoft"])
     sp.add_argument("--url")
     sp.add_argument("--username", default="")
     sp.add_argument("--password-file", default="")
@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--calendar-id")
     sp.add_argument("--credentials-file", default="")
+    sp.add_argument("--mailbox", default="", help="Microsoft: the mailbox's UPN (app-only)")
     sp.add_argument(
         "--busy-only",
         action="store_true",
@@ -293,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("email")
     sp.add_argument("--calendar-id", default="", help="use this calendar (calendar.events)")
     sp.add_argument("--no-browser", action="store_true")
+    sp = cmd(authsub, "microsoft", _engine_cmd("auth_microsoft"), help="Microsoft sign-in")
+    sp.add_argument("email")
+    sp.add_argument("--device-code", action="store_true", help="sign in on another device")
+    sp.add_argument("--calendar-id", default="", help="use this calendar, not Bookings")
 
     ses = sub.add_parser("session", parents=[common], help="sessions")
     sessub = ses.add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")

@@ -37,8 +37,12 @@ def calendar_json(row: CalendarRow, admin_email: str) -> dict[str, Any]:
 
 
 def calendar_add(rt: Runtime) -> int:
-    """``syncd calendar add EMAIL caldav|google ...``."""
+    """``syncd calendar add EMAIL caldav|google|microsoft ...``."""
     a = rt.args
+    if a.backend == "microsoft":
+        from syncd.app import microsoft_setup
+
+        return microsoft_setup.calendar_add(rt)
     if a.backend == "caldav":
         if not a.url:
             raise UsageError("A CalDAV calendar needs --url (the calendar collection's URL).")
@@ -294,6 +298,13 @@ def doctor(rt: Runtime) -> int:
         with rt.ctx.db.read() as orm:
             cals = [(c.id, c.backend, dict(c.settings)) for c in orm.scalars(select(CalendarRow))]
         for cid, backend, settings in cals:
+            if backend == "microsoft":  # the token, then the calendar
+                from syncd.app.microsoft_setup import doctor_checks
+
+                found = doctor_checks(cid, settings, cfg)
+                checks += found
+                ok &= all(c["ok"] for c in found)
+                continue
             try:
                 b = open_backend(backend, settings, cfg)
                 b.changes(None, MappingProxyType({}))
@@ -323,6 +334,14 @@ def doctor(rt: Runtime) -> int:
 def auth_google(rt: Runtime) -> int:
     """``syncd auth google EMAIL``."""
     from syncd.app.google_setup import authorize
+
+    code: int = authorize(rt)
+    return code
+
+
+def auth_microsoft(rt: Runtime) -> int:
+    """``syncd auth microsoft EMAIL [--device-code]``."""
+    from syncd.app.microsoft_setup import authorize
 
     code: int = authorize(rt)
     return code

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from sqlalchemy import select
 from adapters.microsoft.auth import AppTokens, DelegatedTokens, TokenSource
 from adapters.microsoft.backend import GraphBackend
 from syncd.config import Config, read_secret
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, UsageError
 from syncd.store.models import CalendarRow
 from syncd.store.repo import get_admin_row
 
@@ -183,10 +184,72 @@ def calendar_add(rt: Runtime) -> int:
     email = str(args.email).strip().lower()
     mailbox = str(getattr(args, "mailbox", "") or "").strip()
     if not mailbox:
-        raise ConfigError("calendar add … microsoft needs --mailbox UPN (the user's mailbox).")
+        raise UsageError("calendar add … microsoft needs --mailbox UPN (the user's mailbox).")
     with rt.ctx.db.read() as orm:
         get_admin_row(orm, email)
     settings = {"mailbox": mailbox, "admin_email": email, "auth": "app"}
     added = attach(rt, email, settings, str(getattr(args, "calendar_id", "") or ""))
     print_added(rt, email, added, {"mailbox": mailbox})
     return 0
+
+
+def authorize(rt: Runtime) -> int:
+    """``syncd auth microsoft EMAIL [--device-code] [--calendar-id ID]`` (delegated).
+
+    Signs the person in (browser loopback, or a device code printed on stderr), stores msal's
+    token cache 0600 in :func:`cache_path`, then registers the calendar (``--calendar-id``,
+    or "Bookings", used or created) for the admin.
+    """
+    from adapters.microsoft import consent
+
+    args, cfg = rt.args, rt.config
+    email = str(args.email).strip().lower()
+    with rt.ctx.db.read() as orm:
+        get_admin_row(orm, email)
+    path = cache_path(cfg, email)
+    tokens = delegated_tokens(cfg, path, "", "")
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    if getattr(args, "device_code", False):
+        upn = consent.device_code_sign_in(tokens, say)
+    else:
+        upn = consent.browser_sign_in(tokens, say, login_hint="")
+    write_private(path, tokens.serialized())
+    settings = {
+        "mailbox": upn,
+        "admin_email": email,
+        "auth": "delegated",
+        "token_cache_file": str(path),
+    }
+    added = attach(rt, email, settings, str(getattr(args, "calendar_id", "") or ""))
+    print_added(rt, email, added, {"mailbox": upn, "token_cache_file": str(path)})
+    return 0
+
+
+def doctor_checks(calendar: int, settings: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
+    """``syncd doctor`` on a Microsoft calendar: the token, then the calendar (one line each)."""
+    mailbox = str(settings.get("mailbox") or "?")
+    kind = "delegated" if settings.get("auth") == "delegated" else "app-only"
+    token_check = f"calendar {calendar} token"
+    try:
+        source = tokens_for(settings, cfg)
+        source.drop()  # not msal's cached access token: the credentials themselves
+        source.token()
+    except Exception as err:  # noqa: BLE001 - doctor reports every failure as a line
+        return [{"check": token_check, "ok": False, "detail": str(err)}]
+    checks = [{"check": token_check, "ok": True, "detail": f"Microsoft {kind} token for {mailbox}"}]
+    try:
+        backend = open_graph_backend(settings, cfg)
+        try:
+            doc = backend.transport.json("calendars.get", "GET", backend.cal_path)
+        finally:
+            backend.close()
+        name = str(doc.get("name") or settings.get("calendar_id") or "the default calendar")
+        checks.append(
+            {"check": f"calendar {calendar}", "ok": True, "detail": f"{name} in {mailbox}"}
+        )
+    except Exception as err:  # noqa: BLE001
+        checks.append({"check": f"calendar {calendar}", "ok": False, "detail": str(err)})
+    return checks
