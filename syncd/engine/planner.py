@@ -217,7 +217,7 @@ def plan_calendar(inp: PlanInput) -> Plan:
             intent = _observe_changed(b, inp, mirror, session, event, intent)
             if b.adopt and b.adopt[-1][0] == sid:
                 continue  # the event already shows what the session wants
-        elif (event is not None or mirror.remote_id in removed) and (
+        elif (event is not None or (mirror.remote_id in removed and _written(mirror))) and (
             intent is None or intent.kind != "removed"
         ):
             # Deleted, or marked cancelled (Thunderbird, Outlook): the same gesture.
@@ -246,6 +246,12 @@ def plan_calendar(inp: PlanInput) -> Plan:
                 elif etag is not None:
                     b.writes.append(Update(sid, mirror.remote_id, desired, etag))
     return _breaker(b, inp, upcoming)
+
+
+def _written(mirror: MirrorState) -> bool:
+    """Whether syncd holds an etag of the event: a removal of one it does not (a restore
+    asked for it to be written again, a create whose answer was lost) is no gesture."""
+    return mirror.written_etag is not None or mirror.seen_etag is not None
 
 
 def _apply(

@@ -201,6 +201,31 @@ def test_mass_deletion_trips_the_breaker_and_restore_puts_events_back(
     w.assert_quiet()
 
 
+def test_a_restore_is_not_undone_by_the_deletions_reported_again(make_world: MakeWorld) -> None:
+    # The feed after a restore may name the held deletions again: SOGo's one-second tokens
+    # re-report them, and an expired cursor's full listing lacks them. Events restore
+    # asked to write again are created, never held (or canceled) a second time.
+    from syncd.engine import breaker
+
+    w = make_world()
+    sids = [w.book(days=2 + i, name=f"C{i}") for i in range(6)]
+    w.sync()
+    ids = {sid: w.remote_id(sid) for sid in sids}
+    for sid in sids[:4]:
+        w.human.delete(ids[sid])
+    assert w.sync().tripped
+    assert sorted(breaker.restore(w.ctx, w.cal_id)) == sorted(sids[:4])
+    w.expire_cursor()  # the cycle after the restore sees the deletions once more
+    report = w.sync()
+    assert not report.tripped and report.held == 0 and report.actions == [], report
+    for sid in sids[:4]:
+        assert w.remote_id(sid) == ids[sid]
+        assert w.event(sid).content.start == w.session(sid).start
+    assert not w.calendar()["tripped"]
+    assert all(o[0] == "booked" for o in w.customer_rows())
+    w.assert_quiet()
+
+
 def test_breaker_release_cancels_the_held_sessions(make_world: MakeWorld) -> None:
     w = make_world()
     sids = [w.book(days=2 + i, name=f"C{i}") for i in range(6)]
