@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 from collections.abc import Callable
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlparse
@@ -217,6 +220,24 @@ def breaker_restore(rt: Runtime) -> int:
     return 4 if report.error else 0
 
 
+def _lease_of_dead_worker(owner: str | None, until: datetime | None, now: datetime) -> bool:
+    """True when a lease is held by a worker that is gone: expired, or a dead local pid."""
+    if owner is None:
+        return False
+    if until is not None and until < now:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's worker: only its lease's expiry tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, someone else's
+    return False
+
+
 def status(rt: Runtime) -> int:
     """Calendars, breakers, pending gestures and the outbox at a glance."""
     ctx = rt.ctx
@@ -248,6 +269,9 @@ def status(rt: Runtime) -> int:
                 "paused_reason": c.paused_reason,
                 "pending_gestures": intents.get(c.id, 0),
                 "mirrored_events": mirrors.get(c.id, 0),
+                "lease_owner": c.lease_owner,
+                "lease_until": c.lease_until,
+                "lease_dead": _lease_of_dead_worker(c.lease_owner, c.lease_until, ctx.clock()),
             }
             for c in cals
         ]
@@ -262,6 +286,10 @@ def status(rt: Runtime) -> int:
             flags.append(f"PAUSED: {c['paused_reason']}")
         if c["last_error"]:
             flags.append(f"last error: {c['last_error']}")
+        if c["lease_dead"]:
+            flags.append(
+                f"LEASE HELD BY A DEAD WORKER {c['lease_owner']} (free at {c['lease_until']})"
+            )
         lines.append(
             f"calendar {c['id']} ({c['backend']}): last sync {c['last_sync_at'] or 'never'}, "
             f"{c['mirrored_events']} events, {c['pending_gestures']} pending gestures"

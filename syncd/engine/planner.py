@@ -228,7 +228,8 @@ def plan_calendar(inp: PlanInput) -> Plan:
             if check is None:
                 b.verify.append(sid)
             elif check.outcome == "gone":
-                b.removals.append((sid, None))
+                # An event marked cancelled is still there: it goes with the session.
+                b.removals.append((sid, check.event.etag if check.event else None))
             elif check.outcome == "present" and check.event is not None:
                 etag = check.event.etag
                 _drop(b, intent)
@@ -299,6 +300,7 @@ def _breaker(b: Builder, inp: PlanInput, upcoming: int) -> Plan:
     rules: BreakerRules = inp.breaker
     held = [i.session_id for i in inp.intents.values() if i.held]
     candidates = [sid for sid, _ in b.removals]
+    leftover = dict(b.removals)
     recent = {sid for sid, at in inp.recent_removals.items() if inp.now - at < rules.window}
     count = len(recent | set(candidates))
     population = upcoming + len(recent - set(inp.sessions))
@@ -326,7 +328,8 @@ def _breaker(b: Builder, inp: PlanInput, upcoming: int) -> Plan:
         return b.freeze(sorted(set(hold) | set(held)) if new_trip else hold, new_trip)
     for sid in candidates:
         b.drop_intents.append(sid)
-        b.actions.append(ApplyCancel(sid, inp.default_cancel_reason, False, None))
+        etag = leftover.get(sid)
+        b.actions.append(ApplyCancel(sid, inp.default_cancel_reason, etag is not None, etag))
         b.removed_now.append((sid, inp.now))
     return b.freeze((), False)
 

@@ -162,9 +162,11 @@ def _verify(
             log.warning("calendar %s: could not verify %s: %s", st.calendar_id, sid, err)
             checks[sid] = Verification("unknown")
         else:
-            gone = event.content.status == "cancelled"
             event = as_admin_meant(event, st.admin.tz)
-            checks[sid] = Verification("gone") if gone else Verification("present", event)
+            if event.content.status == "cancelled":  # marked cancelled: gone, but still there
+                checks[sid] = Verification("gone", event)
+            else:
+                checks[sid] = Verification("present", event)
     return checks
 
 

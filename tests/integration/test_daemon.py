@@ -18,6 +18,7 @@ from syncd.domain.model import Status
 from syncd.store.context import utcnow
 from tests.fakes.google_calendar import FakeGoogleCalendar
 from tests.integration.google_world import GoogleWorld
+from tests.smtp_server import start_smtp
 
 
 @pytest.fixture
@@ -96,3 +97,39 @@ def test_daemon_loop_acts_on_a_drag_and_reuses_its_google_backend(
     assert messages[-1] == "STOPPING=1"
     # One backend kept across cycles: one OAuth refresh, not one per cycle.
     assert fake.count("token") == 1
+
+
+def test_one_broken_calendar_never_stops_the_others_or_the_outbox(
+    tmp_path: Path, fake: FakeGoogleCalendar
+) -> None:
+    """Issue 10, item 10: a calendar whose cycle raises something that is no BackendError
+    (a Google proxy answering 200 with an HTML page; a bad setting) is recorded as that
+    calendar's error; the other calendar syncs and the outbox is drained."""
+    from syncd.app.daemon import run_cycle, worker_id
+    from syncd.store.models import CalendarRow, OutboxRow
+
+    w = GoogleWorld(tmp_path, fake)
+    with w.db.write() as orm:
+        broken = CalendarRow(admin_id=1, backend="caldav", settings={}, busy_only=False)
+        orm.add(broken)
+        orm.flush()
+        broken_id = broken.id
+    sid = w.book()
+    with w.db.write() as orm:  # the booking email is still to be sent
+        for row in orm.query(OutboxRow):
+            row.status = "pending"
+    smtp = start_smtp()
+    cfg = w.cfg.model_copy(update={"smtp": w.cfg.smtp.model_copy(update={"port": smtp.port})})
+    try:
+        summary = run_cycle(w.ctx, cfg, worker_id(), due_only=False)
+    finally:
+        smtp.stop()
+    errors = {r.calendar_id: r.error for r in summary.reports}
+    assert errors[w.cal_id] is None and errors[broken_id], errors
+    assert any(True for _ in fake.events("admin@example.com"))  # the good one was mirrored
+    assert w.remote_id(sid)
+    with w.db.read() as orm:
+        assert orm.get_one(CalendarRow, broken_id).last_error
+        statuses = [r.status for r in orm.query(OutboxRow)]
+    assert summary.mail.sent == 1 and statuses == ["sent"], statuses
+    assert len(smtp.messages) == 1

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 from datetime import timedelta
+from pathlib import Path
 
-from syncd.app.daemon import claim_calendars, release_calendar
+from syncd import config as config_mod
+from syncd.app.daemon import (
+    HEARTBEAT_LEASE,
+    claim_calendars,
+    claim_lease,
+    release_calendar,
+    renew_leases,
+)
 from syncd.services import booking as services
-from syncd.store.context import Context
+from syncd.store.context import Context, utcnow
+from syncd.store.db import Database
 from syncd.store.models import CalendarRow
+from tests.cli_helpers import syncd, write_config
 from tests.conftest import Clock
 
 
@@ -58,3 +71,52 @@ def test_a_dead_workers_lease_expires_and_release_schedules_the_next_poll(
     assert claim_calendars(ctx, "alive", timedelta(minutes=5), due_only=True) == []
     clock.advance(seconds=70)
     assert sorted(claim_calendars(ctx, "alive", timedelta(minutes=5), due_only=True)) == ids
+
+
+def test_a_killed_workers_calendars_are_claimable_after_one_short_lease(
+    ctx: Context, clock: Clock
+) -> None:
+    """Issue 10, item 3: kill -9 no longer leaves calendars unsynced for the whole
+    ``[sync] lease`` (5 minutes): a claim takes a short lease that the heartbeat renews."""
+    ids = _calendars(ctx, 3)
+    cfg = config_mod.parse('[web]\npublic_url = "https://book.example.com"\n', "test")
+    lease = claim_lease(cfg)
+    assert sorted(claim_calendars(ctx, "killed", lease, due_only=True)) == ids
+    clock.advance(seconds=HEARTBEAT_LEASE.total_seconds() + 1)  # no heartbeat: it died
+    assert sorted(claim_calendars(ctx, "alive", lease, due_only=True)) == ids
+
+
+def test_the_heartbeat_renews_the_leases_in_hand_and_never_an_expired_one(
+    ctx: Context, clock: Clock
+) -> None:
+    ids = _calendars(ctx, 2)
+    lease = HEARTBEAT_LEASE
+    assert sorted(claim_calendars(ctx, "w1", lease, due_only=True)) == ids
+    clock.advance(seconds=20)
+    assert sorted(renew_leases(ctx, "w1", ids, lease)) == ids
+    clock.advance(seconds=20)  # 40 s after the claim: held thanks to the renewal
+    assert claim_calendars(ctx, "w2", lease, due_only=False) == []
+    clock.advance(seconds=31)  # w1 stopped renewing: expired, and not renewed again
+    assert renew_leases(ctx, "w1", ids, lease) == []
+    assert sorted(claim_calendars(ctx, "w2", lease, due_only=False)) == ids
+    for cid in ids:  # release still schedules the next poll (next_sync_at moved along)
+        release_calendar(ctx, cid, "w2", timedelta(seconds=60))
+    assert claim_calendars(ctx, "w2", lease, due_only=True) == []
+
+
+def test_status_shows_a_lease_held_by_a_dead_worker(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    db = Database(url)
+    db.upgrade()
+    ctx = Context(db, "https://book.example.com", clock=utcnow)
+    _calendars(ctx, 1)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with db.write() as orm:
+        row = orm.get_one(CalendarRow, 1)
+        row.lease_owner = f"{socket.gethostname()}:{dead.pid}"
+        row.lease_until = utcnow() + timedelta(minutes=5)
+    db.dispose()
+    out = syncd(write_config(tmp_path / "c.toml", url), "status")
+    assert out.code == 0, out.err
+    assert f"LEASE HELD BY A DEAD WORKER {socket.gethostname()}:{dead.pid}" in out.out
