@@ -17,13 +17,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from syncd import config as config_mod
 from syncd.app.runtime import Runtime, emit
 from syncd.domain.durations import parse_duration
 from syncd.domain.model import Actor, Customer
 from syncd.domain.timefmt import action_words, human, parse_time
 from syncd.errors import SyncdError, UsageError
 from syncd.services.views import admin_json, session_json
+
+# Start-up (issue 11): only argparse and the light domain modules load here; configuration
+# (pydantic), the database (SQLAlchemy), the services, the engine, the web stack and every
+# backend client are imported inside the handler that needs them.
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -60,6 +63,8 @@ def _admin_zones(rt: Runtime) -> dict[str, str]:
 
 
 def cmd_init(rt: Runtime) -> int:
+    from syncd import config as config_mod
+
     path = Path(rt.args.path or "syncd.toml")
     config_mod.write_example(path)
     emit(rt.args, {"written": str(path)}, f"Wrote {path}; edit it, then run 'syncd db upgrade'.")

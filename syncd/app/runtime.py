@@ -1,4 +1,8 @@
-"""What every command handler gets: the parsed arguments, and config and database on demand."""
+"""What every command handler gets: the parsed arguments, and config and database on demand.
+
+Nothing heavy is imported here (issue 11, start-up): the configuration (pydantic) and the
+database (SQLAlchemy) are imported the first time a handler asks for them.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,11 @@ import argparse
 import functools
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from syncd import config as config_mod
-from syncd.errors import ConfigError
-from syncd.store.context import Context
-from syncd.store.db import Database
+if TYPE_CHECKING:
+    from syncd import config as config_mod
+    from syncd.store.context import Context
 
 
 class Runtime:
@@ -24,13 +27,21 @@ class Runtime:
 
     @property
     def config(self) -> config_mod.Config:
+        """The validated configuration, loaded on first use."""
         if self._config is None:
+            from syncd import config as config_mod
+
             self._config = config_mod.load(self.args.config)
         return self._config
 
     @property
     def ctx(self) -> Context:
+        """The service context (database, policy, public URL), built on first use."""
         if self._ctx is None:
+            from syncd.errors import ConfigError
+            from syncd.store.context import Context
+            from syncd.store.db import Database
+
             cfg = self.config
             db = Database(cfg.database.url)
             if self.args.command not in ("db", "init", "demo") and not db.is_current():
