@@ -275,6 +275,19 @@ class EngineMachine(RuleBasedStateMachine):
             h.backend.lose_answers = False
 
     @rule()
+    def racing_workers_once_settled(self) -> None:
+        """The settle window passes; a second worker commits between this one's plan and
+        its commit (a cycle that outlived its lease)."""
+        h = self.h
+        h.now += timedelta(minutes=3)
+        other = MemoryBackend(h.cal)
+        h.cal.faults.after_feed = lambda: h.cycle(backend=other)  # type: ignore[assignment,return-value]
+        try:
+            h.cycle()
+        finally:
+            h.cal.faults.after_feed = None
+
+    @rule()
     def quiesce(self) -> None:
         """Faults off, the settle window passes, cycles run until nothing changes."""
         self.h.settle(cycles=5)

@@ -13,7 +13,7 @@ import pytest
 from syncd.domain.model import Actor, Status
 from syncd.engine import breaker, state
 from syncd.engine.planner import ApplyReschedule, BreakerRules, Plan
-from syncd.engine.runner import CycleReport, EngineSettings, commit
+from syncd.engine.runner import CycleReport, EngineSettings, Fence, commit, sync_calendar
 from syncd.ports import ChangeSet
 from syncd.services import booking as services
 from tests.fakes.memory_backend import MemoryBackend
@@ -371,3 +371,14 @@ def test_11_reconciliation_off_never_lists_in_full() -> None:
         assert not h.cycle().reconciled
     finally:
         h.close()
+
+
+def test_3_a_cycle_past_its_time_budget_leaves_the_rest_to_the_next_cycle(h: Harness) -> None:
+    services.reschedule(h.ctx, h.sids[0], h.session(0).start + timedelta(days=1), actor=Actor.ADMIN)
+    h.take_lease("worker-a")
+    spent = Fence("worker-a", over_budget=lambda: True)
+    report = sync_calendar(h.ctx, h.settings, h.cal_id, h.backend, spent)
+    assert report.writes == 0 and report.error is None  # committed, writes deferred
+    assert h.event(0).content.start != h.session(0).start  # type: ignore[union-attr]
+    assert h.cycle(owner="worker-a").writes == 1
+    assert h.event(0).content.start == h.session(0).start  # type: ignore[union-attr]
