@@ -52,6 +52,11 @@ class RateLimited(Transient):
         self.retry_after = retry_after
 
 
+class WriteRefused(BackendError):
+    """syncd will not write this event (the server would email its attendees): the admin
+    is told once; the write is not retried as an outage."""
+
+
 class AuthRevoked(BackendError):
     """The credentials were refused (401/403 auth, Google ``invalid_grant``)."""
 

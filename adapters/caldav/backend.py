@@ -26,10 +26,15 @@ from urllib.parse import urlsplit
 from adapters.caldav import dav
 from adapters.caldav.feed import CTAG_PREFIX, SYNC_PREFIX, Feed
 from adapters.caldav.ics import IcsError, apply_desired, build_event, busy_intervals, parse_event
-from adapters.caldav.quirks import Quirks, client_scheduled, has_people, quirks_for
+from adapters.caldav.quirks import (
+    Quirks,
+    client_scheduled,
+    has_people,
+    quirks_for,
+    server_scheduled,
+)
 from adapters.caldav.transport import ICS, Reply, Transport, same_etag, strong_etag
 from syncd.ports import (
-    BackendError,
     ChangeSet,
     DesiredEvent,
     EventContent,
@@ -37,6 +42,7 @@ from syncd.ports import (
     PreconditionFailed,
     RemoteEvent,
     Transient,
+    WriteRefused,
 )
 
 log = logging.getLogger(__name__)
@@ -49,7 +55,7 @@ UID_CONFLICT_STATUSES = (403, 409)
 _told: set[str] = set()  # hrefs the admin was told about once (per process)
 
 
-class SchedulingRefused(BackendError):
+class SchedulingRefused(WriteRefused):
     """syncd will not write this event: the server would email its attendees."""
 
 
@@ -220,17 +226,21 @@ class CalDAVBackend:
         return self._put(href, data, {"If-Match": current}, "update")
 
     def _refuse_scheduling(self, href: str, data: bytes) -> None:
-        """On a server that ignores SCHEDULE-AGENT, an event with attendees is not written."""
-        if self.quirks.honours_schedule_agent or not has_people(data):
+        """An event the server would email attendees about, whatever syncd marks, is not
+        written: any with attendees on SOGo; one the server schedules itself on Cyrus."""
+        if not self.quirks.honours_schedule_agent and has_people(data):
+            why = "it ignores SCHEDULE-AGENT=CLIENT"
+        elif not self.quirks.quiet_client_switch and server_scheduled(data):
+            why = "it sends a cancellation when an attendee turns SCHEDULE-AGENT=CLIENT"
+        else:
             return
         message = (
-            f"{href} has attendees and {self.quirks.name} would email them about any change "
-            "syncd writes (it ignores SCHEDULE-AGENT=CLIENT): syncd leaves this event alone; "
-            "edit it yourself or remove the attendees"
+            f"The event has attendees, and this server ({self.quirks.name}) would email them "
+            f"about any change syncd writes: {why}."
         )
         if href not in _told:
             _told.add(href)
-            log.warning("%s", message)
+            log.warning("%s: %s syncd leaves it alone.", href, message)
         raise SchedulingRefused(message)
 
     def delete(self, remote_id: str, etag: str | None) -> None:
@@ -248,8 +258,8 @@ class CalDAVBackend:
         if etag and not same_etag(current, etag):
             raise PreconditionFailed(f"delete {href}: etag {current} is not {etag}")
         headers = {"If-Match": current}
+        self._refuse_scheduling(href, reply.body)
         if has_people(reply.body):
-            self._refuse_scheduling(href, reply.body)
             marked, changed = client_scheduled(reply.body)
             if changed:
                 headers["If-Match"] = self._put(href, marked, headers, "delete").etag

@@ -6,6 +6,9 @@ Measured on Cyrus 3.6, DAViCal 1.1 and SOGo 5.8 (see ``docs/SERVERS.md``):
   so syncd checks before it creates or deletes there; it also ignores
   ``SCHEDULE-AGENT=CLIENT`` and ``Schedule-Reply: F`` (it emails every attendee), so syncd
   does not write events that carry attendees there at all.
+- Cyrus honours ``SCHEDULE-AGENT=CLIENT``, but an attendee it scheduled itself that turns
+  ``CLIENT`` is one it stops handling: it emails that attendee a CANCEL. So syncd writes an
+  event with an ORGANIZER there only when the client already marked everyone ``CLIENT``.
 - DAViCal stores a second object with a UID that already exists, so syncd looks the UID up
   before it creates.
 - DAViCal and SOGo answer an unknown sync token with a full listing (207, fresh token)
@@ -35,6 +38,7 @@ class Quirks:
     unique_uids: bool = True  # refuses a second object with the same UID
     refuses_bad_tokens: bool = True  # an unknown sync token is an error, not a listing
     exact_tokens: bool = True  # tokens and ctags move on every change (SOGo: per second)
+    quiet_client_switch: bool = True  # turning a server-scheduled ATTENDEE CLIENT sends nothing
 
 
 SOGO = Quirks(
@@ -45,18 +49,22 @@ SOGO = Quirks(
     exact_tokens=False,
 )
 DAVICAL = Quirks("davical", unique_uids=False, refuses_bad_tokens=False)
-KNOWN = {q.name: q for q in (SOGO, DAVICAL, Quirks())}
+CYRUS = Quirks("cyrus", quiet_client_switch=False)
+KNOWN = {q.name: q for q in (SOGO, DAVICAL, CYRUS, Quirks())}
 
 
 def quirks_for(path: str, server: str = "") -> Quirks:
-    """The quirks of the server named ``server`` (``sogo``, ``davical``), else guessed from
-    the collection path (``/SOGo/dav/…``, ``/caldav.php/…``)."""
+    """The quirks of the server named ``server`` (``sogo``, ``davical``, ``cyrus``), else
+    guessed from the collection path (``/SOGo/dav/…``, ``/caldav.php/…``, ``/dav/calendars/…``
+    as on Cyrus and Fastmail)."""
     if server:
         return KNOWN.get(server.lower(), Quirks())
     if "/SOGo/dav/" in path:
         return SOGO
     if "/caldav.php/" in path:
         return DAVICAL
+    if path.startswith("/dav/calendars/"):
+        return CYRUS
     return Quirks()
 
 
@@ -80,6 +88,19 @@ def _events(data: bytes | str) -> list[Any]:
 def has_people(data: bytes | str) -> bool:
     """True when a VEVENT of the object names an ORGANIZER or an ATTENDEE."""
     return any(_people(ev) for ev in _events(data))
+
+
+def server_scheduled(data: bytes | str) -> bool:
+    """True when a VEVENT has an ORGANIZER and someone not marked ``SCHEDULE-AGENT=CLIENT``
+    (the server schedules it: RFC 6638 scheduling object resource)."""
+    for event in _events(data):
+        if event.get("ORGANIZER") is None:
+            continue
+        for person in _people(event):
+            params = getattr(person, "params", {})
+            if str(params.get(SCHEDULE_AGENT, "SERVER")).upper() != "CLIENT":
+                return True
+    return False
 
 
 def client_scheduled(data: bytes | str) -> tuple[bytes, bool]:

@@ -44,6 +44,7 @@ class NoticeKind(StrEnum):
     LINK_EXPIRED = "link_expired"
     AUTH_REVOKED = "auth_revoked"
     CUSTOMER_CHOSE = "customer_chose"
+    WRITE_REFUSED = "write_refused"
 
 
 CUSTOMER_NOTICES = frozenset(

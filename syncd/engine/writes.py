@@ -11,13 +11,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from types import MappingProxyType
 
+from sqlalchemy import select
+
+from syncd.domain.model import Notice, NoticeKind
 from syncd.engine import state
 from syncd.engine.desired import GestureRules, content_hash, desired_hash
 from syncd.engine.plantypes import Create, Delete, Write
 from syncd.engine.report import CycleReport
-from syncd.ports import BackendError, CalendarBackend, NotFound, PreconditionFailed
+from syncd.notify.outbox import enqueue
+from syncd.ports import BackendError, CalendarBackend, NotFound, PreconditionFailed, WriteRefused
 from syncd.store.context import Context
+from syncd.store.models import AdminRow, OutboxRow, SessionRow
+from syncd.store.repo import admin_from_row, load_sessions
 
 log = logging.getLogger("syncd.engine")
 
@@ -51,6 +58,10 @@ def execute(
                 err,
             )
             report.write_failures += 1
+        except WriteRefused as err:  # not an outage: the admin is told once
+            log.warning("calendar %s: %s left alone: %s", calendar_id, w.session_id, err)
+            report.write_failures += 1
+            _tell_refused(ctx, calendar_id, w, str(err))
         except BackendError as err:
             log.warning("calendar %s: write for %s failed: %s", calendar_id, w.session_id, err)
             report.write_failures += 1
@@ -59,6 +70,30 @@ def execute(
             log.exception("calendar %s: write for %s broke", calendar_id, w.session_id)
             report.write_failures += 1
             report.error = report.error or f"{type(err).__name__}: {err}"
+
+
+def _tell_refused(ctx: Context, calendar_id: int, w: Write, reason: str) -> None:
+    """One admin email per session whose event syncd refuses to write."""
+    what = (
+        "delete the event (the session was canceled)"
+        if isinstance(w, Delete)
+        else ("write the session's time and status onto the event")
+    )
+    with ctx.db.write() as orm:
+        kind = NoticeKind.WRITE_REFUSED
+        told = select(OutboxRow.id).where(
+            OutboxRow.session_id == w.session_id, OutboxRow.kind == kind.value
+        )
+        row = orm.get(SessionRow, w.session_id)
+        if row is None or orm.scalars(told).first() is not None:
+            return
+        cal = state.get_calendar(orm, calendar_id)
+        admin = admin_from_row(orm.get_one(AdminRow, cal.admin_id))
+        session = load_sessions(orm, [row], with_history=False)[0]
+        data = {"what": what, "reason": reason, "calendar": str(calendar_id)}
+        notice = Notice(kind, w.session_id, MappingProxyType(data))
+        now = ctx.clock().replace(microsecond=0)
+        enqueue(orm, [notice], session, admin, ctx.uid(w.session_id), now, ctx.host)
 
 
 def monotonic_deadline(budget_s: float | None) -> Callable[[], bool]:

@@ -352,6 +352,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "sequence": 2,
         },
     },
+    "write_refused": {
+        "data": {
+            "what": "delete the event (the session was canceled)",
+            "calendar": "3",
+            "reason": (
+                "The event has attendees, and this server (sogo) would email them about any "
+                "change syncd writes: it ignores SCHEDULE-AGENT=CLIENT."
+            ),
+        },
+        "session": {**_SESSION, "status": "canceled", "sequence": 1},
+    },
     "auth_revoked": {
         "data": {
             "calendar": "kim@example.com (google)",

@@ -82,8 +82,8 @@ class CalDAVHuman:
     ) -> None:
         self.server = server
         self.home_zone = home_zone
-        # SOGo emails any ATTENDEE and syncd refuses to write such events there (no test of
-        # that refusal yet): no ATTENDEE on SOGo.
+        # SOGo emails any ATTENDEE and syncd refuses to write such events there
+        # (tests/integration/test_caldav_scheduling.py): no ATTENDEE on SOGo.
         self.attendee = server.kind != "sogo" if attendee is None else attendee
 
     # -- raw access ------------------------------------------------------------------------
