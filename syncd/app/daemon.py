@@ -19,7 +19,8 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,8 +32,10 @@ from syncd.app.leases import (
     Heartbeat,
     claim_calendars,
     release_calendar,
+    release_calendars,
     renew_leases,
 )
+from syncd.app.mailing import drain_outbox, make_mailer
 from syncd.config import Config
 from syncd.engine import channels as push
 from syncd.engine.desired import GestureRules
@@ -52,10 +55,13 @@ from syncd.store.models import CalendarRow
 log = logging.getLogger("syncd.app.daemon")
 __all__ = [
     "HEARTBEAT_LEASE",
+    "drain_outbox",
+    "make_mailer",
     "PAUSED_RETRY",
     "Heartbeat",
     "claim_calendars",
     "release_calendar",
+    "release_calendars",
     "renew_leases",
 ]
 
@@ -207,27 +213,6 @@ def _record_calendar_error(ctx: Context, calendar_id: int, message: str) -> None
         log.exception("calendar %s: could not record its error", calendar_id)
 
 
-def make_mailer(cfg: Config) -> Any:
-    """The SMTP mailer of the configuration (composition root)."""
-    from adapters.smtp import SmtpMailer
-
-    s = cfg.smtp
-    return SmtpMailer(
-        s.host, s.port, s.security, s.username, s.password(), s.timeout.total_seconds()
-    )
-
-
-def drain_outbox(ctx: Context, cfg: Config, owner: str) -> Any:
-    """Send what is due in the outbox."""
-    from syncd.notify import sender
-
-    mailer = make_mailer(cfg)
-    try:
-        return sender.drain(ctx, mailer, cfg.smtp, owner)
-    finally:
-        mailer.close()
-
-
 def run_cycle(
     ctx: Context,
     cfg: Config,
@@ -235,13 +220,25 @@ def run_cycle(
     due_only: bool,
     pool: ThreadPoolExecutor | None = None,
     backends: BackendPool | None = None,
+    stopping: threading.Event | None = None,
 ) -> CycleSummary:
-    """Every claimable calendar once, then the outbox."""
+    """Every claimable calendar once, then the outbox.
+
+    Calendars are claimed a batch at a time (each batch after the last id of the one
+    before) while the ones in hand sync on ``pool`` (a pool of ``[sync] workers`` threads
+    for this call when none is given), and released a batch at a time, until a claim
+    comes back empty or ``stopping`` is set; so one pass reaches every calendar however
+    many there are, with few claim and release transactions.
+    """
     summary = CycleSummary()
     lease = claim_lease(cfg)
-    with Heartbeat(ctx, owner, lease) as heartbeat:
-        ids = claim_calendars(ctx, owner, lease, due_only)
-        heartbeat.hold(ids)
+    workers = max(1, cfg.sync.workers)
+    batch = max(8, 2 * workers)
+    reports: dict[int, CycleReport] = {}
+    order: list[int] = []
+    with Heartbeat(ctx, owner, lease) as heartbeat, ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="sync"))
 
         def one(cid: int) -> CycleReport:
             try:
@@ -250,17 +247,48 @@ def run_cycle(
                 log.exception("calendar %s: cycle broke", cid)
                 return CycleReport(cid, error=f"{type(err).__name__}: {err}")
             finally:
-                heartbeat.drop(cid)
-                try:
-                    release_calendar(ctx, cid, owner, cfg.sync.poll_interval)
-                except Exception:
-                    log.exception("calendar %s: lease not released (it expires)", cid)
                 sd_notify("WATCHDOG=1")  # progress, even in a long cycle of slow servers
 
-        if pool is None:
-            summary.reports = [one(cid) for cid in ids]
-        else:
-            summary.reports = list(pool.map(one, ids))
+        def release(ids: list[int]) -> None:
+            try:
+                release_calendars(ctx, ids, owner, cfg.sync.poll_interval)
+            except Exception:
+                log.exception("calendars %s: leases not released (they expire)", ids)
+            for cid in ids:
+                heartbeat.drop(cid)
+            ids.clear()
+
+        running: dict[Future[CycleReport], int] = {}
+        finished: list[int] = []
+        after, exhausted = 0, False
+        try:
+            while True:
+                if stopping is not None and stopping.is_set():
+                    exhausted = True
+                if not exhausted and len(running) < batch:
+                    release(finished)
+                    ids = claim_calendars(ctx, owner, lease, due_only, limit=batch, after=after)
+                    heartbeat.hold(ids)
+                    order += ids
+                    after = ids[-1] if ids else after
+                    exhausted = not ids
+                    for cid in ids:
+                        running[pool.submit(one, cid)] = cid
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    cid = running.pop(future)
+                    reports[cid] = future.result()
+                    finished.append(cid)
+                if len(finished) >= workers:
+                    release(finished)
+        finally:
+            for future, cid in running.items():  # a claim failed: finish what is in hand
+                reports[cid] = future.result()
+                finished.append(cid)
+            release(finished)
+    summary.reports = [reports[cid] for cid in order]
     from syncd.notify.expiry import notify_expired_links
 
     try:
@@ -330,7 +358,9 @@ class Daemon:
                 except Exception as err:
                     log.warning("push channels: %s", err)
                 try:
-                    summary = run_cycle(self.ctx, self.cfg, self.owner, True, pool, self.backends)
+                    summary = run_cycle(
+                        self.ctx, self.cfg, self.owner, True, pool, self.backends, self.stopping
+                    )
                     self.last_cycle = self.ctx.clock()
                     for r in summary.reports:
                         for a in r.actions:

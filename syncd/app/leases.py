@@ -25,22 +25,33 @@ HEARTBEAT_LEASE = timedelta(seconds=30)
 
 
 def claim_calendars(
-    ctx: Context, owner: str, lease: timedelta, due_only: bool, limit: int = 50
+    ctx: Context,
+    owner: str,
+    lease: timedelta,
+    due_only: bool,
+    limit: int = 50,
+    after: int = 0,
 ) -> list[int]:
-    """Take a lease on calendars nobody else holds (and, with ``due_only``, that are due)."""
+    """Take a lease on calendars nobody else holds (and, with ``due_only``, that are due).
+
+    At most ``limit`` calendars with ids above ``after``, in id order: a pass over every
+    calendar claims batch after batch, each from the last id of the one before, until a
+    claim comes back empty (issue 11: ``sync --once`` syncs every calendar).
+    """
     now = ctx.clock()
     with ctx.db.write() as orm:
         stmt = (
             select(CalendarRow)
             .where(
                 CalendarRow.busy_only.is_(False),
+                CalendarRow.id > after,
                 or_(
                     CalendarRow.lease_until.is_(None),
                     CalendarRow.lease_until < now,
                     CalendarRow.lease_owner == owner,
                 ),
             )
-            .order_by(CalendarRow.next_sync_at.nulls_first(), CalendarRow.id)
+            .order_by(CalendarRow.id)
             .limit(limit)
         )
         if due_only:
@@ -62,13 +73,20 @@ def release_calendar(ctx: Context, calendar_id: int, owner: str, next_in: timede
     A calendar paused because its credentials were refused is retried only every
     ten minutes; the first cycle that gets through un-pauses it.
     """
+    release_calendars(ctx, [calendar_id], owner, next_in)
+
+
+def release_calendars(ctx: Context, ids: list[int], owner: str, next_in: timedelta) -> None:
+    """:func:`release_calendar` for many calendars in one transaction."""
+    if not ids:
+        return
     now = ctx.clock()
     with ctx.db.write() as orm:
-        row = orm.get(CalendarRow, calendar_id)
-        if row is not None and row.paused_reason is not None:
-            next_in = max(next_in, PAUSED_RETRY)
-        jitter = next_in.total_seconds() * random.uniform(0.9, 1.1)
-        if row is not None and row.lease_owner == owner:
+        for row in orm.scalars(select(CalendarRow).where(CalendarRow.id.in_(ids))).all():
+            wait = max(next_in, PAUSED_RETRY) if row.paused_reason is not None else next_in
+            jitter = wait.total_seconds() * random.uniform(0.9, 1.1)
+            if row.lease_owner != owner:
+                continue
             notified = (
                 row.next_sync_at is not None
                 and row.lease_until is not None
