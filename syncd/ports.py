@@ -108,8 +108,9 @@ class EventContent:
     floating: bool = False
     #: Why the times cannot be read (an unknown TZID without VTIMEZONE); "" when they can.
     unreadable: str = ""
-    #: The event's SEQUENCE as stored (a restore writes one above it).
-    sequence: int = 0
+    #: The event's SEQUENCE as stored (a restore writes one above it). Not part of the
+    #: content's equality: clients and servers bump it on every save.
+    sequence: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
