@@ -51,6 +51,7 @@ class WebState:
     limiter: RateLimiter
     secure_cookies: bool
     open_backend: BackendFactory | None = None
+    exposition: metrics.Exposition | None = None
     env: Environment = field(
         default_factory=lambda: Environment(
             loader=FileSystemLoader(TEMPLATES),
@@ -90,7 +91,9 @@ async def readyz(request: Request) -> Response:
 
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus text format."""
-    text = await run_in_threadpool(metrics.scrape, request.app.state.web.ctx)
+    state: WebState = request.app.state.web
+    exposition = state.exposition or metrics.Exposition(state.ctx)
+    text = await run_in_threadpool(exposition.scrape)
     return Response(text, media_type=metrics.CONTENT_TYPE)
 
 
@@ -152,6 +155,7 @@ def create_app(
         limiter=RateLimiter(cfg.web.rate_limit_per_minute),
         secure_cookies=urlparse(cfg.web.public_url).scheme == "https",
         open_backend=open_backend,
+        exposition=metrics.Exposition(ctx),
     )
     page = ChoosePage(state)
     routes = [

@@ -1,4 +1,8 @@
-"""``/metrics`` in the Prometheus text exposition format (version 0.0.4), no dependency.
+"""``/metrics`` through ``prometheus-client``: a collector reading the database per scrape.
+
+``Exposition(ctx)`` owns its own ``CollectorRegistry`` (never the process-global one) with
+one custom collector, ``SyncdCollector``, that reads ``syncd.web.queries.counts`` at scrape
+time; ``generate_latest`` writes the text format (version 0.0.4).
 
 Every known status is always present (as 0 when there is none) so alert rules never see a
 series disappear. When the database does not answer, ``syncd_database_up`` is 0 and the
@@ -8,6 +12,12 @@ database-backed series are left out; ``syncd_up`` stays 1 while the process live
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from syncd.domain.model import Status
 from syncd.notify.outbox import STATUSES as OUTBOX_STATUSES
@@ -16,66 +26,96 @@ from syncd.web.queries import Counts, counts
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=value)
 
 
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+def _by_status(name: str, help_text: str, known: Iterable[str], seen: dict[str, int]) -> Metric:
+    family = GaugeMetricFamily(name, help_text, labels=["status"])
+    for status in sorted(set(known) | set(seen)):
+        family.add_metric([status], seen.get(status, 0))
+    return family
 
-    def metric(self, name: str, kind: str, help_text: str) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
 
-    def sample(self, name: str, value: float, labels: dict[str, str] | None = None) -> None:
-        if labels:
-            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-            self.lines.append(f"{name}{{{inner}}} {value:g}")
-        else:
-            self.lines.append(f"{name} {value:g}")
+def families(c: Counts | None) -> Iterator[Metric]:
+    """The metric families for ``c`` (``None``: the database did not answer)."""
+    yield _gauge("syncd_up", "1 while the syncd process is alive.", 1)
+    yield _gauge(
+        "syncd_database_up", "1 when the database answered this scrape.", 0 if c is None else 1
+    )
+    if c is None:
+        return
+    yield _by_status("syncd_sessions", "Sessions by status.", (s.value for s in Status), c.sessions)
+    yield _by_status(
+        "syncd_outbox_rows", "Outbox rows (emails) by status.", OUTBOX_STATUSES, c.outbox
+    )
+    yield _gauge("syncd_calendars", "Calendars configured.", c.calendars)
+    yield _gauge(
+        "syncd_calendars_with_error", "Calendars whose last sync failed.", c.calendars_with_error
+    )
+    yield _gauge(
+        "syncd_breakers_tripped",
+        "Calendars whose mass-deletion breaker is tripped.",
+        c.breakers_tripped,
+    )
+    yield _gauge(
+        "syncd_pending_gestures",
+        "Admin calendar gestures waiting (settle or breaker).",
+        c.pending_gestures,
+    )
+    yield _gauge("syncd_held_gestures", "Gestures held by a tripped breaker.", c.held_gestures)
 
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+
+class SyncdCollector(Collector):
+    """Reads the counts from the database on every ``collect`` (scrape time)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing up front: registering must not read the database."""
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        """The families of this moment; a database failure is reported, never raised."""
+        try:
+            c: Counts | None = counts(self.ctx)
+        except Exception as err:  # a scrape must answer even when the database does not
+            log.warning("metrics: the database did not answer: %s", err)
+            c = None
+        return list(families(c))
+
+
+class _Fixed(Collector):
+    def __init__(self, c: Counts | None) -> None:
+        self.c = c
+
+    def collect(self) -> Iterable[Metric]:
+        return list(families(self.c))
 
 
 def render(c: Counts | None) -> str:
-    """The exposition text for ``c`` (``None``: the database did not answer)."""
-    w = _Writer()
-    w.metric("syncd_up", "gauge", "1 while the syncd process is alive.")
-    w.sample("syncd_up", 1)
-    w.metric("syncd_database_up", "gauge", "1 when the database answered this scrape.")
-    w.sample("syncd_database_up", 0 if c is None else 1)
-    if c is None:
-        return w.text()
-    w.metric("syncd_sessions", "gauge", "Sessions by status.")
-    for status in sorted({s.value for s in Status} | set(c.sessions)):
-        w.sample("syncd_sessions", c.sessions.get(status, 0), {"status": status})
-    w.metric("syncd_outbox_rows", "gauge", "Outbox rows (emails) by status.")
-    for status in sorted(set(OUTBOX_STATUSES) | set(c.outbox)):
-        w.sample("syncd_outbox_rows", c.outbox.get(status, 0), {"status": status})
-    w.metric("syncd_calendars", "gauge", "Calendars configured.")
-    w.sample("syncd_calendars", c.calendars)
-    w.metric("syncd_calendars_with_error", "gauge", "Calendars whose last sync failed.")
-    w.sample("syncd_calendars_with_error", c.calendars_with_error)
-    w.metric("syncd_breakers_tripped", "gauge", "Calendars whose mass-deletion breaker is tripped.")
-    w.sample("syncd_breakers_tripped", c.breakers_tripped)
-    w.metric(
-        "syncd_pending_gestures", "gauge", "Admin calendar gestures waiting (settle or breaker)."
-    )
-    w.sample("syncd_pending_gestures", c.pending_gestures)
-    w.metric("syncd_held_gestures", "gauge", "Gestures held by a tripped breaker.")
-    w.sample("syncd_held_gestures", c.held_gestures)
-    return w.text()
+    """The exposition text for fixed counts ``c`` (``None``: the database did not answer)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(c))
+    return generate_latest(registry).decode("utf-8")
+
+
+class Exposition:
+    """A registry of its own holding one ``SyncdCollector`` for ``ctx``."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SyncdCollector(ctx))
+
+    def scrape(self) -> str:
+        """The exposition text of this moment."""
+        return generate_latest(self.registry).decode("utf-8")
 
 
 def scrape(ctx: Context) -> str:
-    """Read the counts and render them; a database failure is reported, never raised."""
-    try:
-        return render(counts(ctx))
-    except Exception as err:  # a scrape must answer even when the database does not
-        log.warning("metrics: the database did not answer: %s", err)
-        return render(None)
+    """One scrape of ``ctx`` (a fresh registry; the web app keeps one ``Exposition``)."""
+    return Exposition(ctx).scrape()

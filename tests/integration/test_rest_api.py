@@ -7,6 +7,7 @@ schemathesis for a bounded number of examples.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -463,7 +464,8 @@ def test_health_readiness_and_metrics(tmp_path: Path) -> None:
         services.book(ctx, ADMIN, Customer("a@example.org", "A", "UTC"), *_span(LATER))
         m = httpx.get(f"{base}/metrics")
         assert m.headers["content-type"].startswith("text/plain; version=0.0.4")
-        lines = set(m.text.splitlines())
+        # prometheus-client writes every value as a float ("1.0"); compare them as numbers.
+        lines = {re.sub(r" (-?\d+)\.0$", r" \1", line) for line in m.text.splitlines()}
         for expected in (
             "syncd_up 1",
             "syncd_database_up 1",
