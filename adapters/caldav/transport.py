@@ -170,7 +170,12 @@ class Transport:
         return reply
 
     def read(
-        self, method: str, url: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        redirects: bool = True,
     ) -> Reply:
         """An idempotent request (GET, PROPFIND, REPORT), retried on transient failures."""
         retrying = Retrying(
@@ -179,7 +184,7 @@ class Transport:
             retry=retry_if_exception(_retryable),
             reraise=True,
         )
-        return retrying(self.send, method, url, body, headers)
+        return retrying(self.send, method, url, body, headers, redirects)
 
     def fail(self, reply: Reply, what: str) -> BackendError:
         """The error for an unexpected answer (never :class:`NotFound`)."""

@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="systemd credential name (LoadCredential=) holding the password",
     )
     sp.add_argument("--calendar-id")
+    sp.add_argument(
+        "--calendar", default="", help="CalDAV: the calendar to use or create (default Bookings)"
+    )
     sp.add_argument("--credentials-file", default="")
     sp.add_argument("--mailbox", default="", help="Microsoft: the mailbox's UPN (app-only)")
     sp.add_argument(

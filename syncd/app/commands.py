@@ -42,6 +42,7 @@ def calendar_json(row: CalendarRow, admin_email: str) -> dict[str, Any]:
 def calendar_add(rt: Runtime) -> int:
     """``syncd calendar add EMAIL caldav|google|microsoft ...``."""
     a = rt.args
+    chosen: list[str] = []
     if a.backend == "microsoft":
         from syncd.app import microsoft_setup
 
@@ -65,6 +66,9 @@ def calendar_add(rt: Runtime) -> int:
             "password_file": a.password_file,
             "password_credential": a.password_credential,
         }
+        from syncd.app.caldav_setup import choose_calendar
+
+        chosen = choose_calendar(rt, settings)  # the server's or account's URL: discovery
     else:
         if not a.calendar_id:
             raise UsageError("A Google calendar needs --calendar-id (e.g. primary).")
@@ -87,7 +91,7 @@ def calendar_add(rt: Runtime) -> int:
         orm.flush()
         data = calendar_json(row, admin.email)
     kind = "busy-only " if a.busy_only else ""
-    _out(rt, data, [f"Added {kind}{a.backend} calendar {data['id']} for {admin.email}."])
+    _out(rt, data, [*chosen, f"Added {kind}{a.backend} calendar {data['id']} for {admin.email}."])
     return 0
 
 
