@@ -125,7 +125,7 @@ def apply_action(
         with orm.begin_nested():
             t = services.act_in(orm, ac.ctx, sid, make, now)
     except SyncdError as err:  # Refused included: a rule said no
-        log.warning("calendar %s: gesture on %s not applied: %s", cid, sid, err)
+        log.info("calendar %s: gesture on %s not applied, undone: %s", cid, sid, err)
         actions.append(f"{sid}: gesture not applied ({err})")
         if isinstance(action, ApplyCancel):
             return []  # canceled meanwhile: the event goes with the session

@@ -317,7 +317,7 @@ def commit(
             report.fenced = True
             return []
         for sid, remote_id in plan.rehome:
-            log.warning("calendar %s: %s's event now lives at %s", cid, sid, remote_id)
+            log.info("calendar %s: %s's event now lives at %s", cid, sid, remote_id)
             _mirror(orm, cid, sid).remote_id = remote_id
         for intent in plan.set_intents:
             state.save_intent(orm, cid, intent)
