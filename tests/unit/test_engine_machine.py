@@ -101,8 +101,12 @@ class EngineMachine(RuleBasedStateMachine):
         self.copies = 0
 
     def teardown(self) -> None:
+        """Every run ends quiet: the final state is checked once more, then released."""
         if hasattr(self, "h"):
-            self.h.close()
+            try:
+                self.quiesce()
+            finally:
+                self.h.close()
 
     # --- helpers --------------------------------------------------------------------------
     def touch(self, i: int) -> RemoteEvent | None:
