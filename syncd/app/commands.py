@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 from collections.abc import Callable
-from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from syncd.app.runtime import Runtime, emit
 from syncd.errors import UsageError
-from syncd.store.models import CalendarRow, IntentRow, MirrorRow, OutboxRow
+from syncd.store.models import CalendarRow
 from syncd.store.repo import get_admin_row
 
 
@@ -224,85 +221,11 @@ def breaker_restore(rt: Runtime) -> int:
     return 4 if report.error else 0
 
 
-def _lease_of_dead_worker(owner: str | None, until: datetime | None, now: datetime) -> bool:
-    """True when a lease is held by a worker that is gone: expired, or a dead local pid."""
-    if owner is None:
-        return False
-    if until is not None and until < now:
-        return True
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine's worker: only its lease's expiry tells
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # alive, someone else's
-    return False
-
-
 def status(rt: Runtime) -> int:
-    """Calendars, breakers, pending gestures and the outbox at a glance."""
-    ctx = rt.ctx
-    with ctx.db.read() as orm:
-        cals = orm.scalars(select(CalendarRow).order_by(CalendarRow.id)).all()
-        outbox = dict(
-            orm.execute(select(OutboxRow.status, func.count()).group_by(OutboxRow.status)).all()
-        )
-        intents = dict(
-            orm.execute(
-                select(IntentRow.calendar_id, func.count()).group_by(IntentRow.calendar_id)
-            ).all()
-        )
-        mirrors = dict(
-            orm.execute(
-                select(MirrorRow.calendar_id, func.count())
-                .where(MirrorRow.gone.is_(False))
-                .group_by(MirrorRow.calendar_id)
-            ).all()
-        )
-        calendars: list[dict[str, Any]] = [
-            {
-                "id": c.id,
-                "backend": c.backend,
-                "busy_only": c.busy_only,
-                "last_sync_at": c.last_sync_at,
-                "last_error": c.last_error,
-                "breaker_tripped": c.breaker_tripped_at is not None,
-                "paused_reason": c.paused_reason,
-                "pending_gestures": intents.get(c.id, 0),
-                "mirrored_events": mirrors.get(c.id, 0),
-                "lease_owner": c.lease_owner,
-                "lease_until": c.lease_until,
-                "lease_dead": _lease_of_dead_worker(c.lease_owner, c.lease_until, ctx.clock()),
-            }
-            for c in cals
-        ]
-        counts: dict[str, int] = {k: int(v) for k, v in outbox.items()}
-    data: dict[str, Any] = {"calendars": calendars, "outbox": counts}
-    lines = []
-    for c in calendars:
-        flags = []
-        if c["breaker_tripped"]:
-            flags.append(f"BREAKER TRIPPED (syncd breaker release|restore {c['id']})")
-        if c["paused_reason"]:
-            flags.append(f"PAUSED: {c['paused_reason']}")
-        if c["last_error"]:
-            flags.append(f"last error: {c['last_error']}")
-        if c["lease_dead"]:
-            flags.append(
-                f"LEASE HELD BY A DEAD WORKER {c['lease_owner']} (free at {c['lease_until']})"
-            )
-        lines.append(
-            f"calendar {c['id']} ({c['backend']}): last sync {c['last_sync_at'] or 'never'}, "
-            f"{c['mirrored_events']} events, {c['pending_gestures']} pending gestures"
-            + ("; " + "; ".join(flags) if flags else "")
-        )
-    ob = counts
-    lines.append("outbox: " + (", ".join(f"{v} {k}" for k, v in sorted(ob.items())) or "empty"))
-    _out(rt, data, lines or ["Nothing configured yet."])
-    return 0
+    """Calendars, breakers, pending gestures and the outbox at a glance (``syncd.app.status``)."""
+    from syncd.app.status import status as show_status
+
+    return show_status(rt)
 
 
 def doctor(rt: Runtime) -> int:

@@ -42,6 +42,7 @@ from syncd.domain.model import CUSTOMER_NOTICES
 from syncd.domain.timefmt import iso_utc
 from syncd.errors import NotFoundError, Refused, UsageError
 from syncd.notify.compose import compose
+from syncd.notify.health import PROCESS, MailHealth
 from syncd.notify.outbox import DEAD, PENDING, SENDING, SENT, STATUSES, SUPERSEDED
 from syncd.ports import Mailer, MailMaybeDelivered, MailPermanent, MailTransient
 from syncd.store.context import Context
@@ -245,6 +246,7 @@ def _mark_sent(ctx: Context, c: Claim, now: datetime) -> None:
         row.status = SENT
         row.sent_at = now
         row.lease_owner = row.lease_until = None
+        row.last_error = None  # an earlier attempt's error no longer describes the row
         row.payload = scrub(row.payload)
 
 
@@ -282,11 +284,13 @@ def drain(
     worker_id: str,
     now: datetime | None = None,
     limit: int = 100,
+    health: MailHealth = PROCESS,
 ) -> DrainResult:
     """Send up to ``limit`` due outbox rows; see the module docstring for the protocol.
 
     ``now`` fixes the clock for the whole drain (tests); by default ``ctx.clock`` is read
-    at each step, so leases stay accurate during a long drain.
+    at each step, so leases stay accurate during a long drain. ``health`` (the process's by
+    default) logs an SMTP outage once per episode and its end.
     """
     clock: Callable[[], datetime] = (lambda: now) if now is not None else ctx.clock
     lease = lease_for(smtp_cfg)
@@ -328,6 +332,7 @@ def drain(
             continue
         except MailTransient as err:
             maybe = isinstance(err, MailMaybeDelivered)
+            health.failed(str(err), clock())
             status = _mark_failed(ctx, c, worker_id, clock(), smtp_cfg, str(err), False, maybe)
             if status == DEAD:
                 result.dead += 1
@@ -338,6 +343,7 @@ def drain(
                 break
             continue
         transient_in_a_row = 0
+        health.delivered(clock())
         _mark_sent(ctx, c, clock())
         result.sent += 1
         if c.after_lease:
