@@ -118,7 +118,7 @@ def run(k: int, delay: float = 0.05, workers: int = 4, budget: float = 300.0) ->
     }  # fmt: skip
 
 
-def rows(sizes: tuple[int, ...] = (100, 1000, 10_000), workers: int = 4) -> list[tuple[str, str]]:
+def rows(sizes: tuple[int, ...] = (100, 1000, 10_000), workers: int = 16) -> list[tuple[str, str]]:
     """Benchmark rows for the results table."""
     out = []
     for k in sizes:

@@ -150,7 +150,7 @@ class SmtpConfig(_Section):
 class SyncConfig(_Section):
     poll_interval: Duration = timedelta(seconds=60)
     settle: Duration = timedelta(minutes=2)
-    workers: int = Field(default=4, ge=1, le=64)
+    workers: int = Field(default=16, ge=1, le=64)
     timeout: Duration = timedelta(seconds=20)
     lease: Duration = timedelta(minutes=5)
     reconcile_interval: Duration = timedelta(hours=24)
