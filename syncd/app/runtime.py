@@ -56,6 +56,7 @@ class Runtime:
                 public_url=cfg.web.public_url,
                 policy=cfg.policy.to_policy(),
                 link_key=functools.cache(lambda: cfg.web.link_secret(state_dir)),
+                rest_api=bool(cfg.web.api_token_file or cfg.web.admin_token_file),
             )
         return self._ctx
 

@@ -97,6 +97,7 @@ def connect(root_arg: str) -> Demo:
         db=Database(state["database_url"]),
         public_url=state["public_url"],
         link_key=lambda: link_key,
+        rest_api=False,  # the demo's configuration sets no API token
     )
     return Demo(
         state=state,
@@ -149,6 +150,25 @@ def _ready(demo: Demo) -> tuple[list[Session], int]:
     return ready, upcoming
 
 
+def spare_customers(ctx: Context, admin_email: str, count: int) -> list[Customer]:
+    """``count`` customers to book, none of whom already has a live session.
+
+    A second walkthrough must not book a second "Femi Okafor": a spare customer is reused
+    only once their session is gone, and past the spares come numbered guests.
+    """
+    sessions = services.list_sessions(ctx, admin_email)
+    busy = {s.customer.email.lower() for s in sessions if s.live}
+    known = {s.customer.email.lower() for s in sessions}
+    out = [Customer(e, n, tz) for e, n, tz in SPARE_CUSTOMERS if e not in busy][:count]
+    n = 0
+    while len(out) < count:
+        n += 1
+        email = f"guest{n}@example.org"
+        if email not in known:
+            out.append(Customer(email, f"Guest {n}", "Europe/Berlin"))
+    return out
+
+
 def _top_up(demo: Demo, count: int, print_: Callable[[str], None]) -> None:
     """Book ``count`` sessions at free slots, as customers would, and wait for their events."""
     from syncd.domain.availability import free_slots
@@ -157,8 +177,10 @@ def _top_up(demo: Demo, count: int, print_: Callable[[str], None]) -> None:
     live = [s for s in services.list_sessions(demo.ctx, demo.admin.email) if s.live]
     slots = free_slots(demo.admin, now + timedelta(days=1), now + timedelta(days=8), live)
     picks = slots[:: max(1, len(slots) // (count + 1))][1 : count + 1]
-    for (start, end), (email, name, tz) in zip(picks, SPARE_CUSTOMERS, strict=False):
-        s = services.book(demo.ctx, demo.admin.email, Customer(email, name, tz), start, end)
+    spares = spare_customers(demo.ctx, demo.admin.email, len(picks))
+    for (start, end), customer in zip(picks, spares, strict=True):
+        s = services.book(demo.ctx, demo.admin.email, customer, start, end)
+        name, tz = customer.name, customer.tz
         print_(f"  booked {name} ({tz}) on {short_time(s.start, demo.admin.tz)}  {s.id}")
 
 

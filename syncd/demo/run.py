@@ -225,6 +225,7 @@ def run_demo(root_arg: str, reset: bool, wiring: Wiring) -> int:
             public_url=cfg.web.public_url,
             policy=cfg.policy.to_policy(),
             link_key=lambda: link_key,
+            rest_api=bool(cfg.web.api_token_file or cfg.web.admin_token_file),
         )
         seeded = not services.list_admins(ctx)
         if seeded:
@@ -235,6 +236,13 @@ def run_demo(root_arg: str, reset: bool, wiring: Wiring) -> int:
         mail_page = serve_in_thread(app, mail_port, "demo-mail-page")
         stops.append(mail_page.stop)
         web = wiring.start_web(ctx, cfg)
+        web.state.index_links = [
+            (
+                f"The coach's calendar: its CalDAV address for a calendar app (user {USER})",
+                calendar_url,
+            ),
+            ("The mail page: every email syncd sent in this demo", mail_url),
+        ]
         daemon = wiring.make_daemon(ctx, cfg, lambda: web)
         daemons.append(daemon)
 

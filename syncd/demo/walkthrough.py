@@ -38,13 +38,6 @@ from syncd.store.models import OutboxRow
 
 RESCHEDULE_MESSAGE = "Something came up on that day, sorry! Could you pick another time?"
 CANCEL_REASON = "I'm ill this week, sorry. Let's book again when I'm back."
-#: Customers who book when the demo has fewer than four sessions left to change.
-SPARE_CUSTOMERS = (
-    ("femi@example.org", "Femi Okafor", "Africa/Lagos"),
-    ("greta@example.net", "Greta Lind", "Europe/Stockholm"),
-    ("hiro@example.com", "Hiro Sato", "Asia/Tokyo"),
-    ("ines@example.org", "Ines Costa", "Europe/Lisbon"),
-)
 LINK = re.compile(r"https?://\S+/choose/[A-Za-z0-9_\-]+")
 
 

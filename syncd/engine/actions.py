@@ -52,7 +52,9 @@ class ActionContext:
 
 
 def session_url(ctx: Context, session_id: str) -> str:
-    """The REST address of a session, written into syncd's notes block."""
+    """The REST address of a session for syncd's notes block; "" when the API is off."""
+    if not ctx.rest_api:
+        return ""  # a link that answers 503 helps nobody
     return f"{ctx.public_url.rstrip('/')}/api/v1/sessions/{session_id}"
 
 

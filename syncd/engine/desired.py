@@ -71,8 +71,9 @@ def desired_event(
     lines = [
         f"Customer: {session.customer.name} <{session.customer.email}>",
         f"Customer time zone: {session.customer.tz}",
-        f"Session: {session_url}",
     ]
+    if session_url:  # none when the REST API is off
+        lines.append(f"Session: {session_url}")
     if awaiting:
         lines.append(f"Waiting for the customer to choose a new time: {session.choose_message}")
     lines.append("Drag to reschedule, delete to cancel, or write 'cancel: reason' or")

@@ -36,6 +36,8 @@ class Context:
     clock: Callable[[], datetime] = utcnow
     #: The secret "choose a new time" links are derived under (read on first use).
     link_key: Callable[[], bytes] = process_key
+    #: Whether the REST API answers (a token file is set): only then do events link to it.
+    rest_api: bool = True
 
     @property
     def host(self) -> str:

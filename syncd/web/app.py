@@ -3,6 +3,7 @@
 ``create_app(ctx, cfg)`` is the only entry point; ``syncd.web.server`` runs it under
 uvicorn. Routes:
 
+- ``GET /``: a small index page (what this is, where to look; ``WebState.index_links``);
 - ``GET|POST /choose/{token}``: the "choose a new time" page (``syncd.web.choose``);
 - ``/api/v1/...``: the REST API (``syncd.web.api``, documented by ``syncd.web.openapi``);
 - ``GET /healthz``: 200 while the process lives;
@@ -52,6 +53,8 @@ class WebState:
     secure_cookies: bool
     open_backend: BackendFactory | None = None
     exposition: metrics.Exposition | None = None
+    #: Extra links the index page shows, as (label, URL) (the demo's calendar and mail page).
+    index_links: list[tuple[str, str]] = field(default_factory=list)
     env: Environment = field(
         default_factory=lambda: Environment(
             loader=FileSystemLoader(TEMPLATES),
@@ -64,6 +67,19 @@ class WebState:
     def render(self, name: str, **data: Any) -> str:
         """One template rendered with ``data``."""
         return self.env.get_template(name).render(**data)
+
+
+async def index(request: Request) -> Response:
+    """``GET /``: what this server is and where to look (no secrets)."""
+    state: WebState = request.app.state.web
+    web = state.cfg.web
+    body = state.render(
+        "index.html",
+        title="syncd",
+        links=state.index_links,
+        rest_api=bool(web.api_token_file or web.admin_token_file),
+    )
+    return HTMLResponse(body)
 
 
 async def healthz(request: Request) -> Response:
@@ -161,6 +177,7 @@ def create_app(
     routes = [
         Route("/choose/{token}", page.get, methods=["GET"]),
         Route("/choose/{token}", page.post, methods=["POST"]),
+        Route("/", index, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

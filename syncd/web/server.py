@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 
@@ -74,6 +75,12 @@ class WebServer:
         address = sock.getsockname()
         self.host: str = str(address[0])
         self.port: int = int(address[1])
+
+    @property
+    def state(self) -> Any:
+        """The running app's ``WebState`` (``syncd.web.app``)."""
+        app: Any = self.server.config.app
+        return app.state.web
 
     @property
     def url(self) -> str:
