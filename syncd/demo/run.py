@@ -237,11 +237,9 @@ def run_demo(root_arg: str, reset: bool, wiring: Wiring) -> int:
         stops.append(mail_page.stop)
         web = wiring.start_web(ctx, cfg)
         web.state.index_links = [
-            (
-                f"The coach's calendar: its CalDAV address for a calendar app (user {USER})",
-                calendar_url,
-            ),
-            ("The mail page: every email syncd sent in this demo", mail_url),
+            ("The coach's calendar as it is now", f"{mail_url}/calendar"),
+            ("The mail page: every email syncd sent in this demo", f"{mail_url}/"),
+            (f"The calendar's CalDAV address, for a calendar app (user {USER})", calendar_url),
         ]
         daemon = wiring.make_daemon(ctx, cfg, lambda: web)
         daemons.append(daemon)
