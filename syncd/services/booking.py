@@ -157,7 +157,14 @@ def book(
             )
         sid = new_session_id()
         t = rules.book(
-            sid, admin, customer, start, end, now, live_sessions_of(orm, admin_row.id), actor
+            sid,
+            admin,
+            customer,
+            start,
+            end,
+            now,
+            live_sessions_of(orm, admin_row.id, overlapping=(start, end)),
+            actor,
         )
         cust = upsert_customer(orm, admin_row.id, customer)
         orm.add(
@@ -228,9 +235,34 @@ def act_in(
     session, admin_row = load_session(orm, session_id, lock=True)
     get_admin_row(orm, admin_row.email, lock=True)
     admin = admin_from_row(admin_row)
-    t = make(session, admin, live_sessions_of(orm, admin_row.id, exclude=session_id))
+    t = make(session, admin, _others_for(orm, admin_row.id, session, admin, make))
     _record(orm, ctx, t, admin, now)
     return t
+
+
+def _others_for(
+    orm: Orm,
+    admin_id: int,
+    session: Session,
+    admin: Admin,
+    make: Callable[[Session, Admin, list[Session]], Transition],
+) -> list[Session]:
+    """The admin's other live sessions that can refuse ``make``: those overlapping its result.
+
+    The rules are pure and use the other sessions only to refuse an overlap (directly, or
+    as a slot no longer offered, which depends only on the sessions overlapping it); so
+    the transition made against none of them names the one interval to check, and only
+    the sessions overlapping it are read (issue 11: not every session the admin ever had).
+    A trial the rules refuse anyway is decided against all of them, worded as before.
+    """
+    try:
+        trial = make(session, admin, [])
+    except Exception:
+        return live_sessions_of(orm, admin_id, exclude=session.id)
+    if not trial.after.live:
+        return []
+    window = (trial.after.start, trial.after.end)
+    return live_sessions_of(orm, admin_id, exclude=session.id, overlapping=window)
 
 
 def _act(

@@ -76,6 +76,8 @@ class CustomerRow(Base):
 
 class SessionRow(Base):
     __tablename__ = "sessions"
+    #: Overlap checks read only the admin's sessions ending after the new start (issue 11).
+    __table_args__ = (Index("ix_sessions_admin_end_start", "admin_id", "end", "start"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"), index=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)

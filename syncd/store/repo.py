@@ -135,14 +135,26 @@ def load_sessions(orm: Orm, rows: Sequence[SessionRow], with_history: bool = Tru
     ]
 
 
-def live_sessions_of(orm: Orm, admin_id: int, exclude: str | None = None) -> list[Session]:
-    """The admin's booked and awaiting sessions (for overlap checks and free slots)."""
-    rows = orm.scalars(
-        select(SessionRow).where(
-            SessionRow.admin_id == admin_id, SessionRow.status != Status.CANCELED.value
-        )
-    ).all()
-    return [s for s in load_sessions(orm, rows, with_history=False) if s.id != exclude]
+def live_sessions_of(
+    orm: Orm,
+    admin_id: int,
+    exclude: str | None = None,
+    overlapping: tuple[datetime, datetime] | None = None,
+) -> list[Session]:
+    """The admin's booked and awaiting sessions (for overlap checks and free slots).
+
+    With ``overlapping=(start, end)``, only those overlapping that interval: read from the
+    (admin_id, end, start) index, so a check costs the overlaps, not the admin's history.
+    """
+    stmt = select(SessionRow).where(
+        SessionRow.admin_id == admin_id, SessionRow.status != Status.CANCELED.value
+    )
+    if overlapping is not None:
+        start, end = overlapping
+        stmt = stmt.where(SessionRow.end > start, SessionRow.start < end)
+    if exclude is not None:
+        stmt = stmt.where(SessionRow.id != exclude)
+    return load_sessions(orm, orm.scalars(stmt).all(), with_history=False)
 
 
 def upsert_customer(orm: Orm, admin_id: int, customer: Customer) -> CustomerRow:
