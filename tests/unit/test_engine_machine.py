@@ -188,7 +188,7 @@ class EngineMachine(RuleBasedStateMachine):
     @rule(i=st.integers(0, 3))
     def admin_undo(self, i: int) -> None:
         before = self.before.get(i)
-        if before is not None:
+        if before is not None and self.live(i):  # an undo after the cancel is a new event
             self.h.cal.human_put(before)
             self.admin_etag[i] = self.h.cal.events[before.remote_id].etag
 
