@@ -281,7 +281,7 @@ def run_cycle(
                     cid = running.pop(future)
                     reports[cid] = future.result()
                     finished.append(cid)
-                if len(finished) >= workers:
+                if len(finished) >= max(workers, 8):
                     release(finished)
         finally:
             for future, cid in running.items():  # a claim failed: finish what is in hand
