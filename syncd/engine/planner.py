@@ -137,12 +137,14 @@ def _observe_changed(
     if event.etag == mirror.seen_etag and intent is None:
         return None  # seen before and found to be nothing
     b.seen.append((sid, event.etag))
+    if intent is not None and intent.observed_hash == observed:
+        # The same content reported again (SOGo's one-second tokens do): only time passed,
+        # so the pending gesture keeps its settle clock; it is judged when it is due.
+        return intent
     gesture = classify(event, session, inp)
     if gesture is None:
         return _drop(b, intent)
     kind, payload = gesture
-    if intent is not None and intent.kind == kind and intent.observed_hash == observed:
-        return intent
     new = PendingIntent(sid, kind, MappingProxyType(payload), observed, inp.now)
     b.set_intents.append(new)
     return new
