@@ -43,16 +43,18 @@ def _ical_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def sync_collection_body(token: str) -> str:
+def sync_collection_body(token: str, etags_only: bool = False) -> str:
     """RFC 6578 sync-collection REPORT, sync-level 1, asking for getetag and calendar-data.
 
-    No DAV:limit: Xandikos truncates to the limit silently (no 507) while still returning
-    the newest token, which would lose changes.
+    ``etags_only`` asks for getetag alone (a reconciliation's listing). No DAV:limit:
+    Xandikos truncates to the limit silently (no 507) while still returning the newest
+    token, which would lose changes.
     """
+    data = "" if etags_only else "<C:calendar-data/>"
     return (
         f"{_HEAD}<D:sync-collection {_NS}><D:sync-token>{escape(token)}</D:sync-token>"
         "<D:sync-level>1</D:sync-level>"
-        "<D:prop><D:getetag/><C:calendar-data/></D:prop></D:sync-collection>"
+        f"<D:prop><D:getetag/>{data}</D:prop></D:sync-collection>"
     )
 
 

@@ -169,18 +169,43 @@ class Feed:
         The cursor (sync token or ctag) is read before the listing, so whatever changes
         in between is reported again by the next delta (an echo), never missed.
         """
-        props = self._collection_props()
-        if self._force_ctag or not (token := props.text(dav.DAV + "sync-token") or ""):
-            cursor = CTAG_PREFIX + _ctag(props)
-        else:
+        listed = None if self._force_ctag else self._initial_listing()
+        if listed is not None:
+            # The token and the listing of one initial sync-collection agree by definition;
+            # a PROPFIND's sync-token need not (SOGo's then answers the next delta empty).
+            token, members = listed
             cursor = SYNC_PREFIX + token
-        entries, removed = self._diff(self.listing(), known)
+        else:
+            props = self._collection_props()
+            cursor = CTAG_PREFIX + _ctag(props)
+            members = self.listing()
+        entries, removed = self._diff(members, known)
         return ChangeSet(
             changed=tuple(self._events(entries)),
             removed=removed,
             cursor=cursor,
             reconciled=True,
         )
+
+    def _initial_listing(self) -> tuple[str, dict[str, str]] | None:
+        """(token, href → etag) from an initial etag-only sync-collection; None without one."""
+        what = f"sync-collection {self._collection}"
+        reply = self._t.report(self._collection, dav.sync_collection_body("", True), "0")
+        if reply.status != 207:
+            if reply.status in UNSUPPORTED_REPORT_STATUSES and not self._supports_sync():
+                return None
+            raise self._t.fail(reply, what)
+        items, token = self._t.multistatus(reply, what)
+        if not token or any(i.status == 507 for i in items):
+            return None  # no token, or truncated: the PROPFIND listing instead
+        members = {
+            i.href: strong_etag(i.text(dav.DAV + "getetag") or "")
+            for i in items
+            if i.href.rstrip("/") != self._collection.rstrip("/")
+            and not i.is_collection
+            and i.status in (None, 200)
+        }
+        return token, members
 
     def _ctag_changes(self, last: str | None, known: Mapping[str, str]) -> ChangeSet:
         """The fallback feed: ctag first (read before the listing), then an etag diff."""
