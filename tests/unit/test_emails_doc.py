@@ -1,6 +1,6 @@
 """docs/EMAILS.md shows every email exactly as syncd renders it (so it cannot go stale).
 
-Regenerate with ``python -m syncd.notify.compose --docs > docs/EMAILS.md``.
+Regenerate with ``python -m syncd.notify.emaildocs --docs > docs/EMAILS.md``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from syncd.domain.model import NoticeKind
-from syncd.notify.compose import EXAMPLES, compose, docs, render
+from syncd.notify.compose import compose, render
+from syncd.notify.emaildocs import EXAMPLES, docs
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "EMAILS.md"
 
@@ -26,13 +27,13 @@ def test_doc_contains_the_rendered_text_of(kind: str) -> None:
     assert f"Subject: {subject}  \n" in doc
     assert f"```text\n{text}```\n" in doc, (
         f"docs/EMAILS.md is stale for {kind}: "
-        "run python -m syncd.notify.compose --docs > docs/EMAILS.md"
+        "run python -m syncd.notify.emaildocs --docs > docs/EMAILS.md"
     )
 
 
 def test_doc_is_exactly_the_generated_one() -> None:
     assert DOC.read_text(encoding="utf-8") == docs(), (
-        "docs/EMAILS.md is stale: run python -m syncd.notify.compose --docs > docs/EMAILS.md"
+        "docs/EMAILS.md is stale: run python -m syncd.notify.emaildocs --docs > docs/EMAILS.md"
     )
 
 
