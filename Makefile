@@ -38,7 +38,7 @@ typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict syncd adapters
 
 pytest: $(VENV)/.installed-test chromium caldav-servers
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
