@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session as Orm
 
 from adapters.google import auth as google_auth
 from adapters.google import setup as google_calls
+from syncd.app.calendars import register_calendar
 from syncd.config import Config
 from syncd.errors import SyncdError
 from syncd.store.models import CalendarRow
@@ -73,7 +74,7 @@ def authorize(rt: Runtime) -> int:
     }
     if not wanted_id:
         settings["app_created"] = True
-    row_id = _register(rt, email, settings)
+    row_id = register_calendar(rt.ctx, email, "google", settings, ("calendar_id",))
     data = {
         "calendar": row_id,
         "calendar_id": calendar_id,
@@ -111,24 +112,3 @@ def _previous_app_calendar(rt: Runtime, email: str, credentials_file: str) -> st
             if s.get("app_created") and s.get("credentials_file") == credentials_file:
                 return str(s.get("calendar_id") or "")
     return ""
-
-
-def _register(rt: Runtime, email: str, settings: dict[str, Any]) -> int:
-    """Add the calendar row, or refresh the admin's row with that calendar id (unpausing it)."""
-    with rt.ctx.db.write() as orm:
-        admin = get_admin_row(orm, email)
-        for row in _google_rows(orm, email):
-            if (row.settings or {}).get("calendar_id") == settings["calendar_id"]:
-                row.settings = {**(row.settings or {}), **settings}  # a new dict: JSON change
-                row.paused_reason = None  # the credentials were just renewed
-                return row.id
-        new = CalendarRow(
-            admin_id=admin.id,
-            backend="google",
-            settings=settings,
-            busy_only=False,
-            cursor_version=1,
-        )
-        orm.add(new)
-        orm.flush()
-        return new.id

@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from adapters.microsoft.auth import AppTokens, DelegatedTokens, TokenSource
 from adapters.microsoft.backend import GraphBackend
+from syncd.app.calendars import register_calendar
 from syncd.config import Config, read_secret
 from syncd.errors import ConfigError, UsageError
-from syncd.store.models import CalendarRow
 from syncd.store.repo import get_admin_row
 
 if TYPE_CHECKING:
@@ -119,36 +117,6 @@ class Added:
     created: bool
 
 
-def register(rt: Runtime, email: str, settings: dict[str, Any]) -> int:
-    """Add the calendar row, or refresh the admin's row of that mailbox and calendar."""
-    with rt.ctx.db.write() as orm:
-        admin = get_admin_row(orm, email)
-        rows = orm.scalars(
-            select(CalendarRow).where(
-                CalendarRow.admin_id == admin.id, CalendarRow.backend == "microsoft"
-            )
-        )
-        for row in rows:
-            s = row.settings or {}
-            if (s.get("mailbox"), s.get("calendar_id")) == (
-                settings["mailbox"],
-                settings["calendar_id"],
-            ):
-                row.settings = {**s, **settings}  # a new dict: JSON change
-                row.paused_reason = None  # the credentials were just renewed
-                return row.id
-        new = CalendarRow(
-            admin_id=admin.id,
-            backend="microsoft",
-            settings=settings,
-            busy_only=False,
-            cursor_version=1,
-        )
-        orm.add(new)
-        orm.flush()
-        return new.id
-
-
 def attach(rt: Runtime, email: str, settings: dict[str, Any], wanted_id: str) -> Added:
     """Check the calendar (or find/create "Bookings"), then register it for the admin."""
     from adapters.microsoft import setup as calls
@@ -164,7 +132,13 @@ def attach(rt: Runtime, email: str, settings: dict[str, Any], wanted_id: str) ->
         calendar_id, created = calls.bookings_calendar(backend, wanted_id)
     finally:
         backend.close()
-    row_id = register(rt, email, {**settings, "calendar_id": calendar_id})
+    row_id = register_calendar(
+        rt.ctx,
+        email,
+        "microsoft",
+        {**settings, "calendar_id": calendar_id},
+        ("mailbox", "calendar_id"),
+    )
     return Added(row_id, calendar_id, created)
 
 
