@@ -133,10 +133,17 @@ def cmd_session_book(rt: Runtime) -> int:
 
 
 def cmd_session_list(rt: Runtime) -> int:
-    from syncd.services import booking as services
+    from syncd.store import listing
 
-    sessions = services.list_sessions(rt.ctx, rt.args.admin, rt.args.status)
-    zones = _admin_zones(rt)
+    a = rt.args
+    found = listing.read(rt.config.database.url, listing.sessions(a.admin, a.status))
+    if found is not None:  # a SQLite file, over sqlite3 (start-up, issue 11)
+        sessions, zones = found
+    else:
+        from syncd.services import booking as services
+
+        sessions = services.list_sessions(rt.ctx, a.admin, a.status)
+        zones = _admin_zones(rt)
     lines = [_session_line(s, zones.get(s.admin_email, "UTC")) for s in sessions]
     lines = lines or ["No sessions."]
     emit(rt.args, [session_json(s) for s in sessions], lines)

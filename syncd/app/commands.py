@@ -5,22 +5,25 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-
-from sqlalchemy import select
 
 from syncd.app.runtime import Runtime, emit
 from syncd.errors import UsageError
-from syncd.store.models import CalendarRow
-from syncd.store.repo import get_admin_row
+from syncd.store import listing
+
+if TYPE_CHECKING:
+    from syncd.store.models import CalendarRow
+
+# Start-up (issue 11): SQLAlchemy and the models are imported inside the commands that
+# write or reach a peer; ``calendar list`` on a SQLite file reads it over sqlite3.
 
 
 def _out(rt: Runtime, data: Any, lines: list[str]) -> None:
     emit(rt.args, data, lines)
 
 
-def calendar_json(row: CalendarRow, admin_email: str) -> dict[str, Any]:
+def calendar_json(row: CalendarRow | listing.CalendarRecord, admin_email: str) -> dict[str, Any]:
     """A calendar without its secrets."""
     settings = {k: v for k, v in row.settings.items() if "password" not in k}
     return {
@@ -74,6 +77,9 @@ def calendar_add(rt: Runtime) -> int:
             "credentials_file": a.credentials_file,
             "admin_email": a.email.strip().lower(),
         }
+    from syncd.store.models import CalendarRow
+    from syncd.store.repo import get_admin_row
+
     ctx = rt.ctx
     with ctx.db.write() as orm:
         admin = get_admin_row(orm, a.email)
@@ -94,13 +100,19 @@ def calendar_add(rt: Runtime) -> int:
 
 def calendar_list(rt: Runtime) -> int:
     """``syncd calendar list``."""
-    from syncd.store.models import AdminRow
+    found = listing.read(rt.config.database.url, listing.calendars)
+    if found is not None:
+        data = [calendar_json(c, e) for c, e, _tz in found]
+    else:
+        from sqlalchemy import select
 
-    with rt.ctx.db.read() as orm:
-        rows = orm.execute(
-            select(CalendarRow, AdminRow.email).join(AdminRow).order_by(CalendarRow.id)
-        ).all()
-        data = [calendar_json(c, e) for c, e in rows]
+        from syncd.store.models import AdminRow, CalendarRow
+
+        with rt.ctx.db.read() as orm:
+            rows = orm.execute(
+                select(CalendarRow, AdminRow.email).join(AdminRow).order_by(CalendarRow.id)
+            ).all()
+            data = [calendar_json(c, e) for c, e in rows]
     lines = [
         f"{d['id']:>3}  {d['backend']:<6} {d['admin']:<28} "
         f"{d['settings'].get('url') or d['settings'].get('calendar_id')}"
@@ -250,6 +262,10 @@ def doctor(rt: Runtime) -> int:
         checks.append({"check": "database", "ok": False, "detail": str(err)})
         ok = False
     if ok:
+        from sqlalchemy import select
+
+        from syncd.store.models import CalendarRow
+
         with rt.ctx.db.read() as orm:
             cals = [(c.id, c.backend, dict(c.settings)) for c in orm.scalars(select(CalendarRow))]
         for cid, backend, settings in cals:

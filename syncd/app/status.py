@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
-
-from sqlalchemy import func, select
 
 from syncd.app.runtime import Runtime, emit
 from syncd.domain.timefmt import human
-from syncd.store.models import AdminRow, CalendarRow, IntentRow, MirrorRow, OutboxRow
+from syncd.store import listing
+from syncd.store.listing import UNSENT, CalendarRecord, IntentRecord, StatusRows
 
 #: Gesture kinds as a person reads them.
 GESTURE_WORDS = {
@@ -61,9 +60,9 @@ def age_words(seconds: float) -> str:
     return f"{d} d {h} h" if h else f"{d} d"
 
 
-def _gestures(orm: Any, now: datetime) -> dict[int, list[dict[str, Any]]]:
+def _gestures(intents: list[IntentRecord], now: datetime) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = {}
-    for i in orm.scalars(select(IntentRow).order_by(IntentRow.first_seen, IntentRow.id)):
+    for i in intents:
         out.setdefault(i.calendar_id, []).append(
             {
                 "session_id": i.session_id,
@@ -76,71 +75,113 @@ def _gestures(orm: Any, now: datetime) -> dict[int, list[dict[str, Any]]]:
     return out
 
 
-def _mail(orm: Any, now: datetime) -> dict[str, Any]:
-    oldest = orm.scalar(
-        select(func.min(OutboxRow.created_at)).where(OutboxRow.status.in_(("pending", "sending")))
-    )
-    failing = orm.scalars(
-        select(OutboxRow)
-        .where(OutboxRow.status.in_(("pending", "sending")), OutboxRow.last_error.is_not(None))
-        .order_by(OutboxRow.next_attempt_at.desc(), OutboxRow.id.desc())
-        .limit(1)
-    ).first()
-    return {
-        "oldest_pending_at": oldest,
-        "oldest_pending_age_seconds": None
-        if oldest is None
-        else int((now - oldest).total_seconds()),
-        "last_error": failing.last_error if failing is not None else None,
-    }
+def _orm_rows(rt: Runtime) -> StatusRows:
+    """:class:`StatusRows` over SQLAlchemy (PostgreSQL, or when the fast path declines)."""
+    from sqlalchemy import func, select
 
+    from syncd.store.models import AdminRow, CalendarRow, IntentRow, MirrorRow, OutboxRow
 
-def collect(rt: Runtime) -> dict[str, Any]:
-    """What ``syncd status`` reports, read in one transaction (the ``--json`` document)."""
-    ctx = rt.ctx
-    now = ctx.clock()
-    with ctx.db.read() as orm:
+    unsent = OutboxRow.status.in_(UNSENT)
+    with rt.ctx.db.read() as orm:
         cals = orm.execute(
             select(CalendarRow, AdminRow.email, AdminRow.tz)
             .join(AdminRow, AdminRow.id == CalendarRow.admin_id)
             .order_by(CalendarRow.id)
         ).all()
-        outbox = dict(
-            orm.execute(select(OutboxRow.status, func.count()).group_by(OutboxRow.status)).all()
+        failing = orm.scalars(
+            select(OutboxRow.last_error)
+            .where(unsent, OutboxRow.last_error.is_not(None))
+            .order_by(OutboxRow.next_attempt_at.desc(), OutboxRow.id.desc())
+            .limit(1)
+        ).first()
+        return StatusRows(
+            calendars=[(_record(c), email, tz) for c, email, tz in cals],
+            outbox={
+                k: int(v)
+                for k, v in orm.execute(
+                    select(OutboxRow.status, func.count()).group_by(OutboxRow.status)
+                ).all()
+            },
+            mirrors={
+                k: int(v)
+                for k, v in orm.execute(
+                    select(MirrorRow.calendar_id, func.count())
+                    .where(MirrorRow.gone.is_(False))
+                    .group_by(MirrorRow.calendar_id)
+                ).all()
+            },
+            intents=[
+                IntentRecord(i.calendar_id, i.session_id, i.kind, i.first_seen, bool(i.held))
+                for i in orm.scalars(select(IntentRow).order_by(IntentRow.first_seen, IntentRow.id))
+            ],
+            oldest_unsent=orm.scalar(select(func.min(OutboxRow.created_at)).where(unsent)),
+            last_unsent_error=failing,
         )
-        mirrors = dict(
-            orm.execute(
-                select(MirrorRow.calendar_id, func.count())
-                .where(MirrorRow.gone.is_(False))
-                .group_by(MirrorRow.calendar_id)
-            ).all()
-        )
-        gestures = _gestures(orm, now)
-        calendars: list[dict[str, Any]] = [
-            {
-                "id": c.id,
-                "backend": c.backend,
-                "busy_only": c.busy_only,
-                "last_sync_at": c.last_sync_at,
-                "last_error": c.last_error,
-                "breaker_tripped": c.breaker_tripped_at is not None,
-                "paused_reason": c.paused_reason,
-                "pending_gestures": len(gestures.get(c.id, [])),
-                "mirrored_events": mirrors.get(c.id, 0),
-                "lease_owner": c.lease_owner,
-                "lease_until": c.lease_until,
-                "lease_dead": lease_of_dead_worker(c.lease_owner, c.lease_until, now),
-                "admin": email,
-                "tz": tz,
-                "breaker_tripped_at": c.breaker_tripped_at,
-                "held_gestures": sum(g["held"] for g in gestures.get(c.id, [])),
-                "gestures": gestures.get(c.id, []),
-            }
-            for c, email, tz in cals
-        ]
-        counts: dict[str, int] = {k: int(v) for k, v in outbox.items()}
-        mail = _mail(orm, now)
-    return {"calendars": calendars, "outbox": counts, "mail": mail}
+
+
+def _record(c: Any) -> CalendarRecord:
+    """An ORM calendar row as the listings' record."""
+    return CalendarRecord(
+        id=c.id,
+        backend=c.backend,
+        settings=c.settings,
+        busy_only=c.busy_only,
+        last_sync_at=c.last_sync_at,
+        last_error=c.last_error,
+        breaker_tripped_at=c.breaker_tripped_at,
+        paused_reason=c.paused_reason,
+        lease_owner=c.lease_owner,
+        lease_until=c.lease_until,
+    )
+
+
+def document(rows: StatusRows, now: datetime) -> dict[str, Any]:
+    """The ``--json`` document of ``syncd status`` (either path's rows)."""
+    gestures = _gestures(rows.intents, now)
+    calendars: list[dict[str, Any]] = [
+        {
+            "id": c.id,
+            "backend": c.backend,
+            "busy_only": c.busy_only,
+            "last_sync_at": c.last_sync_at,
+            "last_error": c.last_error,
+            "breaker_tripped": c.breaker_tripped_at is not None,
+            "paused_reason": c.paused_reason,
+            "pending_gestures": len(gestures.get(c.id, [])),
+            "mirrored_events": rows.mirrors.get(c.id, 0),
+            "lease_owner": c.lease_owner,
+            "lease_until": c.lease_until,
+            "lease_dead": lease_of_dead_worker(c.lease_owner, c.lease_until, now),
+            "admin": email,
+            "tz": tz,
+            "breaker_tripped_at": c.breaker_tripped_at,
+            "held_gestures": sum(g["held"] for g in gestures.get(c.id, [])),
+            "gestures": gestures.get(c.id, []),
+        }
+        for c, email, tz in rows.calendars
+    ]
+    oldest = rows.oldest_unsent
+    mail = {
+        "oldest_pending_at": oldest,
+        "oldest_pending_age_seconds": None
+        if oldest is None
+        else int((now - oldest).total_seconds()),
+        "last_error": rows.last_unsent_error,
+    }
+    return {"calendars": calendars, "outbox": rows.outbox, "mail": mail}
+
+
+def collect(rt: Runtime) -> dict[str, Any]:
+    """What ``syncd status`` reports, read in one transaction (the ``--json`` document).
+
+    A SQLite file is read over ``sqlite3`` (:mod:`syncd.store.listing`, issue 11: start-up);
+    anything else, or whatever that path declines, over SQLAlchemy.
+    """
+    rows = listing.read(rt.config.database.url, listing.status_rows)
+    if rows is None:
+        rows = _orm_rows(rt)
+        return document(rows, rt.ctx.clock())
+    return document(rows, datetime.now(UTC))
 
 
 def _calendar_lines(c: dict[str, Any]) -> list[str]:
