@@ -51,15 +51,17 @@ def cpu(fn: Callable[[], object], repeat: int = 5) -> float:
 class BenchWorld:
     """A SQLite database with one admin and one calendar row; ``sync(backend)`` runs a cycle."""
 
+    #: The configuration every benchmark's syncd runs with.
+    CONFIG = (
+        '[sync]\nsettle = "0s"\n[web]\npublic_url = "https://book.example.com"\n'
+        '[smtp]\nhost = "127.0.0.1"\nport = 9\n'
+    )
+
     def __init__(self, tmp: Path, settings: dict[str, object], backend: str = "caldav") -> None:
         self.tmp = tmp
         self.db = Database(f"sqlite:///{tmp}/bench.db")
         self.db.upgrade()
-        self.cfg = config_mod.parse(
-            '[sync]\nsettle = "0s"\n[web]\npublic_url = "https://book.example.com"\n'
-            '[smtp]\nhost = "127.0.0.1"\nport = 9\n',
-            "bench",
-        )
+        self.cfg = config_mod.parse(self.CONFIG, "bench")
         self.ctx = Context(self.db, "https://book.example.com")
         services.add_admin(self.ctx, ADMIN, "Coach", "Europe/Berlin")
         with self.db.write() as orm:

@@ -195,10 +195,11 @@ def fold(cal: Calendar, rnd: Round, known: Mapping[str, str]) -> ChangeSet:
             continue  # deleted since: the listing below decides
         if ev is not None:
             changed[ev.remote_id] = ev
-    missing = [k for k in known if k not in changed]
     removals = any(r is None for r in latest.values())
     removed: list[str] = []
-    if missing and (rnd.full or removals):
+    # ``known`` is read only here: an idle round never asks syncd for its mirror.
+    missing = [k for k in known if k not in changed] if rnd.full or removals else []
+    if missing:
         listing = property_listing(cal)
         for key in missing:
             body = listing.get(key)

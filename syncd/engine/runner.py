@@ -13,7 +13,7 @@ One calendar never stops the rest: any exception inside its cycle is recorded as
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -21,10 +21,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session as Orm
 
-from syncd.domain.model import Admin, Notice, NoticeKind
+from syncd.domain.model import Notice, NoticeKind
 from syncd.engine import state
 from syncd.engine.actions import ActionContext, alert_breaker, apply_action, session_url
 from syncd.engine.desired import GestureRules, desired_event
+from syncd.engine.fetch import load_and_fetch
 from syncd.engine.planner import (
     BreakerRules,
     Create,
@@ -43,14 +44,14 @@ from syncd.ports import (
     BackendError,
     CalendarBackend,
     ChangeSet,
-    CursorExpired,
     DesiredEvent,
     EventContent,
     NotFound,
     RemoteEvent,
 )
 from syncd.store.context import Context
-from syncd.store.models import CalendarRow, MirrorRow
+from syncd.store.models import AdminRow, CalendarRow, MirrorRow
+from syncd.store.repo import admin_from_row
 
 __all__ = [
     "CycleReport",
@@ -94,36 +95,6 @@ def _desired_map(
         for sid, s in st.sessions.items()
         if s.live
     }
-
-
-def _reconcile_due(st: state.CalendarState, settings: EngineSettings, now: datetime) -> bool:
-    if settings.reconcile <= timedelta(0) or st.cursor is None:
-        return False
-    return st.reconciled_at is None or now - st.reconciled_at >= settings.reconcile
-
-
-def _fetch(
-    backend: CalendarBackend,
-    st: state.CalendarState,
-    settings: EngineSettings,
-    now: datetime,
-    report: CycleReport,
-) -> ChangeSet:
-    known = {
-        m.remote_id: (m.seen_etag or m.written_etag or "")
-        for m in st.mirrors.values()
-        if not m.gone
-    }
-    if _reconcile_due(st, settings, now):
-        # Nothing a server's delta feed hides stays hidden longer than the interval.
-        report.reconciled = True
-        return backend.changes(None, known)
-    try:
-        return backend.changes(st.cursor, known)
-    except CursorExpired:
-        log.warning("calendar %s: change cursor expired; full listing", st.calendar_id)
-        report.resynced = True
-        return backend.changes(None, known)
 
 
 def _wall_time(content: EventContent, tz: ZoneInfo) -> EventContent:
@@ -213,10 +184,10 @@ def _one_pass(
     """fetch → plan → commit → execute, once."""
     now = ctx.clock().replace(microsecond=0)
     over_budget = fence.over_budget if fence else (lambda: False)
-    with ctx.db.read() as orm:
-        st = state.load_state(orm, calendar_id, now)
     try:
-        cs = _fetch(backend, st, settings, now, report)
+        st, cs = load_and_fetch(
+            ctx, backend, calendar_id, settings.reconcile, settings.rules, now, report
+        )
         report.changed += len(cs.changed)
         report.removed += len(cs.removed)
         changed = tuple(as_admin_meant(e, st.admin.tz) for e in cs.changed)
@@ -242,13 +213,14 @@ def _one_pass(
             plan = plan_calendar(with_verifications(inp, checks))
     except AuthRevoked as err:
         report.error, report.auth_revoked = str(err), True
-        _record_error(ctx, calendar_id, str(err), now, paused=True, admin=st.admin)
+        _record_error(ctx, calendar_id, str(err), now, paused=True)
         return
     except BackendError as err:
         report.error = str(err)
         _record_error(ctx, calendar_id, str(err), now)
         return
-    writes = commit(ctx, settings, st, plan, cs, backend, now, report, fence)
+    marks = state.settle_marks(st, plan, inp.desired, settings.rules, now)
+    writes = commit(ctx, settings, st, plan, cs, backend, now, report, fence, marks)
     execute(ctx, settings.rules, calendar_id, backend, writes, report, over_budget)
 
 
@@ -258,13 +230,13 @@ def _record_error(
     message: str,
     now: datetime,
     paused: bool = False,
-    admin: Admin | None = None,
 ) -> None:
     log.error("calendar %s: %s", calendar_id, message)
     with ctx.db.write() as orm:
         cal = state.get_calendar(orm, calendar_id, lock=True)
         cal.last_error = message
-        if paused and cal.paused_reason is None and admin is not None:
+        if paused and cal.paused_reason is None:
+            admin = admin_from_row(orm.get_one(AdminRow, cal.admin_id))
             cal.paused_reason = f"credentials refused: {message}"
             notice = Notice(
                 NoticeKind.AUTH_REVOKED,
@@ -296,6 +268,7 @@ def commit(
     now: datetime,
     report: CycleReport,
     fence: Fence | None = None,
+    marks: Mapping[str, bool] | None = None,
 ) -> list[Write]:
     """Apply a plan's decisions in one transaction; returns the calendar writes to run.
 
@@ -353,6 +326,11 @@ def commit(
                         gone=False,
                     )
                 )
+        if marks:
+            state.save_marks(orm, cid, marks)
+        if st.revision is not None and (cal.synced_revision or 0) <= st.revision:
+            cal.synced_revision = st.revision
+            cal.synced_rules = state.rules_key(settings.rules)
         cal.cursor = cs.cursor
         if cs.full or cs.reconciled:
             cal.reconciled_at = now

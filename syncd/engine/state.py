@@ -2,23 +2,54 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, false, func, or_, select, update
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import Admin, Session, Status
-from syncd.engine.planner import MirrorState, PendingIntent
+from syncd.engine.desired import GestureRules, desired_hash
+from syncd.engine.planner import MirrorState, PendingIntent, Plan
 from syncd.errors import NotFoundError
+from syncd.ports import DesiredEvent
 from syncd.store.models import AdminRow, CalendarRow, IntentRow, MirrorRow, SessionRow
 from syncd.store.repo import admin_from_row, load_sessions
+
+#: More sessions than this touched in one cycle: the cycle loads the calendar whole.
+MAX_PARTIAL = 500
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a cycle reads before the feed: the calendar row, its admin, pending intents."""
+
+    calendar_id: int
+    backend: str
+    cursor: str | None
+    breaker_tripped: bool
+    admin: Admin
+    admin_id: int
+    intents: dict[str, PendingIntent]
+    reconciled_at: datetime | None
+    recent_removals: dict[str, datetime]
+    synced_revision: int | None
+    synced_rules: str | None
 
 
 @dataclass(frozen=True)
 class CalendarState:
-    """One calendar's state as the planner needs it."""
+    """One calendar's state as the planner needs it.
+
+    ``complete``: every session that matters now is loaded. Otherwise (an idle or small
+    cycle, :func:`load_changed`) only the sessions that changed since the last plan, those
+    the feed reported, those with a pending gesture and those whose event is not settled.
+    ``settled``: loaded sessions whose mirror was marked settled; ``revision``: the admin's
+    change number every loaded session is at least as new as (stored at commit).
+    """
 
     calendar_id: int
     backend: str
@@ -30,6 +61,10 @@ class CalendarState:
     intents: dict[str, PendingIntent]
     reconciled_at: datetime | None = None
     recent_removals: dict[str, datetime] = field(default_factory=dict)
+    complete: bool = True
+    settled: frozenset[str] = frozenset()
+    revision: int | None = None
+    revisions: dict[str, int] = field(default_factory=dict)
 
 
 def get_calendar(orm: Orm, calendar_id: int, lock: bool = False) -> CalendarRow:
@@ -43,25 +78,10 @@ def get_calendar(orm: Orm, calendar_id: int, lock: bool = False) -> CalendarRow:
     return row
 
 
-def load_state(orm: Orm, calendar_id: int, now: datetime) -> CalendarState:
-    """Sessions of the calendar's admin that matter now, with mirrors and intents."""
+def load_head(orm: Orm, calendar_id: int) -> Head:
+    """The calendar row, its admin and its pending intents."""
     cal = get_calendar(orm, calendar_id)
     admin = admin_from_row(orm.get_one(AdminRow, cal.admin_id))
-    mirrors = {
-        m.session_id: MirrorState(
-            m.session_id, m.remote_id, m.written_etag, m.written_hash, m.seen_etag, m.gone
-        )
-        for m in orm.scalars(select(MirrorRow).where(MirrorRow.calendar_id == calendar_id))
-    }
-    not_gone = [sid for sid, m in mirrors.items() if not m.gone]
-    rows = orm.scalars(
-        select(SessionRow).where(
-            SessionRow.admin_id == cal.admin_id,
-            SessionRow.end > now - timedelta(days=1),
-            or_(SessionRow.status != Status.CANCELED.value, SessionRow.id.in_(not_gone)),
-        )
-    ).all()
-    sessions = {s.id: s for s in load_sessions(orm, rows, with_history=False)}
     intents = {
         i.session_id: PendingIntent(
             i.session_id,
@@ -73,18 +93,196 @@ def load_state(orm: Orm, calendar_id: int, now: datetime) -> CalendarState:
         )
         for i in orm.scalars(select(IntentRow).where(IntentRow.calendar_id == calendar_id))
     }
-    return CalendarState(
+    return Head(
         calendar_id,
         cal.backend,
         cal.cursor,
         cal.breaker_tripped_at is not None,
         admin,
-        sessions,
-        {k: v for k, v in mirrors.items() if k in sessions},
+        cal.admin_id,
         intents,
         cal.reconciled_at,
         removals_of(cal),
+        cal.synced_revision,
+        cal.synced_rules,
     )
+
+
+def load_state(
+    orm: Orm, calendar_id: int, now: datetime, head: Head | None = None
+) -> CalendarState:
+    """Every session of the calendar's admin that matters now, with mirrors and intents."""
+    head = head or load_head(orm, calendar_id)
+    # Read before the sessions: each one loaded below is at least this new.
+    revision = orm.scalar(
+        select(func.max(SessionRow.revision)).where(SessionRow.admin_id == head.admin_id)
+    )
+    return _load(orm, head, now, None, int(revision or 0))
+
+
+def load_changed(
+    orm: Orm,
+    head: Head,
+    now: datetime,
+    remote_ids: set[str],
+    session_ids: set[str],
+) -> CalendarState | None:
+    """The sessions a cycle must plan: what changed since the last plan, what the feed
+    reported (``remote_ids``, ``session_ids``), pending gestures and unsettled events.
+
+    None when the cycle must load everything: the calendar was never planned whole, or
+    too much changed at once.
+    """
+    assert head.synced_revision is not None
+    cid = head.calendar_id
+    newer = orm.execute(
+        select(SessionRow.id, SessionRow.revision).where(
+            SessionRow.admin_id == head.admin_id, SessionRow.revision > head.synced_revision
+        )
+    ).all()
+    sids = set(head.intents) | set(session_ids) | {sid for sid, _ in newer}
+    if remote_ids:
+        sids.update(
+            orm.scalars(
+                select(MirrorRow.session_id).where(
+                    MirrorRow.calendar_id == cid, MirrorRow.remote_id.in_(sorted(remote_ids))
+                )
+            )
+        )
+    sids.update(
+        orm.scalars(
+            select(MirrorRow.session_id)
+            .join(SessionRow, SessionRow.id == MirrorRow.session_id)
+            .where(
+                MirrorRow.calendar_id == cid,
+                MirrorRow.settled == false(),
+                SessionRow.end > now - WINDOW,
+            )
+        )
+    )
+    if len(sids) > MAX_PARTIAL:
+        return None
+    revision = max([head.synced_revision, *(rev for _, rev in newer)])
+    return _load(orm, head, now, sids, revision)
+
+
+#: Sessions that ended longer ago than this are no longer planned.
+WINDOW = timedelta(days=1)
+
+
+def _load(
+    orm: Orm, head: Head, now: datetime, only: set[str] | None, revision: int
+) -> CalendarState:
+    cid = head.calendar_id
+    mirror_q = select(MirrorRow).where(MirrorRow.calendar_id == cid)
+    if only is not None:
+        mirror_q = mirror_q.where(MirrorRow.session_id.in_(sorted(only)))
+    mirror_rows = list(orm.scalars(mirror_q))
+    mirrors = {
+        m.session_id: MirrorState(
+            m.session_id, m.remote_id, m.written_etag, m.written_hash, m.seen_etag, m.gone
+        )
+        for m in mirror_rows
+    }
+    not_gone = [sid for sid, m in mirrors.items() if not m.gone]
+    session_q = select(SessionRow).where(
+        SessionRow.admin_id == head.admin_id,
+        SessionRow.end > now - WINDOW,
+        or_(SessionRow.status != Status.CANCELED.value, SessionRow.id.in_(not_gone)),
+    )
+    if only is not None:
+        session_q = session_q.where(SessionRow.id.in_(sorted(only)))
+    rows = orm.scalars(session_q).all()
+    sessions = {s.id: s for s in load_sessions(orm, rows, with_history=False)}
+    return CalendarState(
+        cid,
+        head.backend,
+        head.cursor,
+        head.breaker_tripped,
+        head.admin,
+        sessions,
+        {k: v for k, v in mirrors.items() if k in sessions},
+        head.intents,
+        head.reconciled_at,
+        head.recent_removals,
+        complete=only is None,
+        settled=frozenset(
+            m.session_id for m in mirror_rows if m.settled and m.session_id in sessions
+        ),
+        revision=revision,
+        revisions={r.id: r.revision for r in rows},
+    )
+
+
+def known_etags(orm: Orm, calendar_id: int, admin_id: int, now: datetime) -> dict[str, str]:
+    """remote id → etag of every event mirrored for a session that matters now."""
+    rows = orm.execute(
+        select(MirrorRow.remote_id, MirrorRow.seen_etag, MirrorRow.written_etag)
+        .join(SessionRow, SessionRow.id == MirrorRow.session_id)
+        .where(
+            MirrorRow.calendar_id == calendar_id,
+            MirrorRow.gone == false(),
+            SessionRow.admin_id == admin_id,
+            SessionRow.end > now - WINDOW,
+        )
+    )
+    return {rid: (seen or written or "") for rid, seen, written in rows}
+
+
+def settle_marks(
+    st: CalendarState,
+    plan: Plan,
+    desired: Mapping[str, DesiredEvent],
+    rules: GestureRules,
+    now: datetime,
+) -> dict[str, bool]:
+    """Whether each loaded session's event is settled once ``plan`` commits.
+
+    Settled: nothing is left to do for it until the session changes (a new revision) or
+    the feed reports its event: it is ended, or canceled with its event gone, or its
+    event shows what the session wants (the hash syncd last wrote or adopted is the one
+    it wants now) with no write, action or gesture pending. Anything else stays planned
+    on every cycle. Only the marks that differ from what was loaded are returned.
+    """
+    busy = {w.session_id for w in plan.writes} | {a.session_id for a in plan.actions}
+    busy |= {sid for sid, _ in plan.rehome} | {i.session_id for i in plan.set_intents}
+    busy |= set(st.intents) - set(plan.drop_intents)
+    adopted = {sid: (etag, digest) for sid, etag, digest in plan.adopt}
+    marks: dict[str, bool] = {}
+    for sid, m in st.mirrors.items():
+        session = st.sessions[sid]
+        if sid in busy:
+            settled = False
+        elif session.end <= now:
+            settled = True
+        elif not session.live or m.gone:
+            settled = m.gone and not session.live
+        else:
+            etag, written = adopted.get(sid, (m.written_etag, m.written_hash))
+            want = desired.get(sid)
+            settled = etag is not None and want is not None and written == desired_hash(want, rules)
+        if settled != (sid in st.settled):
+            marks[sid] = settled
+    return marks
+
+
+def save_marks(orm: Orm, calendar_id: int, marks: Mapping[str, bool]) -> None:
+    """Store :func:`settle_marks` (in a few statements, however many)."""
+    for value in (True, False):
+        ids = sorted(sid for sid, v in marks.items() if v is value)
+        for i in range(0, len(ids), 500):
+            orm.execute(
+                update(MirrorRow)
+                .where(
+                    MirrorRow.calendar_id == calendar_id, MirrorRow.session_id.in_(ids[i : i + 500])
+                )
+                .values(settled=value)
+            )
+
+
+def rules_key(rules: GestureRules) -> str:
+    """A short fingerprint of the gesture rules plans are made with."""
+    return hashlib.sha256(repr(rules).encode()).hexdigest()[:16]
 
 
 def removals_of(cal: CalendarRow) -> dict[str, datetime]:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Connection,
     DateTime,
     ForeignKey,
     Index,
@@ -16,9 +17,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
+    false,
+    update,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, object_session
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -60,6 +64,8 @@ class AdminRow(Base):
     weekly: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     slot_minutes: Mapped[int] = mapped_column(Integer, default=60)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The admin's change counter (see :func:`next_revision`).
+    revision_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class CustomerRow(Base):
@@ -77,7 +83,10 @@ class CustomerRow(Base):
 class SessionRow(Base):
     __tablename__ = "sessions"
     #: Overlap checks read only the admin's sessions ending after the new start (issue 11).
-    __table_args__ = (Index("ix_sessions_admin_end_start", "admin_id", "end", "start"),)
+    __table_args__ = (
+        Index("ix_sessions_admin_end_start", "admin_id", "end", "start"),
+        Index("ix_sessions_admin_revision", "admin_id", "revision"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"), index=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
@@ -89,6 +98,8 @@ class SessionRow(Base):
     choose_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The admin's change counter at the last insert or update (set by the ORM, never by hand).
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class HistoryRow(Base):
@@ -124,6 +135,10 @@ class CalendarRow(Base):
     reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: Removals applied lately, session id → ISO instant (the breaker's sliding window).
     recent_removals: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: Every session of the admin up to this revision has been planned here (None: none).
+    synced_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The gesture rules those plans were made with (a change plans everything again).
+    synced_rules: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class MirrorRow(Base):
@@ -133,6 +148,7 @@ class MirrorRow(Base):
     __table_args__ = (
         UniqueConstraint("calendar_id", "session_id"),
         UniqueConstraint("calendar_id", "remote_id"),
+        Index("ix_mirrors_calendar_settled", "calendar_id", "settled"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     calendar_id: Mapped[int] = mapped_column(ForeignKey("calendars.id"), index=True)
@@ -142,6 +158,8 @@ class MirrorRow(Base):
     written_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     seen_etag: Mapped[str | None] = mapped_column(String(200), nullable=True)
     gone: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The event shows what the session wants: no cycle needs to plan it until it changes.
+    settled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class IntentRow(Base):
@@ -190,3 +208,35 @@ class ChoiceTokenRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     expiry_notified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+def next_revision(connection: Connection, admin_id: int) -> int:
+    """The admin's next change number.
+
+    The counter is an UPDATE of the admin row, whose lock is held until the transaction
+    ends: a later number cannot commit before an earlier one, so a reader that has seen
+    revision N has seen every change numbered below it.
+    """
+    stmt = (
+        update(AdminRow)
+        .where(AdminRow.id == admin_id)
+        .values(revision_seq=AdminRow.revision_seq + 1)
+        .returning(AdminRow.revision_seq)
+    )
+    return int(connection.execute(stmt).scalar_one())
+
+
+@event.listens_for(SessionRow, "before_insert")
+def _number_new_session(
+    _mapper: Mapper[SessionRow], connection: Connection, row: SessionRow
+) -> None:
+    row.revision = next_revision(connection, row.admin_id)
+
+
+@event.listens_for(SessionRow, "before_update")
+def _number_changed_session(
+    _mapper: Mapper[SessionRow], connection: Connection, row: SessionRow
+) -> None:
+    orm = object_session(row)
+    if orm is not None and orm.is_modified(row, include_collections=False):
+        row.revision = next_revision(connection, row.admin_id)

@@ -1,0 +1,138 @@
+"""Peak memory of a daemon over 100,000 sessions: in one calendar, or over 1,000.
+
+Goal (issue 11): peak RSS <= 150 MB. A seeding process books the sessions (bulk inserts)
+and mirrors them through the real runner into an in-memory calendar; a second, fresh
+process then opens the database as a daemon would and runs the cycles of a quiet day:
+three idle cycles per calendar, then a reconciliation (the daily full listing), against
+a backend that answers like a server where nothing changed (an empty delta; a listing
+whose etags all match). The server's memory is not the daemon's, so that backend keeps
+nothing. ``ru_maxrss`` of the second process is the figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from sqlalchemy import insert, select, update
+
+from bench.world import ADMIN, BenchWorld
+from syncd import config as config_mod
+from syncd.app.daemon import engine_settings
+from syncd.engine.runner import sync_calendar
+from syncd.ports import ChangeSet
+from syncd.store.context import Context
+from syncd.store.db import Database
+from syncd.store.models import AdminRow, CalendarRow
+from tests.fakes.memory_backend import MemoryBackend, MemoryCalendar
+
+
+class QuietServer(MemoryBackend):
+    """A calendar where nothing changed: empty deltas, listings that match syncd's mirror."""
+
+    def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
+        return ChangeSet((), (), "1", full=cursor is None)
+
+
+def _seed(path: Path, sessions: int, calendars: int) -> None:
+    world = BenchWorld(path, {}, backend="memory")
+    per = sessions // calendars
+    world.seed(per)
+    cal_ids = [world.cal_id]
+    with world.db.write() as orm:
+        for i in range(1, calendars):
+            admin_id = orm.execute(
+                insert(AdminRow).returning(AdminRow.id),
+                [{**_admin_values(orm), "email": f"coach{i}@example.com"}],
+            ).scalar_one()
+            cal_ids.append(
+                orm.execute(
+                    insert(CalendarRow).returning(CalendarRow.id),
+                    [{"admin_id": admin_id, "backend": "memory", "busy_only": False,
+                      "settings": {}}],
+                ).scalar_one()
+            )  # fmt: skip
+    for cal_id in cal_ids[1:]:
+        world.admin_id = _admin_of(world, cal_id)
+        world.seed(per)
+    for cal_id in cal_ids:
+        world.cal_id = cal_id
+        backend = MemoryBackend(MemoryCalendar())
+        for _ in range(2):
+            report = world.sync(backend)
+            assert report.error is None, report.error
+    world.close()
+    (path / "calendars.json").write_text(json.dumps(cal_ids))
+
+
+def _admin_values(orm) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    row = orm.scalars(select(AdminRow).where(AdminRow.email == ADMIN)).one()
+    return {
+        c.name: getattr(row, c.name) for c in AdminRow.__table__.columns if c.name not in ("id",)
+    }
+
+
+def _admin_of(world: BenchWorld, cal_id: int) -> int:
+    with world.db.read() as orm:
+        return orm.get_one(CalendarRow, cal_id).admin_id
+
+
+def _daemon_day(path: Path) -> dict[str, float]:
+    """Run in the fresh process: idle cycles, then a reconciliation; RSS in MiB."""
+    db = Database(f"sqlite:///{path}/bench.db")
+    ctx = Context(db, "https://book.example.com")
+    settings = engine_settings(config_mod.parse(BenchWorld.CONFIG, "bench"))
+    cal_ids = json.loads((path / "calendars.json").read_text())
+    backend = QuietServer(MemoryCalendar())
+    for _ in range(3):
+        for cal_id in cal_ids:
+            assert sync_calendar(ctx, settings, cal_id, backend).error is None
+    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with db.write() as orm:
+        orm.execute(update(CalendarRow).values(reconciled_at=None))
+    for cal_id in cal_ids:
+        report = sync_calendar(ctx, settings, cal_id, backend)
+        assert report.error is None and report.reconciled, report
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    db.dispose()
+    return {"idle": idle, "peak": peak}
+
+
+def measure(sessions: int, calendars: int) -> dict[str, float]:
+    """Peak RSS (MiB) after idle cycles and after a reconciliation, in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _seed(Path(tmp), sessions, calendars)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.rss", tmp],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def rows(quick: bool = False) -> list[tuple[str, str]]:
+    """Benchmark rows for the results table."""
+    shapes = ((200, 2),) if quick else ((100_000, 1), (100_000, 1_000))
+    out = []
+    for sessions, calendars in shapes:
+        r = measure(sessions, calendars)
+        out.append(
+            (
+                f"peak RSS, {sessions:,} sessions in {calendars:,} calendar(s) (goal <= 150 MB)",
+                f"{r['idle']:.0f} MiB after idle cycles, {r['peak']:.0f} MiB with a reconcile",
+            )
+        )
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(_daemon_day(Path(sys.argv[1]))))

@@ -1,0 +1,136 @@
+"""What a cycle reads: the calendar's state and its change feed.
+
+An idle or small cycle plans only what changed (:func:`syncd.engine.state.load_changed`):
+the sessions with a newer revision than the calendar's last plan, the events the feed
+reported, pending gestures and unsettled events. So its cost grows with the changes, not
+with the calendar. The whole calendar is loaded when the feed is a full listing, reports
+a removal (the breaker counts the calendar), or nothing was planned whole yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta
+
+from syncd.engine import state
+from syncd.engine.desired import GestureRules
+from syncd.engine.report import CycleReport
+from syncd.ports import CalendarBackend, ChangeSet, CursorExpired
+from syncd.store.context import Context
+
+log = logging.getLogger("syncd.engine")
+
+
+def _reconcile_due(head: state.Head, reconcile: timedelta, now: datetime) -> bool:
+    if reconcile <= timedelta(0) or head.cursor is None:
+        return False
+    return head.reconciled_at is None or now - head.reconciled_at >= reconcile
+
+
+def _fetch(
+    backend: CalendarBackend,
+    head: state.Head,
+    known: Mapping[str, str],
+    reconcile: timedelta,
+    now: datetime,
+    report: CycleReport,
+) -> ChangeSet:
+    if _reconcile_due(head, reconcile, now):
+        # Nothing a server's delta feed hides stays hidden longer than the interval.
+        report.reconciled = True
+        return backend.changes(None, known)
+    try:
+        return backend.changes(head.cursor, known)
+    except CursorExpired:
+        log.warning("calendar %s: change cursor expired; full listing", head.calendar_id)
+        report.resynced = True
+        return backend.changes(None, known)
+
+
+class _Known(Mapping[str, str]):
+    """remote id → etag of the mirrored events, read only if the backend asks."""
+
+    def __init__(self, load: Callable[[], dict[str, str]]) -> None:
+        self._load = load
+        self._data: dict[str, str] | None = None
+
+    def _get(self) -> dict[str, str]:
+        if self._data is None:
+            self._data = self._load()
+        return self._data
+
+    def __getitem__(self, key: str) -> str:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _known_of(st: state.CalendarState) -> dict[str, str]:
+    return {
+        m.remote_id: (m.seen_etag or m.written_etag or "")
+        for m in st.mirrors.values()
+        if not m.gone
+    }
+
+
+def _partial_allowed(
+    head: state.Head, reconcile: timedelta, rules: GestureRules, now: datetime
+) -> bool:
+    """Whether this cycle may plan only what changed (see :func:`state.load_changed`).
+
+    Never when the calendar was not yet planned whole with these rules, a full listing is
+    due, or the breaker may have to count the calendar: it is tripped, removals are
+    recent or pending.
+    """
+    return (
+        head.cursor is not None
+        and head.synced_revision is not None
+        and head.synced_rules == state.rules_key(rules)
+        and not _reconcile_due(head, reconcile, now)
+        and not head.breaker_tripped
+        and not head.recent_removals
+        and not any(i.kind == "removed" or i.held for i in head.intents.values())
+    )
+
+
+def _small_change(cs: ChangeSet) -> bool:
+    """A delta with no removal in it (a removal needs the whole calendar for the breaker)."""
+    return not (cs.full or cs.reconciled or cs.removed) and all(
+        e.content.status != "cancelled" for e in cs.changed
+    )
+
+
+def load_and_fetch(
+    ctx: Context,
+    backend: CalendarBackend,
+    calendar_id: int,
+    reconcile: timedelta,
+    rules: GestureRules,
+    now: datetime,
+    report: CycleReport,
+) -> tuple[state.CalendarState, ChangeSet]:
+    """The calendar's state and its feed: only what changed when that is enough."""
+    with ctx.db.read() as orm:
+        head = state.load_head(orm, calendar_id)
+        whole = None
+        if not _partial_allowed(head, reconcile, rules, now):
+            whole = state.load_state(orm, calendar_id, now, head)
+    if whole is not None:  # no transaction stays open across the request
+        return whole, _fetch(backend, head, _known_of(whole), reconcile, now, report)
+
+    def known() -> dict[str, str]:
+        with ctx.db.read() as orm:
+            return state.known_etags(orm, calendar_id, head.admin_id, now)
+
+    cs = _fetch(backend, head, _Known(known), reconcile, now, report)
+    with ctx.db.read() as orm:
+        part = None
+        if _small_change(cs):
+            touched = {e.content.session_id for e in cs.changed if e.content.session_id}
+            part = state.load_changed(orm, head, now, {e.remote_id for e in cs.changed}, touched)
+        return part or state.load_state(orm, calendar_id, now, head), cs

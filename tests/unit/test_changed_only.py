@@ -1,0 +1,160 @@
+"""A cycle plans what changed, not the whole calendar (issue 11, goal 2).
+
+Each test runs the real runner on the in-memory calendar (tests/unit/harness.py) and
+counts the sessions the cycle loads from the database (``syncd.engine.state`` builds
+them through ``load_sessions``): an idle cycle loads none, a change loads the sessions it
+touches, and everything a full load would have found is still found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from syncd.domain.model import Actor, Customer
+from syncd.engine import state
+from syncd.engine.desired import GestureRules
+from syncd.services import booking as services
+from syncd.store.models import CalendarRow, MirrorRow, SessionRow
+from tests.unit.harness import ADMIN, NOW, Harness
+
+NAMES = [f"Customer {i}" for i in range(12)]
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    world = Harness(NAMES)
+    world.cycle()  # the cursor past syncd's own writes, every mirror settled
+    yield world
+    world.close()
+
+
+class Loads:
+    """Counts the sessions the engine loads (every load goes through load_sessions)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.ids: list[str] = []
+        real = state.load_sessions
+
+        def counting(orm, rows, with_history=True):  # type: ignore[no-untyped-def]
+            self.ids.extend(r.id for r in rows)
+            return real(orm, rows, with_history)
+
+        monkeypatch.setattr(state, "load_sessions", counting)
+
+
+def test_an_idle_cycle_loads_no_session(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = Loads(monkeypatch)
+    report = h.cycle()
+    assert report.error is None and report.writes == 0
+    assert loads.ids == []
+
+
+def test_an_edit_loads_only_its_session(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = h.session(3)
+    h.cal.human_set(h.rid(3), start=s.start + timedelta(hours=2), end=s.end + timedelta(hours=2))
+    loads = Loads(monkeypatch)
+    h.cycle()
+    assert set(loads.ids) == {h.sids[3]}
+    h.settle()
+    assert h.session(3).start == s.start + timedelta(hours=2)
+    assert [k for k, *_ in h.customer_emails()] == ["rescheduled"]
+
+
+def test_a_booking_and_a_customer_move_reach_the_calendar(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = NOW + timedelta(days=40)
+    new = services.book(
+        h.ctx, ADMIN, Customer("new@example.org", "New", "UTC"), start, start + timedelta(hours=1)
+    )
+    old = h.session(5)
+    services.reschedule(h.ctx, h.sids[5], old.start + timedelta(days=20))
+    loads = Loads(monkeypatch)
+    h.cycle()
+    assert set(loads.ids) >= {new.id, h.sids[5]}
+    assert len(set(loads.ids)) <= 3  # the two changed sessions, loaded again after the writes
+    moved = h.event(5)
+    assert moved is not None and moved.content.start == old.start + timedelta(days=20)
+    rid = h.backend.remote_id_for(h.ctx.uid(new.id), new.id)
+    assert h.cal.events[rid].content.start == start
+    loads.ids.clear()
+    h.cycle()
+    assert loads.ids == []  # settled again
+
+
+def test_a_cancel_by_the_customer_removes_the_event(h: Harness) -> None:
+    services.cancel(h.ctx, h.sids[2], "ill", actor=Actor.CUSTOMER)
+    h.cycle()
+    assert h.event(2) is None
+
+
+def test_a_failed_write_is_tried_again_on_the_next_idle_cycle(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = h.session(4)
+    services.reschedule(h.ctx, h.sids[4], old.start + timedelta(days=9))
+    h.cal.faults.fail_writes = True
+    report = h.cycle()
+    assert report.write_failures == 1
+    ev = h.event(4)
+    assert ev is not None and ev.content.start == old.start  # not written yet
+    h.cal.faults.fail_writes = False
+    loads = Loads(monkeypatch)
+    h.cycle()  # nothing new: the unsettled mirror alone brings the session back
+    assert h.sids[4] in loads.ids
+    ev = h.event(4)
+    assert ev is not None and ev.content.start == old.start + timedelta(days=9)
+
+
+def test_an_update_the_plan_skips_is_marked_settled(h: Harness) -> None:
+    """Marks follow the plan: a session touched without a time change settles again."""
+    with h.db.write() as orm:
+        row = orm.get_one(SessionRow, h.sids[6])
+        row.choose_message = "touched"  # a new revision, the same event
+    h.cycle()
+    with h.db.read() as orm:
+        mirror = orm.scalars(select(MirrorRow).where(MirrorRow.session_id == h.sids[6])).one()
+        cal = orm.get_one(CalendarRow, h.cal_id)
+        revision = orm.get_one(SessionRow, h.sids[6]).revision
+    assert mirror.settled
+    assert cal.synced_revision is not None and cal.synced_revision >= revision
+
+
+def test_other_gesture_rules_plan_the_whole_calendar_again(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads = Loads(monkeypatch)
+    rules = GestureRules(cancel_keywords=("cancel:", "abgesagt:"))
+    h.settings = replace(h.settings, rules=rules)
+    h.cycle()
+    assert set(loads.ids) == set(h.sids)
+    loads.ids.clear()
+    h.cycle()
+    assert loads.ids == []
+
+
+def test_a_removal_loads_the_whole_calendar_for_the_breaker(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads = Loads(monkeypatch)
+    h.cal.human_delete(h.rid(1))
+    h.cycle()
+    assert set(loads.ids) == set(h.sids)
+
+
+def test_revisions_count_every_change_of_the_admins_sessions(h: Harness) -> None:
+    with h.db.read() as orm:
+        before = {sid: orm.get_one(SessionRow, sid).revision for sid in h.sids}
+    assert sorted(before.values()) == list(range(1, len(h.sids) + 1))  # one per booking
+    services.reschedule(h.ctx, h.sids[0], h.session(0).start + timedelta(days=30))
+    with h.db.write() as orm:
+        row = orm.get_one(SessionRow, h.sids[1])
+        row.status = row.status  # no net change: no new revision
+    with h.db.read() as orm:
+        assert orm.get_one(SessionRow, h.sids[0]).revision == len(h.sids) + 1
+        assert orm.get_one(SessionRow, h.sids[1]).revision == before[h.sids[1]]
