@@ -1,6 +1,8 @@
-"""Start-up: ``syncd --help`` and ``syncd session list`` as a fresh process (wall time).
+"""Start-up: ``syncd --help`` and the read-only listings as a fresh process (wall time).
 
-Goal (issue 11): both at most 0.3 s. The bare reference is ``python -c pass``. Each row
+Goal (issue 11): ``--help`` and ``session list`` at most 0.3 s; ``calendar list`` and
+``status`` read the same way (a SQLite file over sqlite3, without SQLAlchemy). The bare
+reference is ``python -c pass``. Each row
 gives the median wall time and the median CPU time (user + system) of the child: on a
 shared machine the wall time carries the other processes' load, the CPU time much less.
 Children may write bytecode (as an installed package has it), after one warm-up run.
@@ -50,9 +52,14 @@ def rows(sessions: int = 200) -> list[tuple[str, str]]:
         syncd = [sys.executable, "-m", "syncd"]
         bare = _wall([sys.executable, "-c", "pass"])
         help_ = _wall([*syncd, "--help"])
-        listing = _wall([*syncd, "--config", str(config), "session", "list", "--admin", ADMIN])
+        on = [*syncd, "--config", str(config)]
+        listing = _wall([*on, "session", "list", "--admin", ADMIN])
+        calendars = _wall([*on, "calendar", "list"])
+        status = _wall([*on, "status"])
     return [
         ("python -c pass (bare interpreter)", _fmt(bare)),
         ("syncd --help (goal <= 0.3 s)", _fmt(help_)),
         (f"syncd session list, {sessions} sessions (goal <= 0.3 s)", _fmt(listing)),
+        ("syncd calendar list", _fmt(calendars)),
+        (f"syncd status, {sessions} sessions", _fmt(status)),
     ]

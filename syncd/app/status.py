@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import socket
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.app.runtime import Runtime, emit
 from syncd.domain.timefmt import human
 from syncd.store import listing
 from syncd.store.listing import UNSENT, CalendarRecord, IntentRecord, StatusRows
+
+if TYPE_CHECKING:
+    from syncd.store.db import Database
 
 #: Gesture kinds as a person reads them.
 GESTURE_WORDS = {
@@ -75,14 +78,14 @@ def _gestures(intents: list[IntentRecord], now: datetime) -> dict[int, list[dict
     return out
 
 
-def _orm_rows(rt: Runtime) -> StatusRows:
+def orm_rows(db: Database) -> StatusRows:
     """:class:`StatusRows` over SQLAlchemy (PostgreSQL, or when the fast path declines)."""
     from sqlalchemy import func, select
 
     from syncd.store.models import AdminRow, CalendarRow, IntentRow, MirrorRow, OutboxRow
 
     unsent = OutboxRow.status.in_(UNSENT)
-    with rt.ctx.db.read() as orm:
+    with db.read() as orm:
         cals = orm.execute(
             select(CalendarRow, AdminRow.email, AdminRow.tz)
             .join(AdminRow, AdminRow.id == CalendarRow.admin_id)
@@ -179,8 +182,7 @@ def collect(rt: Runtime) -> dict[str, Any]:
     """
     rows = listing.read(rt.config.database.url, listing.status_rows)
     if rows is None:
-        rows = _orm_rows(rt)
-        return document(rows, rt.ctx.clock())
+        return document(orm_rows(rt.ctx.db), rt.ctx.clock())
     return document(rows, datetime.now(UTC))
 
 
