@@ -26,7 +26,9 @@ from syncd.services.views import admin_json, session_json
 
 # Start-up (issue 11): only argparse and the light domain modules load here; configuration
 # (pydantic), the database (SQLAlchemy), the services, the engine, the web stack and every
-# backend client are imported inside the handler that needs them.
+# backend client are imported inside the handler that needs them. The read-only listings
+# (``session list``, ``calendar list``, ``status``) read a SQLite file over sqlite3 and
+# never import SQLAlchemy (syncd.store.listing); the configuration is still fully validated.
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
