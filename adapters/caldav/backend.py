@@ -25,7 +25,14 @@ from urllib.parse import urlsplit
 
 from adapters.caldav import dav
 from adapters.caldav.feed import CTAG_PREFIX, SYNC_PREFIX, Feed
-from adapters.caldav.ics import IcsError, apply_desired, build_event, busy_intervals, parse_event
+from adapters.caldav.ics import (
+    IcsError,
+    apply_desired,
+    build_event,
+    built_content,
+    busy_intervals,
+    parse_event,
+)
 from adapters.caldav.quirks import (
     Quirks,
     client_scheduled,
@@ -136,21 +143,34 @@ class CalDAVBackend:
         reply, etag = self._fetch(href)
         return RemoteEvent(href, etag, self._parse(reply.body, href))
 
-    def _send_put(self, href: str, data: bytes, condition: Mapping[str, str]) -> Reply:
+    def _send_put(
+        self, href: str, data: bytes, condition: Mapping[str, str], people: bool = True
+    ) -> Reply:
+        """PUT ``data``; ``people=False`` for an object syncd built (no ORGANIZER/ATTENDEE)."""
         headers = {"Content-Type": ICS, **condition}
-        if has_people(data):
+        if people and has_people(data):
             headers.update(NO_SCHEDULING)
         return self._t.send("PUT", self._t.url(href), data, headers)
 
-    def _stored(self, href: str, reply: Reply, data: bytes, what: str) -> RemoteEvent:
-        """The event a PUT stored; a fresh read when the server sent no (strong) etag."""
+    def _stored(
+        self,
+        href: str,
+        reply: Reply,
+        data: bytes,
+        what: str,
+        content: EventContent | None = None,
+    ) -> RemoteEvent:
+        """The event a PUT stored; a fresh read when the server sent no (strong) etag.
+
+        ``content`` is what ``data`` holds when the caller knows it (syncd built it).
+        """
         if reply.status == 412:
             raise PreconditionFailed(f"{what} {href}: precondition failed (HTTP 412)")
         if not reply.ok:
             raise self._t.fail(reply, f"{what} {href}")
         etag = reply.headers.get("etag")
         if etag and not etag.startswith("W/"):
-            return RemoteEvent(href, strong_etag(etag), self._parse(data, href))
+            return RemoteEvent(href, strong_etag(etag), content or self._parse(data, href))
         # No (strong) etag: the server rewrote the object; read what it holds.
         return self.get(href)
 
@@ -187,7 +207,7 @@ class CalDAVBackend:
         if not self.quirks.honours_preconditions and self._exists(href):
             raise PreconditionFailed(f"create {href}: the event exists")
         data = build_event(event, datetime.now(UTC))
-        reply = self._send_put(href, data, {"If-None-Match": "*"})
+        reply = self._send_put(href, data, {"If-None-Match": "*"}, people=False)
         if reply.status in UID_CONFLICT_STATUSES:
             named = [h for h in dav.error_hrefs(reply.body) if h != href]
             held = [h for h in named if self._inside(h)] or self._holders(event.uid, href)
@@ -198,7 +218,7 @@ class CalDAVBackend:
                     f"create {href}: UID {event.uid} already lives in another calendar "
                     f"({named[0]}); the server refuses a second one"
                 )
-        return self._stored(href, reply, data, "create")
+        return self._stored(href, reply, data, "create", built_content(event))
 
     def _inside(self, href: str) -> bool:
         return href.startswith(self._collection.rstrip("/") + "/")

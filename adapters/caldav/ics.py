@@ -187,6 +187,28 @@ def build_event(desired: DesiredEvent, now: datetime) -> bytes:
     return bytes(cal.to_ical())
 
 
+def _as_written(text: str) -> str:
+    """A TEXT value as it reads back: iCalendar has one line break, ``\\n``."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def built_content(desired: DesiredEvent) -> EventContent:
+    """What :func:`parse_event` reads from :func:`build_event`'s object, without parsing it.
+
+    A create's answer carries only an etag; the event it stored is the one syncd built.
+    """
+    return EventContent(
+        start=desired.start.astimezone(UTC).replace(microsecond=0),
+        end=desired.end.astimezone(UTC).replace(microsecond=0),
+        sequence=max(desired.sequence, 0),
+        status=desired.status.upper().strip().lower() or "confirmed",
+        summary=_as_written(desired.summary),
+        description=_as_written(desired.notes_block),
+        uid=desired.uid,
+        session_id=session_id_from(desired.uid, desired.session_id or None),
+    )
+
+
 def apply_desired(data: str | bytes, desired: DesiredEvent, now: datetime) -> bytes:
     """Rewrite only syncd's fields of an existing object; keep everything the admin added.
 

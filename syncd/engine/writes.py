@@ -4,6 +4,14 @@ Every write is conditional (``If-None-Match`` / ``If-Match``); a 412 leaves the 
 it was, so the next cycle re-reads and plans the admin's gesture first. A write that fails
 in any way is planned again next cycle, because the planner compares what a session wants
 with what was last written; one failing write never stops the others.
+
+What each write stored (etag, content hash) is recorded in one transaction for a run of
+up to :data:`RECORD_BATCH` writes, and always before :func:`execute` returns, so before
+anything (the runner's next pass, the next cycle, another worker) reads the mirror rows
+again. A crash in between loses only the record, never the event: the next cycle finds
+the event showing what the session wants and adopts its etag (the planner's "a write
+whose etag was never recorded"); a delete whose record was lost is planned again and
+finds the event gone.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from sqlalchemy import select
@@ -23,10 +32,52 @@ from syncd.engine.report import CycleReport
 from syncd.notify.outbox import enqueue
 from syncd.ports import BackendError, CalendarBackend, NotFound, PreconditionFailed, WriteRefused
 from syncd.store.context import Context
-from syncd.store.models import AdminRow, OutboxRow, SessionRow
+from syncd.store.models import AdminRow, MirrorRow, OutboxRow, SessionRow
 from syncd.store.repo import admin_from_row, load_sessions
 
 log = logging.getLogger("syncd.engine")
+
+#: Writes whose results are recorded in one transaction (and at the end of a run).
+RECORD_BATCH = 50
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What one write left on the server, to record on the session's mirror row."""
+
+    session_id: str
+    etag: str | None
+    digest: str | None
+    gone: bool = False
+    seen: str | None = None
+    remote_id: str | None = None
+
+
+class _Recorder:
+    """Records the results of a run of writes, :data:`RECORD_BATCH` per transaction."""
+
+    def __init__(self, ctx: Context, calendar_id: int, report: CycleReport) -> None:
+        self._ctx, self._cid, self._report = ctx, calendar_id, report
+        self._pending: list[_Written] = []
+
+    def add(self, result: _Written) -> None:
+        self._pending.append(result)
+        self._report.writes += 1
+        if len(self._pending) >= RECORD_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record what is pending in one transaction; a failure leaves it to the next cycle."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            _record(self._ctx, self._cid, batch)
+        except Exception as err:  # the events stand; the next cycle adopts their etags
+            log.exception("calendar %s: could not record %d writes", self._cid, len(batch))
+            self._report.writes -= len(batch)
+            self._report.write_failures += len(batch)
+            self._report.error = self._report.error or f"{type(err).__name__}: {err}"
 
 
 def execute(
@@ -41,15 +92,32 @@ def execute(
     """Run the calendar writes; record each new etag; a failure is retried next cycle.
 
     Past the cycle's time budget the remaining writes
-    wait for the next cycle (the planner plans them again).
+    wait for the next cycle (the planner plans them again). The results are recorded in
+    batches, all of them before this returns (see the module).
     """
+    recorder = _Recorder(ctx, calendar_id, report)
+    try:
+        _run(ctx, rules, calendar_id, backend, writes, report, over_budget, recorder)
+    finally:
+        recorder.flush()
+
+
+def _run(
+    ctx: Context,
+    rules: GestureRules,
+    calendar_id: int,
+    backend: CalendarBackend,
+    writes: list[Write],
+    report: CycleReport,
+    over_budget: Callable[[], bool],
+    recorder: _Recorder,
+) -> None:
     for w in writes:
         if over_budget():
             log.warning("calendar %s: time budget spent; writes continue next cycle", calendar_id)
             break
         try:
-            _write_one(ctx, rules, calendar_id, backend, w)
-            report.writes += 1
+            recorder.add(_write_one(rules, backend, w))
         except PreconditionFailed as err:
             log.info(
                 "calendar %s: %s changed meanwhile (%s); re-read next cycle",
@@ -104,34 +172,31 @@ def monotonic_deadline(budget_s: float | None) -> Callable[[], bool]:
     return lambda: time.monotonic() >= end
 
 
-def _record_write(
-    ctx: Context,
-    calendar_id: int,
-    session_id: str,
-    etag: str | None,
-    digest: str | None,
-    gone: bool = False,
-    seen: str | None = None,
-    remote_id: str | None = None,
-) -> None:
+def _record(ctx: Context, calendar_id: int, batch: list[_Written]) -> None:
+    """Record a batch of write results on their mirror rows, in order, in one transaction."""
+    sids = {r.session_id for r in batch}
     with ctx.db.write() as orm:
-        m = state.mirror_row(orm, calendar_id, session_id)
-        if m is None:
-            return
-        if remote_id is not None and remote_id != m.remote_id:
-            m.remote_id = remote_id  # the server chose where to keep it
-        m.written_etag, m.written_hash = etag, digest
-        m.seen_etag = seen if seen is not None else etag
-        m.gone = gone
+        rows = {
+            m.session_id: m
+            for m in orm.scalars(
+                select(MirrorRow).where(
+                    MirrorRow.calendar_id == calendar_id, MirrorRow.session_id.in_(sids)
+                )
+            )
+        }
+        for r in batch:
+            m = rows.get(r.session_id)
+            if m is None:
+                continue
+            if r.remote_id is not None and r.remote_id != m.remote_id:
+                m.remote_id = r.remote_id  # the server chose where to keep it
+            m.written_etag, m.written_hash = r.etag, r.digest
+            m.seen_etag = r.seen if r.seen is not None else r.etag
+            m.gone = r.gone
 
 
-def _write_one(
-    ctx: Context,
-    rules: GestureRules,
-    calendar_id: int,
-    backend: CalendarBackend,
-    w: Write,
-) -> None:
+def _write_one(rules: GestureRules, backend: CalendarBackend, w: Write) -> _Written:
+    """One write on the server; what to record of it."""
     if isinstance(w, Delete):
         try:
             backend.delete(w.remote_id, w.etag)
@@ -143,8 +208,7 @@ def _write_one(
                 fresh = None
             if fresh is not None:
                 backend.delete(w.remote_id, fresh.etag)
-        _record_write(ctx, calendar_id, w.session_id, None, None, gone=True)
-        return
+        return _Written(w.session_id, None, None, gone=True)
     digest = desired_hash(w.event, rules)
     if isinstance(w, Create):
         remote_id = backend.remote_id_for(w.event.uid, w.session_id)
@@ -154,9 +218,7 @@ def _write_one(
             ev = backend.get(remote_id)
             if content_hash(ev.content, rules, w.event.summary) != digest:
                 # Someone else's content at our id: make the next cycle write ours over it.
-                _record_write(ctx, calendar_id, w.session_id, None, digest, seen=ev.etag)
-                return
-        _record_write(ctx, calendar_id, w.session_id, ev.etag, digest, remote_id=ev.remote_id)
-        return
+                return _Written(w.session_id, None, digest, seen=ev.etag)
+        return _Written(w.session_id, ev.etag, digest, remote_id=ev.remote_id)
     ev = backend.update(w.remote_id, w.event, w.etag)
-    _record_write(ctx, calendar_id, w.session_id, ev.etag, digest)
+    return _Written(w.session_id, ev.etag, digest)

@@ -1,0 +1,122 @@
+"""The first mirror of N new sessions into an empty calendar on Radicale: syncd vs bare PUTs.
+
+In the same run, on the same Radicale (storage on tmpfs where there is one), alternating,
+each time into a fresh calendar collection:
+
+- **syncd**: the first cycle of a calendar with N booked sessions (``BenchWorld.sync`` with
+  the real CalDAV backend): plan, commit the mirror rows, create every event, record the
+  etags, and the second pass that reads the feed past syncd's own writes;
+- **bare**: the same N iCalendar bodies PUT with ``If-None-Match: *`` by httpx over one
+  kept-alive connection: the least any client can do to create them.
+
+Reported: medians of the wall time of each, their ratio, and syncd's CPU time (this
+process; Radicale runs in its own). Goal (issue 11): syncd within 1.05x bare.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from adapters.caldav.backend import CalDAVBackend
+from adapters.caldav.ics import build_event
+from bench.gestures import _scratch
+from bench.world import ADMIN, BenchWorld
+from syncd.engine.actions import session_url
+from syncd.engine.desired import GestureRules, desired_event
+from syncd.services import booking as services
+from tests.servers import Server, start_radicale
+
+ICS = "text/calendar; charset=utf-8"
+
+
+def _syncd(root: Path, server: Server, n: int) -> tuple[float, float, list[tuple[str, bytes]]]:
+    """(wall s, CPU s) of the first cycle, and the events it wrote as (name, body) pairs."""
+    url = server.make_calendar()
+    (root / "pw").write_text(server.password)
+    world = BenchWorld(
+        root, {"url": url, "username": server.username, "password_file": str(root / "pw")}
+    )
+    world.seed(n)
+    backend = CalDAVBackend(url, server.username, server.password, timeout=30)
+    t0, c0 = time.perf_counter(), time.process_time()
+    report = world.sync(backend)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert report.error is None and report.writes == n, report
+    rules = GestureRules()
+    now = datetime.now(UTC)
+    bodies = []
+    for s in services.list_sessions(world.ctx, ADMIN):
+        d = desired_event(s, world.ctx.uid(s.id), session_url(world.ctx, s.id), rules)
+        bodies.append((f"{d.uid}.ics", build_event(d, now)))
+    backend.close()
+    world.close()
+    return wall, cpu, bodies
+
+
+def _bare(server: Server, bodies: list[tuple[str, bytes]]) -> tuple[float, float]:
+    """(wall s, CPU s) of one conditional PUT per body into a fresh collection."""
+    url = server.make_calendar()
+    headers = {"Content-Type": ICS, "If-None-Match": "*"}
+    with httpx.Client(auth=(server.username, server.password), timeout=30) as client:
+        client.request("PROPFIND", url, headers={"Depth": "0"})  # connect, as syncd's feed does
+        t0, c0 = time.perf_counter(), time.process_time()
+        for name, body in bodies:
+            reply = client.put(url + name, content=body, headers=headers)
+            assert reply.status_code == 201, (reply.status_code, reply.text[:300])
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
+def run(n: int, repeat: int = 3) -> dict[str, float]:
+    """Medians over ``repeat`` alternating runs: wall and CPU seconds of syncd and bare."""
+    root = Path(_scratch())
+    server = start_radicale(root / "radicale")
+    walls, cpus, bares, bare_cpus = [], [], [], []
+    try:
+        for i in range(repeat):
+            run_dir = root / f"run{i}"
+            run_dir.mkdir()
+            wall, cpu, bodies = _syncd(run_dir, server, n)
+            walls.append(wall)
+            cpus.append(cpu)
+            bare, bare_cpu = _bare(server, bodies)
+            bares.append(bare)
+            bare_cpus.append(bare_cpu)
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "syncd": statistics.median(walls),
+        "cpu": statistics.median(cpus),
+        "bare": statistics.median(bares),
+        "bare_cpu": statistics.median(bare_cpus),
+    }
+
+
+def rows(sizes: tuple[int, ...] = (300,), repeat: int = 3) -> list[tuple[str, str]]:
+    """Benchmark rows for the results table."""
+    import os
+
+    out = []
+    for n in sizes:
+        r = run(n, repeat)
+        load = os.getloadavg()[0]
+        out.append(
+            (
+                f"first mirror of {n:,} new sessions (Radicale), median of {repeat}",
+                f"syncd {r['syncd']:.2f} s (CPU {r['cpu']:.2f} s); bare If-None-Match PUTs "
+                f"{r['bare']:.2f} s (CPU {r['bare_cpu']:.2f} s) ({r['syncd'] / r['bare']:.2f}x); "
+                f"load {load:.2f}",
+            )
+        )
+    return out
+
+
+if __name__ == "__main__":
+    for name, value in rows():
+        print(f"| {name} | {value} |")
