@@ -7,22 +7,33 @@ one) in the same run:
   connection: one ``sync-collection`` REPORT from the token taken before the moves, then one
   ``calendar-multiget`` of the changed hrefs;
 - **syncd**: one warm cycle (detect → plan → commit the reschedules with their outbox rows
-  → write back) and the outbox drained into an aiosmtpd sink (SMTP on loopback);
+  → write back) and the outbox drained as the daemon drains it, into an aiosmtpd sink (SMTP
+  on loopback); the sink must have received every email before the time stops;
 - **vdirsyncer**: ``vdirsyncer sync`` of the same calendar into a local folder, as a process
   (its start-up included; the idle process cost is reported beside it).
 
-Goal (issue 11): syncd within 3x bare + SMTP.
+Goal (issue 11): syncd within 3x bare + SMTP. The CPU seconds of syncd's thread are
+reported beside its wall time (the machine may be shared; the SMTP sink and Radicale run in
+threads and processes of their own, so their CPU is not in it). One booking through
+``services.book`` at 1,000, 3,000 and 20,000 sessions (:func:`booking_rows`) shows that a
+booking costs the sessions overlapping it, not the admin's history.
+
+``python -m bench.gestures --profile OUT [--sessions N] [--moves K]`` writes a cProfile of
+the cycle that applies the moves plus the outbox drain to OUT (``python -m pstats OUT``).
 """
 
 from __future__ import annotations
 
+import argparse
+import cProfile
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -30,8 +41,10 @@ import httpx
 from adapters.caldav.backend import CalDAVBackend
 from bench.world import ADMIN, BenchWorld
 from syncd.app.daemon import drain_outbox
+from syncd.domain.model import Actor, Customer
 from syncd.services import booking as services
 from tests.contract.human import CalDAVHuman
+from tests.fakes.memory_backend import MemoryBackend, MemoryCalendar
 from tests.servers import Server, start_radicale
 from tests.smtp_server import start_smtp
 
@@ -96,8 +109,13 @@ def _vdirsyncer(cfg: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run(sessions: int, moves: int, with_vdirsyncer: bool = True) -> dict[str, float]:
-    """Seconds of each contender for ``moves`` moves in a calendar of ``sessions``."""
+def run(
+    sessions: int, moves: int, with_vdirsyncer: bool = True, profile: str | None = None
+) -> dict[str, float]:
+    """Seconds of each contender for ``moves`` moves in a calendar of ``sessions``.
+
+    ``profile``: a path to write a cProfile of syncd's cycle and drain to.
+    """
     root = Path(_scratch())
     server = start_radicale(root / "radicale")
     smtp = start_smtp()
@@ -144,19 +162,28 @@ def run(sessions: int, moves: int, with_vdirsyncer: bool = True) -> dict[str, fl
             read = bare_read(client, url, token)
             bare_s = time.perf_counter() - t0
             assert read == moves, (read, moves)
-        t0 = time.perf_counter()
+        before = len(smtp.messages)
+        prof = cProfile.Profile() if profile else None
+        if prof is not None:
+            prof.enable()
+        t0, c0 = time.perf_counter(), time.thread_time()
         report = world.sync(backend)
-        cycle_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         mail = drain_outbox(world.ctx, world.cfg, "bench")
-        mail_s = time.perf_counter() - t0
+        t2, c2 = time.perf_counter(), time.thread_time()
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(str(profile))
         assert len(report.actions) == moves, report
         assert getattr(mail, "sent", moves) == moves, mail
+        assert len(smtp.messages) - before == moves, (len(smtp.messages), before)
         result = {
             "mirror": mirror_s,
             "bare": bare_s,
-            "cycle": cycle_s,
-            "mail": mail_s,
+            "cycle": t1 - t0,
+            "mail": t2 - t1,
+            "cycle_cpu": c1 - c0,
+            "mail_cpu": c2 - c1,
         }
         if with_vdirsyncer:
             result["vdirsyncer"] = _vdirsyncer(cfg)
@@ -195,9 +222,126 @@ def rows(sizes: tuple[int, ...] = (1000, 3000), moves: int = 100) -> list[tuple[
         out.append(
             (
                 f"{moves} admin moves, {n:,} sessions (Radicale)",
-                f"syncd cycle {r['cycle']:.2f} s + outbox {r['mail']:.2f} s; "
+                f"syncd cycle {r['cycle']:.2f} s + outbox {r['mail']:.2f} s "
+                f"(CPU {r['cycle_cpu']:.2f} + {r['mail_cpu']:.2f} s); "
                 f"bare REPORT+multiget {r['bare']:.3f} s ({ratio:.0f}x){vd}",
             )
         )
         out.append((f"first mirror of {n:,} events (Radicale)", f"{r['mirror']:.1f} s"))
     return out
+
+
+def booking_ms(sessions: int, repeat: int = 20) -> tuple[float, float]:
+    """(wall, CPU) milliseconds of one admin booking among ``sessions`` (medians)."""
+    root = Path(_scratch())
+    try:
+        world = BenchWorld(root, {})
+        world.seed(sessions)
+        far = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=4000)
+        walls, cpus = [], []
+        for i in range(repeat):
+            start = far + timedelta(hours=i)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            services.book(
+                world.ctx,
+                ADMIN,
+                Customer(f"x{i}@example.org", f"X{i}", "UTC"),
+                start,
+                start + timedelta(hours=1),
+                actor=Actor.ADMIN,
+            )
+            walls.append((time.perf_counter() - t0) * 1000)
+            cpus.append((time.thread_time() - c0) * 1000)
+        world.close()
+        return statistics.median(walls), statistics.median(cpus)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def booking_rows(sizes: tuple[int, ...] = (1000, 3000, 20000)) -> list[tuple[str, str]]:
+    """One booking through the service at each calendar size."""
+    out = []
+    for n in sizes:
+        wall, cpu = booking_ms(n)
+        out.append((f"one booking, {n:,} sessions (SQLite)", f"{wall:.1f} ms (CPU {cpu:.1f} ms)"))
+    return out
+
+
+def memory_run(sessions: int, moves: int, profile: str | None = None) -> dict[str, float]:
+    """CPU seconds of syncd alone: the moves on the in-memory backend, mail into a sink.
+
+    No server's time is in it, so it is the figure to profile and compare on a shared
+    machine.
+    """
+    root = Path(_scratch())
+    smtp = start_smtp()
+    try:
+        world = BenchWorld(root, {}, backend="memory")
+        world.cfg = world.cfg.model_copy(
+            update={"smtp": world.cfg.smtp.model_copy(update={"port": smtp.port})}
+        )
+        world.seed(sessions)
+        cal = MemoryCalendar()
+        backend = MemoryBackend(cal)
+        assert world.sync(backend).error is None
+        world.sync(backend)
+        for s in services.list_sessions(world.ctx, ADMIN)[:moves]:
+            cal.human_set(
+                _href(world, s.id),
+                start=s.start + timedelta(minutes=30),
+                end=s.end + timedelta(minutes=30),
+            )
+        before = len(smtp.messages)
+        prof = cProfile.Profile() if profile else None
+        if prof is not None:
+            prof.enable()
+        t0, c0 = time.perf_counter(), time.thread_time()
+        report = world.sync(backend)
+        t1, c1 = time.perf_counter(), time.thread_time()
+        mail = drain_outbox(world.ctx, world.cfg, "bench")
+        t2, c2 = time.perf_counter(), time.thread_time()
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(str(profile))
+        assert len(report.actions) == moves, report
+        assert mail.sent == moves and len(smtp.messages) - before == moves, mail
+        world.close()
+        return {"cycle": t1 - t0, "mail": t2 - t1, "cycle_cpu": c1 - c0, "mail_cpu": c2 - c1}
+    finally:
+        smtp.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def memory_rows(sizes: tuple[int, ...] = (1000, 3000), moves: int = 100) -> list[tuple[str, str]]:
+    """syncd's own CPU for the moves, without any server (in-memory backend)."""
+    out = []
+    for n in sizes:
+        r = memory_run(n, moves)
+        out.append(
+            (
+                f"{moves} admin moves, {n:,} sessions (in-memory backend, syncd CPU)",
+                f"cycle {r['cycle_cpu']:.2f} s + outbox {r['mail_cpu']:.2f} s",
+            )
+        )
+    return out
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gestures")
+    parser.add_argument("--sessions", type=int, default=3000)
+    parser.add_argument("--moves", type=int, default=100)
+    parser.add_argument("--profile", default=None, help="write a cProfile of cycle + drain here")
+    parser.add_argument("--no-vdirsyncer", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="the in-memory backend, no server")
+    args = parser.parse_args(argv)
+    if args.memory:
+        r = memory_run(args.sessions, args.moves, args.profile)
+    else:
+        r = run(args.sessions, args.moves, not args.no_vdirsyncer, args.profile)
+    for key, value in r.items():
+        print(f"{key}: {value:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
