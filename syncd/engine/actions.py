@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
@@ -29,12 +29,12 @@ from syncd.engine.plantypes import (
     Update,
     Write,
 )
-from syncd.errors import SyncdError
+from syncd.errors import NotFoundError, SyncdError
 from syncd.notify.outbox import enqueue
 from syncd.services import booking as services
 from syncd.store.context import Context
 from syncd.store.models import MirrorRow
-from syncd.store.repo import load_session
+from syncd.store.repo import load_session_row
 
 log = logging.getLogger("syncd.engine")
 
@@ -49,6 +49,8 @@ class ActionContext:
     admin: Admin
     sessions: dict[str, Session]
     now: datetime
+    #: Rows kept alive for the commit, so the ORM session's identity map keeps them.
+    held: list[object] = field(default_factory=list, compare=False, repr=False)
 
 
 def session_url(ctx: Context, session_id: str) -> str:
@@ -85,6 +87,12 @@ def _restore(
     return [Update(sid, m.remote_id, want, etag)]
 
 
+def _not_applied(ac: ActionContext, sid: str, err: SyncdError, actions: list[str]) -> list[Write]:
+    log.info("calendar %s: gesture on %s not applied, undone: %s", ac.calendar_id, sid, err)
+    actions.append(f"{sid}: gesture not applied ({err})")
+    return []
+
+
 def apply_action(
     orm: Orm,
     ac: ActionContext,
@@ -99,9 +107,20 @@ def apply_action(
         _restore(orm, ac, ac.sessions[sid], action.why, action.what, None)
         return []  # the planner already wrote the Update
     make: Callable[[Session, Admin, list[Session]], Transition]
+    # Read once, under the lock the service would take, without the history no action
+    # needs (the transition appends its entry): the service acts on this very read, and a
+    # refusal rolls the savepoint back to it.
+    try:
+        loaded = load_session_row(orm, sid, lock=True, with_history=False)
+    except NotFoundError as err:
+        if not isinstance(action, ApplyCancel):
+            raise
+        return _not_applied(ac, sid, err, actions)  # the event goes with the session
+    fresh = loaded[0]
+    if not ac.held:
+        ac.held.append(loaded[1])  # the admin's row: read once, not once per action
     if isinstance(action, ApplyReschedule):
         a = action
-        fresh, _ = load_session(orm, sid)
         if (fresh.start, fresh.end) == (a.start, a.end) and fresh.live:
             # A reschedule to the time the session already has is nothing (a second worker
             # or a lost answer): no "moved from 12:00 to 12:00" email.
@@ -125,13 +144,12 @@ def apply_action(
 
     try:
         with orm.begin_nested():
-            t = services.act_in(orm, ac.ctx, sid, make, now)
+            t = services.act_in(orm, ac.ctx, sid, make, now, loaded=loaded)
     except SyncdError as err:  # Refused included: a rule said no
+        if isinstance(action, ApplyCancel):
+            return _not_applied(ac, sid, err, actions)  # canceled meanwhile
         log.info("calendar %s: gesture on %s not applied, undone: %s", cid, sid, err)
         actions.append(f"{sid}: gesture not applied ({err})")
-        if isinstance(action, ApplyCancel):
-            return []  # canceled meanwhile: the event goes with the session
-        fresh, _ = load_session(orm, sid)
         what = "moved it" if isinstance(action, ApplyReschedule) else "asked for a new time"
         return _restore(orm, ac, fresh, str(err), what, action.etag)
     m = _mirror(orm, cid, sid)

@@ -22,9 +22,11 @@ reader sees it, rendered from :data:`syncd.notify.emaildocs.EXAMPLES`).
 
 from __future__ import annotations
 
+import email.policy
+import functools
 import re
 from datetime import UTC, datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses
 from pathlib import Path
@@ -51,6 +53,29 @@ ITIP: dict[str, tuple[str, str, str]] = {
 }
 
 _ENVS: dict[str | None, Environment] = {}
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, with each header's class made once, not per header.
+
+    ``HeaderRegistry`` builds a new class with ``type()`` for every header it parses;
+    the classes are stateless, so one per header name serves every message.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        cls = self._made.get(key)
+        if cls is None:
+            cls = self._made[key] = super().__getitem__(name)
+        return cls
+
+
+#: ``email.policy.default`` with :class:`_HeaderClasses`: what every email is built with.
+POLICY = email.policy.default.clone(header_factory=_HeaderClasses())
 
 
 def environment(templates_dir: str | None = None) -> Environment:
@@ -156,8 +181,12 @@ def render(
     link_key: LinkKey | None = None,
 ) -> tuple[str, str, str]:
     """``(subject, text, html)`` of one email."""
+    return _render(context(payload, kind, link_key), kind, templates_dir)
+
+
+def _render(values: dict[str, Any], kind: str, templates_dir: str | None) -> tuple[str, str, str]:
     env = environment(templates_dir)
-    values = context(payload, kind, link_key)
+    values = dict(values)
     subject = " ".join(env.get_template(f"{kind}.subject").render(values).split())
     values["subject"] = subject
     text = env.get_template(f"{kind}.txt").render(values)
@@ -207,6 +236,7 @@ def itip(
     return method, cal.to_ical()
 
 
+@functools.lru_cache(maxsize=256)
 def _address(value: str) -> tuple[str, str]:
     pairs = getaddresses([value])
     if not pairs or not pairs[0][1]:
@@ -238,9 +268,9 @@ def compose(
     Customer emails about a time are ``multipart/mixed``: a ``multipart/alternative`` of
     text/plain, text/html and ``text/calendar; method=...``, then ``invite.ics``.
     """
-    subject, text, html = render(row_payload, kind, templates_dir, link_key)
-    values = context(row_payload, kind)
-    msg = EmailMessage()
+    values = context(row_payload, kind, link_key)
+    subject, text, html = _render(values, kind, templates_dir)
+    msg = EmailMessage(policy=POLICY)
     msg["From"] = _header_address(sender)
     to = _header_address(recipient)
     if not values["to_admin"] and "session" in row_payload:

@@ -34,6 +34,7 @@ from syncd.errors import NotFoundError, Refused, UsageError
 from syncd.notify.links import derive_token, link_extra
 from syncd.notify.links import token_hash as token_hash
 from syncd.notify.outbox import enqueue
+from syncd.services.others import transition
 from syncd.store.context import Context
 from syncd.store.models import AdminRow, ChoiceTokenRow, SessionRow
 from syncd.store.repo import (
@@ -42,6 +43,7 @@ from syncd.store.repo import (
     get_admin_row,
     live_sessions_of,
     load_session,
+    load_session_row,
     load_sessions,
     upsert_customer,
     weekly_to_json,
@@ -230,39 +232,20 @@ def act_in(
     session_id: str,
     make: Callable[[Session, Admin, list[Session]], Transition],
     now: datetime,
+    loaded: tuple[Session, AdminRow, SessionRow] | None = None,
 ) -> Transition:
-    """Load, apply ``make`` and record one transition inside the caller's transaction."""
-    session, admin_row = load_session(orm, session_id, lock=True)
+    """Load, apply ``make`` and record one transition inside the caller's transaction.
+
+    ``loaded``: the session with its admin row and row as the caller already read them in
+    this transaction, under ``load_session_row(..., lock=True)`` (the sync engine reads them
+    first to tell a reschedule to the session's own time).
+    """
+    session, admin_row, _row = loaded or load_session_row(orm, session_id, lock=True)
     get_admin_row(orm, admin_row.email, lock=True)
     admin = admin_from_row(admin_row)
-    t = make(session, admin, _others_for(orm, admin_row.id, session, admin, make))
+    t = transition(orm, admin_row.id, session, admin, make)
     _record(orm, ctx, t, admin, now)
     return t
-
-
-def _others_for(
-    orm: Orm,
-    admin_id: int,
-    session: Session,
-    admin: Admin,
-    make: Callable[[Session, Admin, list[Session]], Transition],
-) -> list[Session]:
-    """The admin's other live sessions that can refuse ``make``: those overlapping its result.
-
-    The rules are pure and use the other sessions only to refuse an overlap (directly, or
-    as a slot no longer offered, which depends only on the sessions overlapping it); so
-    the transition made against none of them names the one interval to check, and only
-    the sessions overlapping it are read (issue 11: not every session the admin ever had).
-    A trial the rules refuse anyway is decided against all of them, worded as before.
-    """
-    try:
-        trial = make(session, admin, [])
-    except Exception:
-        return live_sessions_of(orm, admin_id, exclude=session.id)
-    if not trial.after.live:
-        return []
-    window = (trial.after.start, trial.after.end)
-    return live_sessions_of(orm, admin_id, exclude=session.id, overlapping=window)
 
 
 def _act(

@@ -92,8 +92,24 @@ def session_from_rows(
     )
 
 
-def load_session(orm: Orm, session_id: str, lock: bool = False) -> tuple[Session, AdminRow]:
-    """A session with its admin row; ``lock`` takes a row lock (PostgreSQL) for a write."""
+def load_session(
+    orm: Orm, session_id: str, lock: bool = False, with_history: bool = True
+) -> tuple[Session, AdminRow]:
+    """A session with its admin row; ``lock`` takes a row lock (PostgreSQL) for a write.
+
+    ``with_history=False`` leaves the history out (one query less), for a caller that only
+    changes the session: a transition appends its entry whatever came before.
+    """
+    session, admin, _row = load_session_row(orm, session_id, lock, with_history)
+    return session, admin
+
+
+def load_session_row(
+    orm: Orm, session_id: str, lock: bool = False, with_history: bool = True
+) -> tuple[Session, AdminRow, SessionRow]:
+    """:func:`load_session` and the session's row: a caller that writes a transition keeps
+    the row, so :func:`write_transition` finds it in the ORM session instead of reading it
+    again."""
     stmt = select(SessionRow).where(SessionRow.id == session_id)
     if lock:
         stmt = stmt.with_for_update()
@@ -102,10 +118,12 @@ def load_session(orm: Orm, session_id: str, lock: bool = False) -> tuple[Session
         raise NotFoundError(f"There is no session {session_id} (see 'syncd session list').")
     admin = orm.get_one(AdminRow, row.admin_id)
     customer = orm.get_one(CustomerRow, row.customer_id)
-    history = orm.scalars(
-        select(HistoryRow).where(HistoryRow.session_id == row.id).order_by(HistoryRow.id)
-    ).all()
-    return session_from_rows(row, customer, admin.email, history), admin
+    history: Sequence[HistoryRow] = ()
+    if with_history:
+        history = orm.scalars(
+            select(HistoryRow).where(HistoryRow.session_id == row.id).order_by(HistoryRow.id)
+        ).all()
+    return session_from_rows(row, customer, admin.email, history), admin, row
 
 
 def load_sessions(orm: Orm, rows: Sequence[SessionRow], with_history: bool = True) -> list[Session]:

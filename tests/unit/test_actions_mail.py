@@ -1,0 +1,62 @@
+"""The email of a gesture builds once what every email shares (issue 11, goal 1).
+
+``email.headerregistry.HeaderRegistry`` makes a new class with ``type()`` for every header it
+parses; syncd's emails are built with a registry that makes one per header name, and the
+email is the same as the standard policy makes it.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from datetime import UTC, datetime
+from email.headerregistry import HeaderRegistry
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from syncd.notify import compose as compose_mod
+from syncd.notify.emaildocs import EXAMPLES
+
+NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
+SENDER = "Bookings Ü <bookings@example.com>"
+
+
+def _message(kind: str, message_id: str = "<outbox-1@h>") -> EmailMessage:
+    return compose_mod.compose(
+        EXAMPLES[kind], kind, "Ann Weber <ann@example.org>", message_id, SENDER, now=NOW
+    )
+
+
+def _mail(kind: str) -> bytes:
+    """The email as the SMTP adapter sends it."""
+    return _message(kind).as_bytes(policy=email.policy.SMTP)
+
+
+def test_a_second_email_makes_no_header_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    _message("rescheduled")  # every header name seen once
+    made: list[str] = []
+    plain = HeaderRegistry.__getitem__
+
+    def counting(self: HeaderRegistry, name: str) -> Any:
+        made.append(name)
+        return plain(self, name)
+
+    monkeypatch.setattr(HeaderRegistry, "__getitem__", counting)
+    _message("rescheduled", "<outbox-2@h>")
+    assert made == []  # (serializing under policy.SMTP is the adapter's, not measured here)
+
+
+@pytest.mark.parametrize("kind", sorted(EXAMPLES))
+def test_the_email_is_the_one_the_standard_policy_makes(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours = _mail(kind)
+    monkeypatch.setattr(compose_mod, "POLICY", email.policy.default)
+    standard = _mail(kind)
+
+    def boundaries(b: bytes) -> bytes:
+        return re.sub(rb"=+_?\d{19}==", b"BOUNDARY", b)
+
+    assert boundaries(ours) == boundaries(standard)
