@@ -228,6 +228,9 @@ def rows(sizes: tuple[int, ...] = (1000, 3000), moves: int = 100) -> list[tuple[
             )
         )
         out.append((f"first mirror of {n:,} events (Radicale)", f"{r['mirror']:.1f} s"))
+    out += memory_rows(sizes, moves)
+    # The booking sizes of the issue, or the tiny ones of ``--quick``.
+    out += booking_rows(sizes if max(sizes) < 1000 else (1000, 3000, 20000))
     return out
 
 

@@ -73,6 +73,26 @@ class _HeaderClasses(HeaderRegistry):
             cls = self._made[key] = super().__getitem__(name)
         return cls
 
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        """The header; the MIME structure's (the same few values in every email) parsed once.
+
+        A parsed header is an immutable ``str``, so one serves every message that has it.
+        """
+        if name.lower() in _STRUCTURE:
+            return _structure_header(self, name, value)
+        return super().__call__(name, value)
+
+
+#: The headers of the parts of an email: their values repeat from one email to the next.
+_STRUCTURE = frozenset(
+    {"content-type", "content-transfer-encoding", "content-disposition", "mime-version"}
+)
+
+
+@functools.lru_cache(maxsize=128)
+def _structure_header(registry: _HeaderClasses, name: str, value: str) -> BaseHeader:
+    return HeaderRegistry.__call__(registry, name, value)
+
 
 #: ``email.policy.default`` with :class:`_HeaderClasses`: what every email is built with.
 POLICY = email.policy.default.clone(header_factory=_HeaderClasses())

@@ -1,8 +1,9 @@
 """The email of a gesture builds once what every email shares (issue 11, goal 1).
 
 ``email.headerregistry.HeaderRegistry`` makes a new class with ``type()`` for every header it
-parses; syncd's emails are built with a registry that makes one per header name, and the
-email is the same as the standard policy makes it.
+parses, and parses the same Content-Type of every part of every email again; syncd's
+emails are built with a registry that makes one class per header name and parses each MIME
+structure header value once, and the email is the same as the standard policy makes it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import email.policy
 import re
 from datetime import UTC, datetime
-from email.headerregistry import HeaderRegistry
+from email.headerregistry import ContentTypeHeader, HeaderRegistry
 from email.message import EmailMessage
 from typing import Any
 
@@ -46,6 +47,22 @@ def test_a_second_email_makes_no_header_class(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(HeaderRegistry, "__getitem__", counting)
     _message("rescheduled", "<outbox-2@h>")
     assert made == []  # (serializing under policy.SMTP is the adapter's, not measured here)
+
+
+def test_a_second_email_parses_none_of_its_mime_structure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _message("rescheduled")
+    parsed: list[str] = []
+    plain = ContentTypeHeader.parse.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[ContentTypeHeader], value: str, kwds: dict[str, Any]) -> None:
+        parsed.append(value)
+        plain(cls, value, kwds)
+
+    monkeypatch.setattr(ContentTypeHeader, "parse", classmethod(counting))
+    _message("rescheduled", "<outbox-2@h>")
+    assert parsed == []
 
 
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
