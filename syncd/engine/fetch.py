@@ -1,10 +1,14 @@
 """What a cycle reads: the calendar's state and its change feed.
 
-An idle or small cycle plans only what changed (:func:`syncd.engine.state.load_changed`):
-the sessions with a newer revision than the calendar's last plan, the events the feed
-reported, pending gestures and unsettled events. So its cost grows with the changes, not
-with the calendar. The whole calendar is loaded when the feed is a full listing, reports
-a removal (the breaker counts the calendar), or nothing was planned whole yet.
+A cycle plans only what changed (:func:`syncd.engine.state.load_changed`): the sessions
+with a newer revision than the calendar's last plan, the events the feed reported
+(changed or removed), pending gestures and unsettled events. So its cost grows with the
+changes, not with the calendar. When removals are about, the breaker's population (the
+upcoming sessions left unloaded) is counted by the database, not loaded. The whole
+calendar is loaded only for a full listing (first sync, expired cursor), before the
+calendar was planned whole once with the current gesture rules, or when more than
+``state.MAX_PARTIAL`` sessions changed at once. A reconciliation is an adapter's own
+comparison with ``known``, read only when the adapter asks for it.
 """
 
 from __future__ import annotations
@@ -78,30 +82,24 @@ def _known_of(st: state.CalendarState) -> dict[str, str]:
     }
 
 
-def _partial_allowed(
-    head: state.Head, reconcile: timedelta, rules: GestureRules, now: datetime
-) -> bool:
-    """Whether this cycle may plan only what changed (see :func:`state.load_changed`).
-
-    Never when the calendar was not yet planned whole with these rules, a full listing is
-    due, or the breaker may have to count the calendar: it is tripped, removals are
-    recent or pending.
-    """
+def _partial_allowed(head: state.Head, rules: GestureRules) -> bool:
+    """Whether this cycle may plan only what changed (see :func:`state.load_changed`):
+    not before the calendar was planned whole once with these rules."""
     return (
         head.cursor is not None
         and head.synced_revision is not None
         and head.synced_rules == state.rules_key(rules)
-        and not _reconcile_due(head, reconcile, now)
-        and not head.breaker_tripped
-        and not head.recent_removals
-        and not any(i.kind == "removed" or i.held for i in head.intents.values())
     )
 
 
-def _small_change(cs: ChangeSet) -> bool:
-    """A delta with no removal in it (a removal needs the whole calendar for the breaker)."""
-    return not (cs.full or cs.reconciled or cs.removed) and all(
-        e.content.status != "cancelled" for e in cs.changed
+def _removals_about(head: state.Head, cs: ChangeSet) -> bool:
+    """Whether the breaker may have to weigh removals this cycle (it counts the calendar)."""
+    return bool(
+        cs.removed
+        or head.breaker_tripped
+        or head.recent_removals
+        or any(i.kind == "removed" or i.held for i in head.intents.values())
+        or any(e.content.status == "cancelled" for e in cs.changed)
     )
 
 
@@ -118,7 +116,7 @@ def load_and_fetch(
     with ctx.db.read() as orm:
         head = state.load_head(orm, calendar_id)
         whole = None
-        if not _partial_allowed(head, reconcile, rules, now):
+        if not _partial_allowed(head, rules):
             whole = state.load_state(orm, calendar_id, now, head)
     if whole is not None:  # no transaction stays open across the request
         return whole, _fetch(backend, head, _known_of(whole), reconcile, now, report)
@@ -130,7 +128,9 @@ def load_and_fetch(
     cs = _fetch(backend, head, _Known(known), reconcile, now, report)
     with ctx.db.read() as orm:
         part = None
-        if _small_change(cs):
+        if not cs.full:  # a full listing is compared with the whole mirror
             touched = {e.content.session_id for e in cs.changed if e.content.session_id}
-            part = state.load_changed(orm, head, now, {e.remote_id for e in cs.changed}, touched)
+            remote_ids = {e.remote_id for e in cs.changed} | set(cs.removed)
+            count = _removals_about(head, cs)
+            part = state.load_changed(orm, head, now, remote_ids, touched, count)
         return part or state.load_state(orm, calendar_id, now, head), cs

@@ -300,6 +300,7 @@ def _breaker(b: Builder, inp: PlanInput, upcoming: int) -> Plan:
     not, so that ``breaker restore|release`` act on all of them.
     """
     rules: BreakerRules = inp.breaker
+    upcoming += inp.unloaded_upcoming
     held = [i.session_id for i in inp.intents.values() if i.held]
     candidates = [sid for sid, _ in b.removals]
     leftover = dict(b.removals)

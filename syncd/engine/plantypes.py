@@ -83,6 +83,9 @@ class PlanInput:
     default_cancel_reason: str = "Your host had to cancel this session."
     #: Removals applied lately in this calendar (session id → when), for the breaker's window.
     recent_removals: Mapping[str, datetime] = field(default_factory=lambda: MappingProxyType({}))
+    #: Upcoming mirrored sessions the runner did not load (a cycle that loads only what
+    #: changed): the breaker counts them in the calendar's population.
+    unloaded_upcoming: int = 0
 
 
 # --- outputs ------------------------------------------------------------------------------

@@ -206,6 +206,7 @@ def _one_pass(
             breaker_tripped=st.breaker_tripped,
             default_cancel_reason=st.admin.policy.default_cancel_reason,
             recent_removals=MappingProxyType(st.recent_removals),
+            unloaded_upcoming=st.unloaded_upcoming,
         )
         plan = plan_calendar(inp)
         if plan.verify:
@@ -316,8 +317,11 @@ def commit(
         }
         if window != st.recent_removals or cal.recent_removals:
             cal.recent_removals = {sid: at.isoformat() for sid, at in window.items()} or None
+        creates = [w.session_id for w in writes if isinstance(w, Create)]
+        have = state.mirrored(orm, cid, creates)
         for w in writes:
-            if isinstance(w, Create) and state.mirror_row(orm, cid, w.session_id) is None:
+            if isinstance(w, Create) and w.session_id not in have:
+                have.add(w.session_id)
                 orm.add(
                     MirrorRow(
                         calendar_id=cid,

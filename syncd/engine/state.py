@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
@@ -65,6 +65,7 @@ class CalendarState:
     settled: frozenset[str] = frozenset()
     revision: int | None = None
     revisions: dict[str, int] = field(default_factory=dict)
+    unloaded_upcoming: int = 0
 
 
 def get_calendar(orm: Orm, calendar_id: int, lock: bool = False) -> CalendarRow:
@@ -126,10 +127,13 @@ def load_changed(
     now: datetime,
     remote_ids: set[str],
     session_ids: set[str],
+    count_rest: bool = False,
 ) -> CalendarState | None:
     """The sessions a cycle must plan: what changed since the last plan, what the feed
     reported (``remote_ids``, ``session_ids``), pending gestures and unsettled events.
 
+    With ``count_rest`` (removals are about: the breaker needs the calendar's size), the
+    upcoming mirrored sessions left unloaded are counted, in the same read.
     None when the cycle must load everything: the calendar was never planned whole, or
     too much changed at once.
     """
@@ -163,7 +167,29 @@ def load_changed(
     if len(sids) > MAX_PARTIAL:
         return None
     revision = max([head.synced_revision, *(rev for _, rev in newer)])
-    return _load(orm, head, now, sids, revision)
+    st = _load(orm, head, now, sids, revision)
+    if not count_rest:
+        return st
+    loaded = sum(
+        1 for sid, s in st.sessions.items() if s.live and s.end > now and sid in st.mirrors
+    )
+    return replace(st, unloaded_upcoming=count_upcoming(orm, cid, head.admin_id, now) - loaded)
+
+
+def count_upcoming(orm: Orm, calendar_id: int, admin_id: int, now: datetime) -> int:
+    """Live sessions not yet ended with an event in the calendar (the planner's upcoming)."""
+    n = orm.scalar(
+        select(func.count())
+        .select_from(MirrorRow)
+        .join(SessionRow, SessionRow.id == MirrorRow.session_id)
+        .where(
+            MirrorRow.calendar_id == calendar_id,
+            SessionRow.admin_id == admin_id,
+            SessionRow.status != Status.CANCELED.value,
+            SessionRow.end > now,
+        )
+    )
+    return int(n or 0)
 
 
 #: Sessions that ended longer ago than this are no longer planned.
@@ -311,6 +337,21 @@ def mirror_row(orm: Orm, calendar_id: int, session_id: str) -> MirrorRow | None:
             MirrorRow.calendar_id == calendar_id, MirrorRow.session_id == session_id
         )
     ).first()
+
+
+def mirrored(orm: Orm, calendar_id: int, session_ids: list[str]) -> set[str]:
+    """Which of ``session_ids`` have a mirror row in the calendar (a few queries for many)."""
+    found: set[str] = set()
+    for i in range(0, len(session_ids), 500):
+        found.update(
+            orm.scalars(
+                select(MirrorRow.session_id).where(
+                    MirrorRow.calendar_id == calendar_id,
+                    MirrorRow.session_id.in_(session_ids[i : i + 500]),
+                )
+            )
+        )
+    return found
 
 
 def save_intent(orm: Orm, calendar_id: int, intent: PendingIntent) -> None:

@@ -18,6 +18,8 @@ from sqlalchemy import select
 from syncd.domain.model import Actor, Customer
 from syncd.engine import state
 from syncd.engine.desired import GestureRules
+from syncd.engine.planner import BreakerRules
+from syncd.engine.runner import EngineSettings
 from syncd.services import booking as services
 from syncd.store.models import CalendarRow, MirrorRow, SessionRow
 from tests.unit.harness import ADMIN, NOW, Harness
@@ -138,13 +140,54 @@ def test_other_gesture_rules_plan_the_whole_calendar_again(
     assert loads.ids == []
 
 
-def test_a_removal_loads_the_whole_calendar_for_the_breaker(
+def test_a_removal_loads_only_its_session_and_counts_the_rest(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    counted: list[int] = []
+    real = state.count_upcoming
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        counted.append(real(*args))
+        return counted[-1]
+
+    monkeypatch.setattr(state, "count_upcoming", counting)
     loads = Loads(monkeypatch)
     h.cal.human_delete(h.rid(1))
     h.cycle()
-    assert set(loads.ids) == set(h.sids)
+    assert set(loads.ids) == {h.sids[1]}
+    assert counted == [len(NAMES)]  # the breaker's population, without loading it
+    h.settle()
+    assert h.session(1).status.value == "canceled"
+
+
+@pytest.mark.parametrize("deleted", [5, 20])
+def test_the_breaker_counts_the_sessions_a_small_cycle_leaves_unloaded(
+    deleted: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """5 of 20 vanishing stays under the breaker (not over 30 %); all 20 trip it.
+
+    Counted over the 5 loaded sessions alone, 5 of 5 would trip it (and the calendar
+    would look suddenly empty).
+    """
+    names = [f"Customer {i}" for i in range(20)]
+    settings = EngineSettings(settle=timedelta(minutes=2), breaker=BreakerRules())
+    world = Harness(names, settings=settings)
+    try:
+        world.cycle()
+        loads = Loads(monkeypatch)
+        for i in range(deleted):
+            world.cal.human_delete(world.rid(i))
+        world.settle()
+        canceled = [i for i in range(len(names)) if world.session(i).status.value == "canceled"]
+        with world.db.read() as orm:
+            tripped = orm.get_one(CalendarRow, world.cal_id).breaker_tripped_at is not None
+        if deleted == 5:
+            assert set(loads.ids) == set(world.sids[:5])
+            assert canceled == [0, 1, 2, 3, 4] and not tripped
+        else:
+            assert canceled == [] and tripped
+    finally:
+        world.close()
 
 
 def test_revisions_count_every_change_of_the_admins_sessions(h: Harness) -> None:
