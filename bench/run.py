@@ -87,12 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     """Run every benchmark and print the table; ``--quick`` runs tiny sizes (smoke test)."""
     import argparse
 
-    from bench import fleet, gestures, idle, mirror, startup
+    from bench import fleet, gestures, idle, mirror, rss, startup
 
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: does it still run?")
     parser.add_argument(
-        "--only", default="", help="comma-separated: planner,idle,gestures,startup,fleet,mirror"
+        "--only", default="", help="comma-separated: planner,idle,gestures,startup,fleet,mirror,rss"
     )
     args = parser.parse_args(argv)
     only = set(filter(None, args.only.split(",")))
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         "startup": (lambda: startup.rows(10)) if args.quick else startup.rows,
         "fleet": (lambda: fleet.rows((20,))) if args.quick else fleet.rows,
         "mirror": (lambda: mirror.rows((10,), repeat=1)) if args.quick else mirror.rows,
+        "rss": (lambda: rss.rows(quick=True)) if args.quick else rss.rows,
     }
     rows: list[tuple[str, str]] = []
     for name, suite in suites.items():

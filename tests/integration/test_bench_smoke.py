@@ -25,5 +25,6 @@ def test_every_benchmark_runs_at_tiny_sizes() -> None:
         "syncd --help",
         "syncd session list",
         "idle calendars, 50 ms RTT",
+        "peak RSS",
     ):
         assert row in table, f"{row!r} missing from the benchmark table:\n{table}"
