@@ -29,7 +29,9 @@ from syncd.app.backends import backend_factory, open_backend, push_readers
 from syncd.app.leases import (
     HEARTBEAT_LEASE,
     PAUSED_RETRY,
+    Claimed,
     Heartbeat,
+    claim_batch,
     claim_calendars,
     release_calendar,
     release_calendars,
@@ -170,16 +172,21 @@ def sync_one(
     calendar_id: int,
     pool: BackendPool | None = None,
     owner: str | None = None,
+    claimed: Claimed | None = None,
 ) -> CycleReport:
     """Open (or reuse) the calendar's backend and run one cycle; never raises.
 
     With ``owner``, the cycle commits only while that worker holds the calendar's lease,
-    within :func:`cycle_budget`.
+    within :func:`cycle_budget`. ``claimed`` (from the claim) spares reading the
+    calendar's backend and settings again.
     """
     try:
-        with ctx.db.read() as orm:
-            row = orm.get_one(CalendarRow, calendar_id)
-            backend_name, settings = row.backend, dict(row.settings)
+        if claimed is not None:
+            backend_name, settings = claimed.backend, claimed.settings
+        else:
+            with ctx.db.read() as orm:
+                row = orm.get_one(CalendarRow, calendar_id)
+                backend_name, settings = row.backend, dict(row.settings)
         backend = (
             pool.take(calendar_id, backend_name, settings, cfg)
             if pool is not None
@@ -240,9 +247,10 @@ def run_cycle(
         if pool is None:
             pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="sync"))
 
-        def one(cid: int) -> CycleReport:
+        def one(claimed: Claimed) -> CycleReport:
+            cid = claimed.id
             try:
-                return sync_one(ctx, cfg, cid, backends, owner)
+                return sync_one(ctx, cfg, cid, backends, owner, claimed)
             except Exception as err:  # never let one calendar stop the others
                 log.exception("calendar %s: cycle broke", cid)
                 return CycleReport(cid, error=f"{type(err).__name__}: {err}")
@@ -267,13 +275,14 @@ def run_cycle(
                     exhausted = True
                 if not exhausted and len(running) < batch:
                     release(finished)
-                    ids = claim_calendars(ctx, owner, lease, due_only, limit=batch, after=after)
+                    got = claim_batch(ctx, owner, lease, due_only, limit=batch, after=after)
+                    ids = [c.id for c in got]
                     heartbeat.hold(ids)
                     order += ids
                     after = ids[-1] if ids else after
                     exhausted = not ids
-                    for cid in ids:
-                        running[pool.submit(one, cid)] = cid
+                    for claimed in got:
+                        running[pool.submit(one, claimed)] = claimed.id
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)

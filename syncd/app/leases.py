@@ -11,17 +11,20 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import or_, select
+from sqlalchemy import Table, and_, bindparam, case, or_, select, update
 
 from syncd.store.context import Context
-from syncd.store.models import CalendarRow
+from syncd.store.models import CalendarRow, UTCDateTime
 
 log = logging.getLogger("syncd.app.daemon")
 PAUSED_RETRY = timedelta(minutes=10)
 #: The lease a claim takes; the heartbeat renews it every third of it while held.
 HEARTBEAT_LEASE = timedelta(seconds=30)
+_CALENDARS = cast(Table, CalendarRow.__table__)  # leases are Core statements, a batch each
 
 
 def claim_calendars(
@@ -38,33 +41,60 @@ def claim_calendars(
     calendar claims batch after batch, each from the last id of the one before, until a
     claim comes back empty (issue 11: ``sync --once`` syncs every calendar).
     """
+    return [c.id for c in claim_batch(ctx, owner, lease, due_only, limit, after)]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed calendar, with what opening its backend takes."""
+
+    id: int
+    backend: str
+    settings: dict[str, Any]
+
+
+def claim_batch(
+    ctx: Context,
+    owner: str,
+    lease: timedelta,
+    due_only: bool,
+    limit: int = 50,
+    after: int = 0,
+) -> list[Claimed]:
+    """:func:`claim_calendars` with each calendar's backend and settings, in id order.
+
+    One ``UPDATE … WHERE id IN (SELECT … LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING``.
+    """
     now = ctx.clock()
-    with ctx.db.write() as orm:
-        stmt = (
-            select(CalendarRow)
-            .where(
-                CalendarRow.busy_only.is_(False),
-                CalendarRow.id > after,
-                or_(
-                    CalendarRow.lease_until.is_(None),
-                    CalendarRow.lease_until < now,
-                    CalendarRow.lease_owner == owner,
-                ),
-            )
-            .order_by(CalendarRow.id)
-            .limit(limit)
+    t = _CALENDARS
+    pick = (
+        select(t.c.id)
+        .where(
+            t.c.busy_only.is_(False),
+            t.c.id > after,
+            or_(t.c.lease_until.is_(None), t.c.lease_until < now, t.c.lease_owner == owner),
         )
-        if due_only:
-            stmt = stmt.where(
-                or_(CalendarRow.next_sync_at.is_(None), CalendarRow.next_sync_at <= now)
-            )
-        if ctx.db.lock_clause():
-            stmt = stmt.with_for_update(skip_locked=True)
-        rows = orm.scalars(stmt).all()
-        for row in rows:
-            row.lease_owner, row.lease_until = owner, now + lease
-            row.next_sync_at = row.lease_until  # a push notification moves it back to now
-        return [r.id for r in rows]
+        .order_by(t.c.id)
+        .limit(limit)
+    )
+    if due_only:
+        pick = pick.where(or_(t.c.next_sync_at.is_(None), t.c.next_sync_at <= now))
+    if ctx.db.lock_clause():
+        pick = pick.with_for_update(skip_locked=True)
+    until = now + lease  # a push notification moves next_sync_at back to now
+    stmt = (
+        update(t)
+        .where(t.c.id.in_(pick.scalar_subquery()))
+        .values(lease_owner=owner, lease_until=until, next_sync_at=until)
+        .returning(t.c.id, t.c.backend, t.c.settings)
+    )
+    with ctx.db.write() as orm:
+        rows = orm.execute(stmt).all()
+    return sorted((Claimed(r.id, r.backend, dict(r.settings or {})) for r in rows), key=_id)
+
+
+def _id(c: Claimed) -> int:
+    return c.id
 
 
 def release_calendar(ctx: Context, calendar_id: int, owner: str, next_in: timedelta) -> None:
@@ -77,46 +107,81 @@ def release_calendar(ctx: Context, calendar_id: int, owner: str, next_in: timede
 
 
 def release_calendars(ctx: Context, ids: list[int], owner: str, next_in: timedelta) -> None:
-    """:func:`release_calendar` for many calendars in one transaction."""
+    """:func:`release_calendar` for many calendars: one statement, one transaction.
+
+    A calendar notified during its sync (``next_sync_at`` moved below ``lease_until``)
+    keeps that ``next_sync_at``, so it is synced again at once.
+    """
     if not ids:
         return
     now = ctx.clock()
+    t = _CALENDARS
+    notified = and_(
+        t.c.next_sync_at.is_not(None),
+        t.c.lease_until.is_not(None),
+        t.c.next_sync_at < t.c.lease_until,
+    )
+    stmt = (
+        update(t)
+        .where(t.c.id == bindparam("b_id"), t.c.lease_owner == owner)
+        .values(
+            lease_owner=None,
+            lease_until=None,
+            next_sync_at=case(
+                (notified, t.c.next_sync_at),
+                (t.c.paused_reason.is_not(None), bindparam("b_paused", type_=UTCDateTime)),
+                else_=bindparam("b_next", type_=UTCDateTime),
+            ),
+        )
+    )
+    paused_wait = max(next_in, PAUSED_RETRY)
+    params = [
+        {
+            "b_id": cid,
+            "b_next": now + next_in * random.uniform(0.9, 1.1),
+            "b_paused": now + paused_wait * random.uniform(0.9, 1.1),
+        }
+        for cid in ids
+    ]
     with ctx.db.write() as orm:
-        for row in orm.scalars(select(CalendarRow).where(CalendarRow.id.in_(ids))).all():
-            wait = max(next_in, PAUSED_RETRY) if row.paused_reason is not None else next_in
-            jitter = wait.total_seconds() * random.uniform(0.9, 1.1)
-            if row.lease_owner != owner:
-                continue
-            notified = (
-                row.next_sync_at is not None
-                and row.lease_until is not None
-                and (row.next_sync_at < row.lease_until)
-            )
-            row.lease_owner, row.lease_until = None, None
-            if not notified:  # else: it changed during this sync, so sync it again at once
-                row.next_sync_at = now + timedelta(seconds=jitter)
+        orm.connection().execute(stmt, params)
 
 
 def renew_leases(ctx: Context, owner: str, ids: list[int], lease: timedelta) -> list[int]:
-    """Extend ``owner``'s leases on ``ids``; returns the ids it still holds."""
+    """Extend ``owner``'s leases on ``ids``; returns the ids it still holds.
+
+    An expired lease is not renewed (another worker may have the calendar now; fencing
+    will tell). A calendar not notified meanwhile stays unclaimable (``next_sync_at``
+    follows ``lease_until``).
+    """
     if not ids:
         return []
     now = ctx.clock()
-    held: list[int] = []
+    until = now + lease
+    t = _CALENDARS
+    stmt = (
+        update(t)
+        .where(
+            t.c.id.in_(ids),
+            t.c.lease_owner == owner,
+            or_(t.c.lease_until.is_(None), t.c.lease_until >= now),
+        )
+        .values(
+            lease_until=until,
+            next_sync_at=case((t.c.next_sync_at == t.c.lease_until, until), else_=t.c.next_sync_at),
+        )
+        .returning(t.c.id)
+    )
     with ctx.db.write() as orm:
-        stmt = select(CalendarRow).where(CalendarRow.id.in_(ids), CalendarRow.lease_owner == owner)
-        for row in orm.scalars(stmt).all():
-            if row.lease_until is not None and row.lease_until < now:
-                continue  # expired: another worker may have it now; fencing will tell
-            if row.next_sync_at is not None and row.next_sync_at == row.lease_until:
-                row.next_sync_at = now + lease  # not notified meanwhile: keep it unclaimable
-            row.lease_until = now + lease
-            held.append(row.id)
-    return held
+        return sorted(orm.scalars(stmt).all())
 
 
 class Heartbeat:
-    """Renews this worker's leases on the calendars in hand until :meth:`stop`."""
+    """Renews this worker's leases on the calendars in hand until :meth:`stop`.
+
+    The calendars in hand are at most a claim batch or two, so a renewal is one small
+    statement every third of the lease.
+    """
 
     def __init__(self, ctx: Context, owner: str, lease: timedelta) -> None:
         self.ctx, self.owner, self.lease = ctx, owner, lease

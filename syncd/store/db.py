@@ -3,14 +3,19 @@
 SQLite runs in WAL mode with a busy timeout, and every write transaction starts with
 ``BEGIN IMMEDIATE`` so that two writers serialize instead of failing half-way; a read
 transaction starts with a plain ``BEGIN`` and never waits for the write lock (WAL readers
-see the last committed state while a writer works). PostgreSQL goes through psycopg 3; row
+see the last committed state while a writer works). Within one process, writers to one
+SQLite file also queue on a lock before ``BEGIN IMMEDIATE``: SQLite's busy handler waits by
+sleeping (up to 100 ms a try), which with a pool of sync threads left the write lock idle
+most of the time (issue 11). The connection pool covers the sync threads
+(:data:`POOL_SIZE`). PostgreSQL goes through psycopg 3; row
 locks (``FOR UPDATE``) serialize what must be serialized.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,18 @@ from syncd.errors import ConfigError, PeerUnavailable
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The execution option that marks a read-only transaction (plain BEGIN on SQLite).
 READ_ONLY = "syncd_read_only"
+#: Pooled connections kept (and as many more opened at peak): above ``[sync] workers``
+#: (16 by default) plus the lease heartbeat, the loop and the web server's threads.
+POOL_SIZE = 24
+_file_locks: dict[str, threading.RLock] = {}
+_file_locks_guard = threading.Lock()
+
+
+def _writer_lock(path: str) -> threading.RLock:
+    """The process-wide lock of one SQLite file's writers."""
+    key = str(Path(path).resolve()) if path and path != ":memory:" else path
+    with _file_locks_guard:
+        return _file_locks.setdefault(key, threading.RLock())
 
 
 def _unavailable(err: OperationalError | DatabaseError, url: str) -> Exception:
@@ -74,7 +91,10 @@ class Database:
                         f"[database] url: the folder {parent} does not exist "
                         "(create it or point url elsewhere)"
                     )
-            self.engine: Engine = create_engine(url, connect_args={"timeout": 30})
+            self._writers: threading.RLock | None = _writer_lock(path)
+            in_memory = "///" not in url or path in ("", ":memory:")  # one connection, shared
+            pool = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": POOL_SIZE}
+            self.engine: Engine = create_engine(url, connect_args={"timeout": 30}, **pool)
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
             @event.listens_for(self.engine, "begin")
@@ -83,8 +103,11 @@ class Database:
                 conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         else:
+            self._writers = None  # row locks serialize what must be
             try:
-                self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+                self.engine = create_engine(
+                    url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_SIZE
+                )
             except (ArgumentError, NoSuchModuleError, ImportError) as err:
                 raise ConfigError(f'[database] url = "{url}" cannot be used: {err}') from err
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
@@ -96,7 +119,11 @@ class Database:
     def write(self) -> Iterator[Session]:
         """One write transaction: committed on success, rolled back on any error."""
         try:
-            with self._factory() as session, session.begin():
+            with (
+                self._writers if self._writers is not None else nullcontext(),
+                self._factory() as session,
+                session.begin(),
+            ):
                 yield session
         except (OperationalError, DatabaseError) as err:
             raise _unavailable(err, self.url) from err
