@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -203,7 +203,7 @@ def _load(
     mirror_q = select(MirrorRow).where(MirrorRow.calendar_id == cid)
     if only is not None:
         mirror_q = mirror_q.where(MirrorRow.session_id.in_(sorted(only)))
-    mirror_rows = list(orm.scalars(mirror_q))
+    mirror_rows = list(orm.scalars(mirror_q)) if only is None or only else []
     mirrors = {
         m.session_id: MirrorState(
             m.session_id, m.remote_id, m.written_etag, m.written_hash, m.seen_etag, m.gone
@@ -211,14 +211,26 @@ def _load(
         for m in mirror_rows
     }
     not_gone = [sid for sid, m in mirrors.items() if not m.gone]
-    session_q = select(SessionRow).where(
-        SessionRow.admin_id == head.admin_id,
-        SessionRow.end > now - WINDOW,
-        or_(SessionRow.status != Status.CANCELED.value, SessionRow.id.in_(not_gone)),
-    )
-    if only is not None:
-        session_q = session_q.where(SessionRow.id.in_(sorted(only)))
-    rows = orm.scalars(session_q).all()
+    if only is None:
+        rows: Sequence[SessionRow] = orm.scalars(
+            select(SessionRow).where(
+                SessionRow.admin_id == head.admin_id,
+                SessionRow.end > now - WINDOW,
+                or_(SessionRow.status != Status.CANCELED.value, SessionRow.id.in_(not_gone)),
+            )
+        ).all()
+    else:
+        # The same rule, on rows read by primary key: given the other terms, a planner
+        # may walk the admin's whole (admin_id, end) range to find a handful of ids.
+        live = set(not_gone)
+        by_id = select(SessionRow).where(SessionRow.id.in_(sorted(only)))
+        rows = [
+            r
+            for r in (orm.scalars(by_id).all() if only else [])
+            if r.admin_id == head.admin_id
+            and r.end > now - WINDOW
+            and (r.status != Status.CANCELED.value or r.id in live)
+        ]
     sessions = {s.id: s for s in load_sessions(orm, rows, with_history=False)}
     return CalendarState(
         cid,
