@@ -37,7 +37,7 @@ from syncd.app.leases import (
     release_calendars,
     renew_leases,
 )
-from syncd.app.mailing import drain_outbox, make_mailer
+from syncd.app.mailing import drain_outbox, make_mailer, seconds_until_due
 from syncd.config import Config
 from syncd.engine import channels as push
 from syncd.engine.desired import GestureRules
@@ -348,41 +348,22 @@ class Daemon:
         self.wake.set()
 
     def run(self) -> int:
-        """Loop until stopped; returns the exit code."""
+        """Loop until stopped; returns the exit code. Sleeps until a calendar or an email is
+        due (at most a tick); a tick with nothing due only reads (issue 11, goals 7, 5b)."""
         web = self.start_web() if self.start_web else None
         sd_notify("READY=1")
         log.info("syncd running as %s", self.owner)
         tick = min(5.0, max(0.2, self.cfg.sync.poll_interval.total_seconds() / 4))
         with ThreadPoolExecutor(self.cfg.sync.workers, thread_name_prefix="sync") as pool:
+            due, worked = True, False  # a first pass at start
             while not self.stopping.is_set():
-                try:
-                    push.ensure_channels(
-                        self.ctx,
-                        self.cfg,
-                        self.ctx.clock(),
-                        open_backend=backend_factory(self.cfg),
-                        kinds=tuple(push_readers()),
-                        worker=self.owner,
-                    )
-                except Exception as err:
-                    log.warning("push channels: %s", err)
-                try:
-                    summary = run_cycle(
-                        self.ctx, self.cfg, self.owner, True, pool, self.backends, self.stopping
-                    )
-                    self.last_cycle = self.ctx.clock()
-                    for r in summary.reports:
-                        for a in r.actions:
-                            log.info("calendar %s: %s", r.calendar_id, a)
-                        if r.error:
-                            log.warning("calendar %s: cycle failed: %s", r.calendar_id, r.error)
-                except SyncdError as err:
-                    log.error("cycle failed: %s", err)
-                except Exception:  # never exit into systemd's restart loop over one bug
-                    log.exception("cycle failed")
+                if due:
+                    worked = self._pass(pool)
                 sd_notify("WATCHDOG=1")
-                self.wake.wait(tick)
+                pause = seconds_until_due(self.ctx, self.owner, tick) if worked or not due else tick
+                woken = pause > 0 and self.wake.wait(pause)
                 self.wake.clear()
+                due = woken or pause < tick
         sd_notify("STOPPING=1")
         try:
             push.stop_channels(self.ctx, open_backend=backend_factory(self.cfg), worker=self.owner)
@@ -392,3 +373,33 @@ class Daemon:
         if web is not None and hasattr(web, "stop"):
             web.stop()
         return 0
+
+    def _pass(self, pool: ThreadPoolExecutor) -> bool:
+        """Channels, one pass over the due calendars and the outbox; False if it did nothing."""
+        try:
+            push.ensure_channels(
+                self.ctx,
+                self.cfg,
+                self.ctx.clock(),
+                open_backend=backend_factory(self.cfg),
+                kinds=tuple(push_readers()),
+                worker=self.owner,
+            )
+        except Exception as err:
+            log.warning("push channels: %s", err)
+        try:
+            summary = run_cycle(
+                self.ctx, self.cfg, self.owner, True, pool, self.backends, self.stopping
+            )
+            self.last_cycle = self.ctx.clock()
+            for r in summary.reports:
+                for a in r.actions:
+                    log.info("calendar %s: %s", r.calendar_id, a)
+                if r.error:
+                    log.warning("calendar %s: cycle failed: %s", r.calendar_id, r.error)
+            return bool(summary.reports) or bool(getattr(summary.mail, "sent", 0))
+        except SyncdError as err:
+            log.error("cycle failed: %s", err)
+        except Exception:  # never exit into systemd's restart loop over one bug
+            log.exception("cycle failed")
+        return False
