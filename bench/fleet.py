@@ -40,6 +40,12 @@ def _world(tmp: Path, responder: Responder, k: int, workers: int) -> tuple[Conte
         '[web]\npublic_url = "https://book.example.com"\n[smtp]\nhost = "127.0.0.1"\nport = 9\n',
         "bench",
     )
+    world_rows(db, responder, k)
+    return Context(db, "https://book.example.com"), cfg
+
+
+def world_rows(db: Database, responder: Responder, k: int) -> None:
+    """``k`` admins, each with one CalDAV calendar on the responder (bench/fleet_pg.py too)."""
     with db.write() as orm:
         orm.execute(
             insert(AdminRow),
@@ -60,7 +66,6 @@ def _world(tmp: Path, responder: Responder, k: int, workers: int) -> tuple[Conte
                 for i, aid in enumerate(ids)
             ],
         )  # fmt: skip
-    return Context(db, "https://book.example.com"), cfg
 
 
 def db_now():  # type: ignore[no-untyped-def]

@@ -4,10 +4,15 @@ Transport and authentication come from the ``caldav`` library (its ``DAVClient``
 HTTP session it holds); the requests themselves are issued here, because the library's
 high-level calls do things syncd must never do (retry writes, fall back silently to a
 full download under a fake sync token, treat a failed read as an empty calendar).
+
+The HTTP session (its pool of kept-alive connections) is shared by every calendar of one
+account on one server (issue 11): ten thousand calendars on one server keep as many
+connections as requests are in flight, not ten thousand, and a poll finds one open.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +34,31 @@ from syncd.ports import AuthRevoked, BackendError, PreconditionFailed, RateLimit
 
 XML = "application/xml; charset=utf-8"
 ICS = "text/calendar; charset=utf-8"
+#: Kept-alive connections per server and account: above the sync threads in flight.
+POOL_MAXSIZE = 32
+_sessions: dict[tuple[str, str, str], tuple[http.Session, int]] = {}
+_sessions_lock = threading.Lock()
+
+
+def _take_session(key: tuple[str, str, str]) -> http.Session:
+    """The shared HTTP session of (origin, username, password); counted."""
+    with _sessions_lock:
+        session, users = _sessions.get(key) or (http.Session(pool_maxsize=POOL_MAXSIZE), 0)
+        _sessions[key] = (session, users + 1)
+        return session
+
+
+def _give_session(key: tuple[str, str, str]) -> None:
+    """One user less; the last one closes the session."""
+    with _sessions_lock:
+        held = _sessions.pop(key, None)
+        if held is None:
+            return
+        session, users = held
+        if users > 1:
+            _sessions[key] = (session, users - 1)
+            return
+    session.close()
 
 
 @dataclass(frozen=True)
@@ -106,6 +136,10 @@ class Transport:
             enable_rfc6764=False,
             headers={"User-Agent": ua},
         )
+        self._client.session.close()
+        self._key = (origin, username, password)
+        self._client.session = _take_session(self._key)
+        self._closed = False
         self._renegotiated = False
         if username:
             # Preemptive Basic saves a round trip; a 401 naming another scheme renegotiates.
@@ -214,5 +248,7 @@ class Transport:
             raise Transient(f"{what}: unparseable answer ({err})") from err
 
     def close(self) -> None:
-        """Release the HTTP session."""
-        self._client.close()
+        """Give the shared HTTP session back (the last calendar closes it)."""
+        if not self._closed:
+            self._closed = True
+            _give_session(self._key)

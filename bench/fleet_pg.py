@@ -1,0 +1,172 @@
+"""Several workers on one PostgreSQL share the idle calendars (issue 11, goal 8).
+
+K CalDAV calendars point at the sync-collection responder (bench/responder.py, ``delay``
+of added round-trip time). A scratch database is made for the run and dropped after it.
+Every calendar is made due; then W worker processes (each ``run_cycle`` with ``due_only``
+on its own pool of threads, as ``syncd run`` does) start together and loop until a cycle
+finds nothing due. Reported: how many calendars were synced, how many were synced by two
+workers (a calendar synced twice in one pass would apply its changes twice), and each
+worker's throughput (calendars a second of its own pass) against one worker alone.
+
+``python -m bench.fleet_pg [calendars] [threads]``; the server is
+``SYNCD_BENCH_POSTGRES`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bench.fleet import world_rows
+from bench.responder import Responder
+from syncd import config as config_mod
+from syncd.store.context import Context
+from syncd.store.db import Database
+from syncd.store.models import CalendarRow
+
+SERVER = os.environ.get("SYNCD_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SCRATCH = "bench_fleet"
+
+
+def _admin_url() -> str:
+    return make_url(SERVER).render_as_string(hide_password=False)
+
+
+def _scratch_url() -> str:
+    return make_url(SERVER).set(database=SCRATCH).render_as_string(hide_password=False)
+
+
+def _recreate(drop_only: bool = False) -> None:
+    engine = create_engine(_admin_url(), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {SCRATCH} WITH (FORCE)"))
+        if not drop_only:
+            conn.execute(text(f"CREATE DATABASE {SCRATCH}"))
+    engine.dispose()
+
+
+def _config(threads: int) -> Any:
+    return config_mod.parse(
+        f'[sync]\nsettle = "0s"\npoll_interval = "60s"\nworkers = {threads}\n'
+        '[web]\npublic_url = "https://book.example.com"\n[smtp]\nhost = "127.0.0.1"\nport = 9\n',
+        "bench",
+    )
+
+
+def _worker(name: str, threads: int, go: Event, out: Any) -> None:
+    """One ``syncd run`` worker: cycles until nothing is due; sends (ids, wall, cpu)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from syncd.app.daemon import BackendPool, run_cycle
+
+    db = Database(_scratch_url())
+    ctx, cfg = Context(db, "https://book.example.com"), _config(threads)
+    backends = BackendPool()
+    synced: list[int] = []
+    errors = 0
+    with ThreadPoolExecutor(threads, thread_name_prefix="sync") as pool:
+        go.wait()
+        t0, c0 = time.perf_counter(), time.process_time()
+        while True:
+            reports = run_cycle(ctx, cfg, name, True, pool, backends).reports
+            if not reports:
+                break
+            synced += [r.calendar_id for r in reports if r.error is None]
+            errors += sum(1 for r in reports if r.error is not None)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    backends.close()
+    db.dispose()
+    out.send((synced, errors, wall, cpu))
+
+
+def one_pass(ctx: Context, workers: int, threads: int) -> dict[str, Any]:
+    """Make every calendar due, run ``workers`` processes together; their figures."""
+    with ctx.db.write() as orm:
+        orm.execute(CalendarRow.__table__.update().values(next_sync_at=None))
+    mp = multiprocessing.get_context("spawn")
+    go = mp.Event()
+    pipes, procs = [], []
+    for i in range(workers):
+        mine, theirs = mp.Pipe(duplex=False)
+        p = mp.Process(target=_worker, args=(f"bench-{i}", threads, go, theirs))
+        p.start()
+        pipes.append(mine)
+        procs.append(p)
+    time.sleep(3.0)  # let every worker import and connect before the start
+    go.set()
+    results = [pipe.recv() for pipe in pipes]
+    for p in procs:
+        p.join(30)
+    every = [cid for r in results for cid in r[0]]
+    return {
+        "synced": len(set(every)),
+        "duplicates": len(every) - len(set(every)),
+        "errors": sum(r[1] for r in results),
+        "per_worker": [(len(r[0]), r[2], r[3]) for r in results],
+        "throughput": [len(r[0]) / max(r[2], 1e-9) for r in results],
+        "wall": max(r[2] for r in results),
+    }
+
+
+def run(k: int = 1000, threads: int = 4, delay: float = 0.05, workers: int = 3) -> dict[str, Any]:
+    """One worker alone, then ``workers`` together, on the same ``k`` calendars."""
+    responder = Responder(delay)
+    _recreate()
+    try:
+        db = Database(_scratch_url())
+        db.upgrade()
+        world_rows(db, responder, k)
+        ctx = Context(db, "https://book.example.com")
+        r0 = responder.cpu()
+        alone = one_pass(ctx, 1, threads)
+        r1 = responder.cpu()
+        shared = one_pass(ctx, workers, threads)
+        r2 = responder.cpu()
+        db.dispose()
+    finally:
+        responder.stop()
+        _recreate(drop_only=True)
+    alone["responder_cpu"] = (r1 - r0) / max(alone["wall"], 1e-9)
+    shared["responder_cpu"] = (r2 - r1) / max(shared["wall"], 1e-9)
+    return {"alone": alone, "shared": shared, "k": k, "threads": threads, "workers": workers}
+
+
+def rows(k: int = 1000, threads: int = 4, workers: int = 3) -> list[tuple[str, str]]:
+    """Benchmark rows for the results table."""
+    r = run(k, threads, workers=workers)
+    one = r["alone"]["throughput"][0]
+    each = r["shared"]["throughput"]
+    worst = min(each) / max(one, 1e-9)
+    s = r["shared"]
+    return [
+        (
+            f"PostgreSQL, {k:,} idle calendars, 50 ms RTT, 1 worker × {threads} threads",
+            f"{r['alone']['synced']:,} synced in {r['alone']['wall']:.1f} s, {one:.0f}/s, "
+            f"CPU {r['alone']['per_worker'][0][2] / max(r['alone']['wall'], 1e-9):.2f} core",
+        ),
+        (
+            f"PostgreSQL, {k:,} idle calendars, {workers} workers × {threads} threads",
+            f"{s['synced']:,}/{k:,} synced, {s['duplicates']} twice, {s['errors']} errors, "
+            f"in {s['wall']:.1f} s; per worker "
+            + ", ".join(
+                f"{n} in {w:.1f} s ({n / max(w, 1e-9):.0f}/s, CPU {c:.1f} s)"
+                for n, w, c in s["per_worker"]
+            )  # fmt: skip
+            + f"; slowest worker {100 * worst:.0f} % of one alone",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:]]
+    for name, value in rows(*args):
+        print(f"| {name} | {value} |")
+    print(Path("/proc/loadavg").read_text().strip())
