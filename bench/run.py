@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run every benchmark and print the table; ``--quick`` runs tiny sizes (smoke test)."""
     import argparse
 
-    from bench import fleet, gestures, idle, mirror, rss, startup
+    from bench import fleet, gestures, idle, idle_daemon, latency, mirror, rss, startup
 
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: does it still run?")
@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         "fleet": (lambda: fleet.rows((20,))) if args.quick else fleet.rows,
         "mirror": (lambda: mirror.rows((10,), repeat=1)) if args.quick else mirror.rows,
         "rss": (lambda: rss.rows(quick=True)) if args.quick else rss.rows,
+        "latency": (lambda: latency.rows(moves=2)) if args.quick else latency.rows,
+        "idle_daemon": (
+            (lambda: idle_daemon.rows(seconds=3, polls=(5,))) if args.quick else idle_daemon.rows
+        ),
     }
     rows: list[tuple[str, str]] = []
     for name, suite in suites.items():

@@ -26,5 +26,8 @@ def test_every_benchmark_runs_at_tiny_sizes() -> None:
         "syncd session list",
         "idle calendars, 50 ms RTT",
         "peak RSS",
+        "edit → email, CalDAV",
+        "edit → email, Google push",
+        "idle daemon",
     ):
         assert row in table, f"{row!r} missing from the benchmark table:\n{table}"
