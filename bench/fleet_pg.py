@@ -75,16 +75,31 @@ def _worker(name: str, threads: int, go: Event, out: Any) -> None:
     with ThreadPoolExecutor(threads, thread_name_prefix="sync") as pool:
         go.wait()
         t0, c0 = time.perf_counter(), time.process_time()
+        wall, cpu = 0.0, 0.0
         while True:
             reports = run_cycle(ctx, cfg, name, True, pool, backends).reports
-            if not reports:
+            if not reports:  # nothing due: the pass ended with the cycle before
                 break
             synced += [r.calendar_id for r in reports if r.error is None]
             errors += sum(1 for r in reports if r.error is not None)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     backends.close()
     db.dispose()
     out.send((synced, errors, wall, cpu))
+
+
+def postgres_cpu() -> float:
+    """CPU seconds used so far by this machine's ``postgres`` processes (the server)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.endswith("(postgres"):
+            fields = tail.split()
+            total += sum(int(f) for f in fields[11:15])  # with exited backends' (cutime)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def one_pass(ctx: Context, workers: int, threads: int) -> dict[str, Any]:
@@ -101,10 +116,13 @@ def one_pass(ctx: Context, workers: int, threads: int) -> dict[str, Any]:
         pipes.append(mine)
         procs.append(p)
     time.sleep(3.0)  # let every worker import and connect before the start
+    p0 = postgres_cpu()
     go.set()
     results = [pipe.recv() for pipe in pipes]
     for p in procs:
         p.join(30)
+    time.sleep(0.5)  # the backends of the workers' connections exit
+    server_cpu = postgres_cpu() - p0
     every = [cid for r in results for cid in r[0]]
     return {
         "synced": len(set(every)),
@@ -113,6 +131,7 @@ def one_pass(ctx: Context, workers: int, threads: int) -> dict[str, Any]:
         "per_worker": [(len(r[0]), r[2], r[3]) for r in results],
         "throughput": [len(r[0]) / max(r[2], 1e-9) for r in results],
         "wall": max(r[2] for r in results),
+        "postgres_cpu": server_cpu,
     }
 
 
@@ -150,7 +169,8 @@ def rows(k: int = 1000, threads: int = 4, workers: int = 3) -> list[tuple[str, s
         (
             f"PostgreSQL, {k:,} idle calendars, 50 ms RTT, 1 worker × {threads} threads",
             f"{r['alone']['synced']:,} synced in {r['alone']['wall']:.1f} s, {one:.0f}/s, "
-            f"CPU {r['alone']['per_worker'][0][2] / max(r['alone']['wall'], 1e-9):.2f} core",
+            f"CPU {r['alone']['per_worker'][0][2] / max(r['alone']['wall'], 1e-9):.2f} core, "
+            f"PostgreSQL {r['alone']['postgres_cpu']:.1f} s CPU",
         ),
         (
             f"PostgreSQL, {k:,} idle calendars, {workers} workers × {threads} threads",
@@ -160,6 +180,7 @@ def rows(k: int = 1000, threads: int = 4, workers: int = 3) -> list[tuple[str, s
                 f"{n} in {w:.1f} s ({n / max(w, 1e-9):.0f}/s, CPU {c:.1f} s)"
                 for n, w, c in s["per_worker"]
             )  # fmt: skip
+            + f"; PostgreSQL {s['postgres_cpu']:.1f} s CPU"
             + f"; slowest worker {100 * worst:.0f} % of one alone",
         ),
     ]
