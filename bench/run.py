@@ -6,7 +6,12 @@
    the bare protocol and vdirsyncer in the same run (bench/gestures.py).
 4. Start-up of ``syncd --help`` and ``syncd session list`` (bench/startup.py).
 5. 100, 1,000 and 10,000 idle calendars behind 50 ms of round-trip time: one pass over
-   all of them by the daemon loop (bench/fleet.py, bench/responder.py).
+   all of them by the daemon loop (bench/fleet.py, bench/responder.py); the same on
+   PostgreSQL with 3 worker processes sharing 1,000 calendars (bench/fleet_pg.py).
+6. The first mirror of 300 sessions vs bare If-None-Match PUTs (bench/mirror.py).
+7. Peak RSS of a daemon over 100,000 sessions, in 1 or 1,000 calendars (bench/rss.py).
+8. Edit -> email latency in a running daemon, polled and pushed (bench/latency.py), and
+   the CPU of an idle daemon (bench/idle_daemon.py).
 Results go to stdout as a Markdown table; docs/BENCHMARKS.md keeps the last run.
 ``--quick`` runs every benchmark at tiny sizes (tests/integration/test_bench_smoke.py).
 """
@@ -87,12 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     """Run every benchmark and print the table; ``--quick`` runs tiny sizes (smoke test)."""
     import argparse
 
-    from bench import fleet, gestures, idle, idle_daemon, latency, mirror, rss, startup
+    from bench import fleet, fleet_pg, gestures, idle, idle_daemon, latency, mirror, rss, startup
 
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: does it still run?")
     parser.add_argument(
-        "--only", default="", help="comma-separated: planner,idle,gestures,startup,fleet,mirror,rss"
+        "--only",
+        default="",
+        help="comma-separated suite names (planner, idle, gestures, startup, fleet, fleet_pg, "
+        "mirror, rss, latency, idle_daemon)",
     )
     args = parser.parse_args(argv)
     only = set(filter(None, args.only.split(",")))
@@ -102,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         "gestures": (lambda: gestures.rows((30,), moves=5)) if args.quick else gestures.rows,
         "startup": (lambda: startup.rows(10)) if args.quick else startup.rows,
         "fleet": (lambda: fleet.rows((20,))) if args.quick else fleet.rows,
+        # PostgreSQL with 3 worker processes: not in --quick (it needs a PostgreSQL server).
+        "fleet_pg": (lambda: []) if args.quick else fleet_pg.rows,
         "mirror": (lambda: mirror.rows((10,), repeat=1)) if args.quick else mirror.rows,
         "rss": (lambda: rss.rows(quick=True)) if args.quick else rss.rows,
         "latency": (lambda: latency.rows(moves=2)) if args.quick else latency.rows,

@@ -22,10 +22,11 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from syncd.app.backends import backend_factory, open_backend, push_readers
+from syncd.app.knobs import claim_lease, cycle_budget, engine_settings, worker_id
 from syncd.app.leases import (
     HEARTBEAT_LEASE,
     PAUSED_RETRY,
@@ -40,11 +41,8 @@ from syncd.app.leases import (
 from syncd.app.mailing import drain_outbox, make_mailer, seconds_until_due
 from syncd.config import Config
 from syncd.engine import channels as push
-from syncd.engine.desired import GestureRules
-from syncd.engine.planner import BreakerRules
 from syncd.engine.runner import (
     CycleReport,
-    EngineSettings,
     Fence,
     monotonic_deadline,
     sync_calendar,
@@ -57,6 +55,10 @@ from syncd.store.models import CalendarRow
 log = logging.getLogger("syncd.app.daemon")
 __all__ = [
     "HEARTBEAT_LEASE",
+    "claim_lease",
+    "cycle_budget",
+    "engine_settings",
+    "worker_id",
     "drain_outbox",
     "make_mailer",
     "PAUSED_RETRY",
@@ -66,38 +68,6 @@ __all__ = [
     "release_calendars",
     "renew_leases",
 ]
-
-
-def engine_settings(cfg: Config) -> EngineSettings:
-    """The engine's knobs from the configuration."""
-    g = cfg.gestures
-    return EngineSettings(
-        settle=cfg.sync.settle,
-        rules=GestureRules(
-            tuple(g.cancel_keywords), tuple(g.reschedule_keywords), g.summary_template
-        ),
-        breaker=BreakerRules(cfg.breaker.min_sessions, cfg.breaker.fraction, cfg.breaker.on_empty),
-        reconcile=cfg.sync.reconcile_interval,
-    )
-
-
-def claim_lease(cfg: Config) -> timedelta:
-    """The lease a claim takes: short, renewed by the heartbeat, never above ``[sync] lease``."""
-    return min(cfg.sync.lease, HEARTBEAT_LEASE)
-
-
-def cycle_budget(cfg: Config) -> float:
-    """Seconds one calendar's cycle may take: half the lease, and half the watchdog."""
-    budget = cfg.sync.lease.total_seconds() / 2
-    watchdog = os.environ.get("WATCHDOG_USEC", "")
-    if watchdog.isdigit() and int(watchdog) > 0:
-        budget = min(budget, int(watchdog) / 1e6 / 2)
-    return budget
-
-
-def worker_id() -> str:
-    """host:pid, unique enough among workers sharing a database."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
