@@ -293,9 +293,13 @@ def commit(
         for sid, remote_id in plan.rehome:
             log.info("calendar %s: %s's event now lives at %s", cid, sid, remote_id)
             _mirror(orm, cid, sid).remote_id = remote_id
+        # A dropped intent leaves no row, set in this plan or not (with a settle of 0 a
+        # gesture is set and applied at once): only rows that exist are deleted.
+        dropped = set(plan.drop_intents)
         for intent in plan.set_intents:
-            state.save_intent(orm, cid, intent)
-        for sid in plan.drop_intents:
+            if intent.session_id not in dropped:
+                state.save_intent(orm, cid, intent)
+        for sid in dropped & set(st.intents):
             state.drop_intent(orm, cid, sid)
         for sid, etag in plan.seen:
             _mirror(orm, cid, sid).seen_etag = etag

@@ -201,3 +201,28 @@ def test_revisions_count_every_change_of_the_admins_sessions(h: Harness) -> None
     with h.db.read() as orm:
         assert orm.get_one(SessionRow, h.sids[0]).revision == len(h.sids) + 1
         assert orm.get_one(SessionRow, h.sids[1]).revision == before[h.sids[1]]
+
+
+def test_a_gesture_applied_at_once_writes_no_intent_row() -> None:
+    """With a settle of 0, a move is seen and applied in one commit: no intent row at all."""
+    from sqlalchemy import event
+
+    world = Harness(NAMES[:3], settings=EngineSettings(settle=timedelta(0)))
+    try:
+        world.cycle()
+        statements: list[str] = []
+        event.listen(
+            world.db.engine,
+            "before_cursor_execute",
+            lambda _c, _cur, stmt, *_: statements.append(stmt),
+        )
+        s = world.session(1)
+        world.cal.human_set(
+            world.rid(1), start=s.start + timedelta(hours=3), end=s.end + timedelta(hours=3)
+        )
+        world.cycle()
+        assert world.session(1).start == s.start + timedelta(hours=3)
+        touching = [q for q in statements if "intents" in q and not q.startswith("SELECT")]
+        assert touching == []
+    finally:
+        world.close()
