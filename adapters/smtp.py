@@ -62,8 +62,15 @@ class SmtpMailer:
         self.username = username
         self.password = password
         self.timeout = timeout
-        self.ssl_context = ssl_context or ssl.create_default_context()
+        self._ssl_context = ssl_context
         self._conn: smtplib.SMTP | None = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context, made on first use (a plain connection never needs one)."""
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
 
     # --- connection ---------------------------------------------------------------------------
 
