@@ -154,11 +154,13 @@ def claim(
         and_(OutboxRow.status == PENDING, OutboxRow.next_attempt_at <= now),
         and_(OutboxRow.status == SENDING, OutboxRow.lease_until < now),
     )
-    stmt = select(OutboxRow).where(due).order_by(OutboxRow.id).limit(CANDIDATES)
+    # Ids first (locked on PostgreSQL); a row and its payload are read once the loop gets there.
+    stmt = select(OutboxRow.id).where(due).order_by(OutboxRow.id).limit(CANDIDATES)
     if ctx.db.lock_clause():
         stmt = stmt.with_for_update(skip_locked=True)
     with ctx.db.write() as orm:
-        for row in orm.scalars(stmt).all():
+        for row_id in orm.scalars(stmt).all():
+            row = orm.get_one(OutboxRow, row_id)
             customer = row.kind in CUSTOMER_KINDS and row.session_id is not None
             started = bool(row.payload.get(SEND_STARTED))
             if customer and row.status == SENDING and started and _newer_exists(orm, row):
@@ -351,9 +353,6 @@ def drain(
         elif c.maybe_delivered:
             result.resent_after_drop += 1
     return result
-
-
-# --- the operator's view: syncd outbox list / retry -----------------------------------------
 
 
 def retry(ctx: Context, outbox_id: int) -> OutboxRow:
