@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Sequence
 from email import policy
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import getaddresses
 
 from syncd.ports import MailMaybeDelivered, MailPermanent, MailTransient
@@ -39,6 +40,19 @@ def _reply_error(step: str, code: int, reply: bytes | str) -> MailTransient | Ma
     if 500 <= code < 600:
         return MailPermanent(message)
     return MailTransient(message)
+
+
+def wire_bytes(message: EmailMessage) -> bytes:
+    """The message as ``policy.SMTP`` writes it (CRLF line ends).
+
+    A message built under an :class:`EmailPolicy` keeps its own policy with CRLF, so the
+    header classes it was built with serve the serialization too (``policy.SMTP`` would
+    build and parse every header again); the bytes are the same.
+    """
+    own = message.policy
+    if isinstance(own, EmailPolicy) and own.utf8 == policy.SMTP.utf8:
+        return message.as_bytes(policy=own.clone(linesep="\r\n"))
+    return message.as_bytes(policy=policy.SMTP)
 
 
 class SmtpMailer:
@@ -136,7 +150,7 @@ class SmtpMailer:
         if not recipients:
             raise MailPermanent("A message needs at least one recipient.")
         envelope_from = _envelope_from(message)
-        data = message.as_bytes(policy=policy.SMTP)
+        data = wire_bytes(message)
         conn = self._connection()
         step = "MAIL FROM"
         try:

@@ -77,3 +77,28 @@ def test_the_email_is_the_one_the_standard_policy_makes(
         return re.sub(rb"=+_?\d{19}==", b"BOUNDARY", b)
 
     assert boundaries(ours) == boundaries(standard)
+
+
+@pytest.mark.parametrize("kind", sorted(EXAMPLES))
+def test_the_smtp_adapter_sends_the_bytes_policy_smtp_makes(kind: str) -> None:
+    from adapters.smtp import wire_bytes
+
+    message = _message(kind)
+    assert wire_bytes(message) == message.as_bytes(policy=email.policy.SMTP)
+
+
+def test_sending_an_email_makes_no_header_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.smtp import wire_bytes
+
+    wire_bytes(_message("rescheduled"))
+    message = _message("rescheduled", "<outbox-2@h>")
+    made: list[str] = []
+    plain = HeaderRegistry.__getitem__
+
+    def counting(self: HeaderRegistry, name: str) -> Any:
+        made.append(name)
+        return plain(self, name)
+
+    monkeypatch.setattr(HeaderRegistry, "__getitem__", counting)
+    wire_bytes(message)
+    assert made == []
