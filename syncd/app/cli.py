@@ -205,10 +205,10 @@ def cmd_session_cancel(rt: Runtime) -> int:
 
 
 def cmd_outbox_list(rt: Runtime) -> int:
-    from syncd.notify import sender
+    from syncd.notify import outbox
 
-    rows = sender.list_rows(rt.ctx, rt.args.status)
-    data = [sender.outbox_json(r) for r in rows]
+    rows = outbox.list_rows(rt.ctx, rt.args.status)
+    data = [outbox.outbox_json(r) for r in rows]
     lines = [
         f"{d['id']:>5}  {d['status']:<10} {d['kind']:<16} {d['recipient']}  "
         f"attempts={d['attempts']}" + (f"  {d['last_error']}" if d["last_error"] else "")
@@ -219,10 +219,10 @@ def cmd_outbox_list(rt: Runtime) -> int:
 
 
 def cmd_outbox_retry(rt: Runtime) -> int:
-    from syncd.notify import sender
+    from syncd.notify import outbox, sender
 
     row = sender.retry(rt.ctx, rt.args.id)
-    emit(rt.args, sender.outbox_json(row), f"Outbox row {rt.args.id} will be sent again.")
+    emit(rt.args, outbox.outbox_json(row), f"Outbox row {rt.args.id} will be sent again.")
     return EXIT_OK
 
 

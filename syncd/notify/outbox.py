@@ -16,6 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import CUSTOMER_NOTICES, Admin, Notice, NoticeKind, Session
+from syncd.domain.timefmt import iso_utc
+from syncd.errors import UsageError
+from syncd.store.context import Context
 from syncd.store.models import OutboxRow
 
 PENDING = "pending"
@@ -137,3 +140,31 @@ def _coalesce(
         ):
             data = {**data, "old_start": old.get("old_start"), "old_end": old.get("old_end")}
     return kind, data
+
+
+def list_rows(ctx: Context, status: str | None = None) -> list[OutboxRow]:
+    """Outbox rows, oldest first, optionally of one status (``syncd outbox list``)."""
+    if status is not None and status not in STATUSES:
+        raise UsageError(f'"{status}" is not an outbox status (use {", ".join(STATUSES)})')
+    stmt = select(OutboxRow).order_by(OutboxRow.id)
+    if status is not None:
+        stmt = stmt.where(OutboxRow.status == status)
+    with ctx.db.read() as orm:
+        return list(orm.scalars(stmt).all())
+
+
+def outbox_json(row: OutboxRow) -> dict[str, Any]:
+    """One row for ``syncd outbox list --json`` and the REST API."""
+    return {
+        "id": row.id,
+        "session": row.session_id,
+        "kind": row.kind,
+        "recipient": row.recipient,
+        "status": row.status,
+        "attempts": row.attempts,
+        "next_attempt_at": iso_utc(row.next_attempt_at) if row.next_attempt_at else None,
+        "message_id": row.message_id,
+        "last_error": row.last_error,
+        "created_at": iso_utc(row.created_at) if row.created_at else None,
+        "sent_at": iso_utc(row.sent_at) if row.sent_at else None,
+    }

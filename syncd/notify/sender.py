@@ -13,7 +13,8 @@ One row at a time:
    it is recorded ``sent``, not sent again, because the customer most likely has it — and
    a customer row waits while an older one of its session is still being sent.
 2. **Send**, outside any transaction.
-3. **Record** (another transaction): ``sent`` with ``sent_at``, and the raw link token and
+3. **Record** (in the next claim's transaction, or one of its own when the drain ends):
+   ``sent`` with ``sent_at``, and the raw link token and
    link are scrubbed from the payload; on :class:`MailTransient` back to ``pending`` with
    exponential backoff (``backoff * 2**(attempts-1)``, ±20 % jitter) and ``last_error``, or
    ``dead`` once ``[smtp] max_attempts`` is reached; on :class:`MailPermanent` ``dead`` at
@@ -39,11 +40,10 @@ from sqlalchemy.orm import Session as Orm
 
 from syncd.config import SmtpConfig
 from syncd.domain.model import CUSTOMER_NOTICES
-from syncd.domain.timefmt import iso_utc
-from syncd.errors import NotFoundError, Refused, UsageError
+from syncd.errors import NotFoundError, Refused
 from syncd.notify.compose import compose
 from syncd.notify.health import PROCESS, MailHealth
-from syncd.notify.outbox import DEAD, PENDING, SENDING, SENT, STATUSES, SUPERSEDED
+from syncd.notify.outbox import DEAD, PENDING, SENDING, SENT, SUPERSEDED
 from syncd.ports import Mailer, MailMaybeDelivered, MailPermanent, MailTransient
 from syncd.store.context import Context
 from syncd.store.models import OutboxRow
@@ -142,12 +142,19 @@ def _older_in_flight(orm: Orm, row: OutboxRow, now: datetime) -> bool:
 
 
 def claim(
-    ctx: Context, worker_id: str, now: datetime, lease: timedelta, max_attempts: int
+    ctx: Context,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    max_attempts: int,
+    sent: tuple[Claim, datetime] | None = None,
 ) -> tuple[Claim | None, DrainResult]:
     """Lease the oldest due row to ``worker_id`` in one transaction.
 
-    Returns the claim (or None when nothing is due) and what happened to the rows passed
-    over on the way (superseded, or dead after a lease expired on the last attempt).
+    ``sent``: the row the drain just delivered (and when), recorded ``sent`` first in the
+    same transaction. Returns the claim (or None when nothing is due) and what happened to
+    the rows passed over on the way (superseded, or dead after a lease expired on the last
+    attempt).
     """
     seen = DrainResult()
     due = or_(
@@ -159,6 +166,9 @@ def claim(
     if ctx.db.lock_clause():
         stmt = stmt.with_for_update(skip_locked=True)
     with ctx.db.write() as orm:
+        if sent is not None:
+            _record_sent(orm, ctx, *sent)
+            orm.flush()  # the rows below see it sent (coalescing, older-in-flight)
         for row_id in orm.scalars(stmt).all():
             row = orm.get_one(OutboxRow, row_id)
             customer = row.kind in CUSTOMER_KINDS and row.session_id is not None
@@ -240,16 +250,20 @@ def _mark_started(ctx: Context, c: Claim, worker_id: str) -> bool:
 
 def _mark_sent(ctx: Context, c: Claim, now: datetime) -> None:
     with ctx.db.write() as orm:
-        row = _leased_row(orm, ctx, c.id)
-        if row is None or row.status == SENT:
-            return
-        # Whatever happened meanwhile (another worker took over an expired lease, an operator
-        # acted), the message went out: the row says so.
-        row.status = SENT
-        row.sent_at = now
-        row.lease_owner = row.lease_until = None
-        row.last_error = None  # an earlier attempt's error no longer describes the row
-        row.payload = scrub(row.payload)
+        _record_sent(orm, ctx, c, now)
+
+
+def _record_sent(orm: Orm, ctx: Context, c: Claim, now: datetime) -> None:
+    row = _leased_row(orm, ctx, c.id)
+    if row is None or row.status == SENT:
+        return
+    # Whatever happened meanwhile (another worker took over an expired lease, an operator
+    # acted), the message went out: the row says so.
+    row.status = SENT
+    row.sent_at = now
+    row.lease_owner = row.lease_until = None
+    row.last_error = None  # an earlier attempt's error no longer describes the row
+    row.payload = scrub(row.payload)
 
 
 def _mark_failed(
@@ -299,8 +313,10 @@ def drain(
     templates = smtp_cfg.templates or None
     result = DrainResult()
     handled = transient_in_a_row = 0
+    delivered: tuple[Claim, datetime] | None = None  # recorded sent with the next claim
     while handled < limit:
-        c, seen = claim(ctx, worker_id, clock(), lease, smtp_cfg.max_attempts)
+        c, seen = claim(ctx, worker_id, clock(), lease, smtp_cfg.max_attempts, delivered)
+        delivered = None
         result.superseded += seen.superseded
         result.dead += seen.dead
         result.taken_as_sent += seen.taken_as_sent
@@ -346,12 +362,14 @@ def drain(
             continue
         transient_in_a_row = 0
         health.delivered(clock())
-        _mark_sent(ctx, c, clock())
+        delivered = (c, clock())
         result.sent += 1
         if c.after_lease:
             result.resent_after_lease += 1
         elif c.maybe_delivered:
             result.resent_after_drop += 1
+    if delivered is not None:  # the last one, when the loop ends on the limit
+        _mark_sent(ctx, *delivered)
     return result
 
 
@@ -368,31 +386,3 @@ def retry(ctx: Context, outbox_id: int) -> OutboxRow:
         row.next_attempt_at = ctx.clock()
         row.lease_owner = row.lease_until = None
         return row
-
-
-def list_rows(ctx: Context, status: str | None = None) -> list[OutboxRow]:
-    """Outbox rows, oldest first, optionally of one status (``syncd outbox list``)."""
-    if status is not None and status not in STATUSES:
-        raise UsageError(f'"{status}" is not an outbox status (use {", ".join(STATUSES)})')
-    stmt = select(OutboxRow).order_by(OutboxRow.id)
-    if status is not None:
-        stmt = stmt.where(OutboxRow.status == status)
-    with ctx.db.read() as orm:
-        return list(orm.scalars(stmt).all())
-
-
-def outbox_json(row: OutboxRow) -> dict[str, Any]:
-    """One row for ``syncd outbox list --json`` and the REST API."""
-    return {
-        "id": row.id,
-        "session": row.session_id,
-        "kind": row.kind,
-        "recipient": row.recipient,
-        "status": row.status,
-        "attempts": row.attempts,
-        "next_attempt_at": iso_utc(row.next_attempt_at) if row.next_attempt_at else None,
-        "message_id": row.message_id,
-        "last_error": row.last_error,
-        "created_at": iso_utc(row.created_at) if row.created_at else None,
-        "sent_at": iso_utc(row.sent_at) if row.sent_at else None,
-    }

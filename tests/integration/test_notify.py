@@ -22,7 +22,7 @@ from adapters.smtp import SmtpMailer
 from syncd.config import SmtpConfig
 from syncd.domain.model import Actor, Customer
 from syncd.errors import NotFoundError, Refused, UsageError
-from syncd.notify import sender
+from syncd.notify import outbox, sender
 from syncd.notify.compose import compose
 from syncd.notify.links import derive_token
 from syncd.services import booking as services
@@ -80,7 +80,7 @@ def booked(ctx: Context, start: datetime = START, customer: Customer = ANN) -> s
 
 
 def rows(ctx: Context, status: str | None = None) -> list[OutboxRow]:
-    return sender.list_rows(ctx, status)
+    return outbox.list_rows(ctx, status)
 
 
 def only(messages: Sequence[EmailMessage]) -> EmailMessage:
@@ -454,7 +454,7 @@ def test_list_rows_and_json(ctx: Context, smtp: SmtpServer, mailer: SmtpMailer) 
     with pytest.raises(UsageError):
         rows(ctx, "bogus")
     drain(ctx, mailer, smtp.port)
-    data = sender.outbox_json(rows(ctx)[0])
+    data = outbox.outbox_json(rows(ctx)[0])
     assert set(data) == {
         "id",
         "session",

@@ -41,3 +41,56 @@ def test_a_claim_loads_only_the_row_it_takes(ctx: Context) -> None:
         event.remove(OutboxRow, "load", on_load)
     assert claimed is not None and claimed.recipient == "r0@example.org"
     assert len(loaded) == 1
+
+
+class _Sink:
+    """A mailer that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, message: object, recipients: list[str]) -> None:
+        self.sent.extend(recipients)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_drain_records_each_sent_row_with_the_next_claim(ctx: Context) -> None:
+    """Two write transactions an email (claim, started), not three; every row ends sent."""
+    from syncd.config import SmtpConfig
+    from syncd.notify.emaildocs import EXAMPLES
+
+    now = ctx.clock()
+    with ctx.db.write() as orm:
+        for i in range(5):
+            orm.add(
+                OutboxRow(
+                    dedupe_key=f"d{i}",
+                    session_id=None,
+                    kind="breaker_tripped",
+                    recipient=f"admin{i}@example.org",
+                    payload=dict(EXAMPLES["breaker_tripped"]),
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    message_id=f"<d{i}@example.org>",
+                    created_at=now,
+                )
+            )
+    writes = 0
+    real = ctx.db.write
+
+    def counting():  # type: ignore[no-untyped-def]
+        nonlocal writes
+        writes += 1
+        return real()
+
+    ctx.db.write = counting  # type: ignore[method-assign]
+    sink = _Sink()
+    result = sender.drain(ctx, sink, SmtpConfig(), "w1", now=now)  # type: ignore[arg-type]
+    ctx.db.write = real  # type: ignore[method-assign]
+    assert result.sent == 5 and len(sink.sent) == 5
+    assert writes == 2 * 5 + 1  # 5 claims + 5 started + the claim that finds none
+    with ctx.db.read() as orm:
+        assert {r.status for r in orm.query(OutboxRow)} == {"sent"}

@@ -11,7 +11,7 @@ import pytest
 from adapters.smtp import SmtpMailer
 from syncd.config import SmtpConfig
 from syncd.domain.model import Customer
-from syncd.notify import sender
+from syncd.notify import outbox, sender
 from syncd.notify.health import MailHealth
 from syncd.services import booking as services
 from syncd.store.context import Context
@@ -143,7 +143,7 @@ def test_smtp_down_is_logged_once_per_episode_and_sent_rows_drop_the_error(
         warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         assert "SMTP server is failing" in warnings[0].getMessage()
-        assert any(r.last_error for r in sender.list_rows(ctx))
+        assert any(r.last_error for r in outbox.list_rows(ctx))
         server = start_smtp(port)
         try:
             assert sender.drain(ctx, mailer, cfg, "w", health=health).sent == 5
@@ -151,7 +151,7 @@ def test_smtp_down_is_logged_once_per_episode_and_sent_rows_drop_the_error(
             server.stop()
         infos = [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()]
         assert len(infos) == 1 and caplog.records[-1].levelno == logging.INFO
-        assert [(r.status, r.last_error) for r in sender.list_rows(ctx)] == [("sent", None)] * 5
+        assert [(r.status, r.last_error) for r in outbox.list_rows(ctx)] == [("sent", None)] * 5
     finally:
         mailer.close()
         db.dispose()
