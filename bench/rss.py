@@ -115,7 +115,7 @@ def _daemon_day(path: Path) -> dict[str, float]:
         report = sync_calendar(ctx, settings, cal_id, backend)
         assert report.error is None and report.reconciled, report
     peak = _peak_mib()
-    with db.write() as orm:  # as after an upgrade: the next cycle plans everything once
+    with db.write() as orm:  # as after the upgrade to 0005: a catch-up on every session
         orm.execute(update(CalendarRow).values(synced_revision=None))
     for cal_id in cal_ids:
         assert sync_calendar(ctx, settings, cal_id, backend).error is None
@@ -149,7 +149,7 @@ def rows(quick: bool = False) -> list[tuple[str, str]]:
             (
                 f"peak RSS, {sessions:,} sessions in {calendars:,} calendar(s) (goal <= 150 MB)",
                 f"{r['idle']:.0f} MiB after idle cycles, {r['peak']:.0f} MiB with a reconcile, "
-                f"{r['whole']:.0f} MiB once a cycle plans every session",
+                f"{r['whole']:.0f} MiB catching up on every session (as after the upgrade)",
             )
         )
     return out

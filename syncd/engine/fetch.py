@@ -1,14 +1,15 @@
 """What a cycle reads: the calendar's state and its change feed.
 
 A cycle plans only what changed (:func:`syncd.engine.state.load_changed`): the sessions
-with a newer revision than the calendar's last plan, the events the feed reported
-(changed or removed), pending gestures and unsettled events. So its cost grows with the
-changes, not with the calendar. When removals are about, the breaker's population (the
-upcoming sessions left unloaded) is counted by the database, not loaded. The whole
-calendar is loaded only for a full listing (first sync, expired cursor), before the
-calendar was planned whole once with the current gesture rules, or when more than
-``state.MAX_PARTIAL`` sessions changed at once. A reconciliation is an adapter's own
-comparison with ``known``, read only when the adapter asks for it.
+changed after the calendar's last plan (in (revision, id) order, a few hundred a pass),
+the events the feed reported (changed or removed), pending gestures and unsettled
+events. So its cost, and its memory, grow with the changes, not with the calendar. When
+removals are about, the breaker's population (the upcoming sessions left unloaded) is
+counted by the database, not loaded. A calendar never planned, or planned with other
+gesture rules (and every calendar once after the upgrade to 0005), catches up from the
+start the same way. Only a full listing — a calendar's first sync, or a backend's answer
+to an expired cursor — is compared with the whole mirror. A reconciliation is an
+adapter's own comparison with ``known``, read only when the adapter asks for it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 
-from syncd.engine import state
+from syncd.engine import settled, state
 from syncd.engine.desired import GestureRules
 from syncd.engine.report import CycleReport
 from syncd.ports import CalendarBackend, ChangeSet, CursorExpired
@@ -82,14 +83,12 @@ def _known_of(st: state.CalendarState) -> dict[str, str]:
     }
 
 
-def _partial_allowed(head: state.Head, rules: GestureRules) -> bool:
-    """Whether this cycle may plan only what changed (see :func:`state.load_changed`):
-    not before the calendar was planned whole once with these rules."""
-    return (
-        head.cursor is not None
-        and head.synced_revision is not None
-        and head.synced_rules == state.rules_key(rules)
-    )
+def _since(head: state.Head, rules: GestureRules) -> tuple[int, str]:
+    """Where this calendar's plans got to: (revision, id); from the start when it was never
+    planned, or planned with other gesture rules."""
+    if head.synced_revision is None or head.synced_rules != settled.rules_key(rules):
+        return (-1, "")
+    return (head.synced_revision, head.synced_id or "")
 
 
 def _removals_about(head: state.Head, cs: ChangeSet) -> bool:
@@ -116,7 +115,7 @@ def load_and_fetch(
     with ctx.db.read() as orm:
         head = state.load_head(orm, calendar_id)
         whole = None
-        if not _partial_allowed(head, rules):
+        if head.cursor is None:  # the first listing is compared with the whole mirror
             whole = state.load_state(orm, calendar_id, now, head)
     if whole is not None:  # no transaction stays open across the request
         return whole, _fetch(backend, head, _known_of(whole), reconcile, now, report)
@@ -127,10 +126,10 @@ def load_and_fetch(
 
     cs = _fetch(backend, head, _Known(known), reconcile, now, report)
     with ctx.db.read() as orm:
-        part = None
-        if not cs.full:  # a full listing is compared with the whole mirror
-            touched = {e.content.session_id for e in cs.changed if e.content.session_id}
-            remote_ids = {e.remote_id for e in cs.changed} | set(cs.removed)
-            count = _removals_about(head, cs)
-            part = state.load_changed(orm, head, now, remote_ids, touched, count)
-        return part or state.load_state(orm, calendar_id, now, head), cs
+        if cs.full:  # a full listing is compared with the whole mirror
+            return state.load_state(orm, calendar_id, now, head), cs
+        touched = {e.content.session_id for e in cs.changed if e.content.session_id}
+        remote_ids = {e.remote_id for e in cs.changed} | set(cs.removed)
+        count = _removals_about(head, cs)
+        since = _since(head, rules)
+        return state.load_changed(orm, head, now, remote_ids, touched, count, since), cs

@@ -23,3 +23,5 @@ class CycleReport:
     auth_revoked: bool = False
     #: The plan was not committed: the intent or the lease changed under this cycle.
     fenced: bool = False
+    #: The last pass planned only part of what changed (a catch-up goes on).
+    more: bool = False

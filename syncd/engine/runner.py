@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import Notice, NoticeKind
-from syncd.engine import state
+from syncd.engine import settled, state
 from syncd.engine.actions import ActionContext, alert_breaker, apply_action, session_url
 from syncd.engine.desired import GestureRules, desired_event
 from syncd.engine.fetch import load_and_fetch
@@ -64,6 +64,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("syncd.engine")
+#: Passes one cycle may make over a calendar (a catch-up of 100,000 sessions needs 200).
+MAX_PASSES = 1000
 
 
 @dataclass(frozen=True)
@@ -153,16 +155,30 @@ def sync_calendar(
     With a ``fence``, the plan commits only while ``fence.owner`` holds the calendar's
     lease, and the cycle stops short (reads, verifications, writes) once its time budget
     is spent. When the cycle wrote to the calendar, one more pass reads the feed again, so
-    the cursor moves past syncd's own writes (seen there as echoes). Some servers
+    the cursor moves past syncd's own writes (seen there as echoes). A pass that planned
+    only part of what changed (a catch-up after an upgrade, a change of the gesture rules
+    or a bulk import: :data:`syncd.engine.state.MAX_PARTIAL` sessions a pass) is followed
+    by the next, within the budget; the rest waits for the next cycle. Some servers
     (Xandikos) derive the sync token from the collection's contents: a token taken before
     a create comes back once that event is deleted, and a diff from it would miss it.
     """
     report = CycleReport(calendar_id)
     try:
-        _one_pass(ctx, settings, calendar_id, backend, report, fence)
-        over = fence.over_budget() if fence else False
-        if report.writes and report.error is None and not report.fenced and not over:
+        passes, echoes_read = 0, False
+        while True:
+            before = report.writes
             _one_pass(ctx, settings, calendar_id, backend, report, fence)
+            passes += 1
+            over = fence.over_budget() if fence else False
+            if report.error is not None or report.fenced or over or passes >= MAX_PASSES:
+                break
+            if report.more:  # a catch-up goes on with the next sessions
+                report.more = False
+                continue
+            if report.writes > before and not echoes_read:
+                echoes_read = True
+                continue
+            break
     except Exception as err:  # a bug on one calendar is that calendar's error only
         log.exception("calendar %s: cycle broke", calendar_id)
         report.error = f"{type(err).__name__}: {err}"
@@ -188,6 +204,7 @@ def _one_pass(
         st, cs = load_and_fetch(
             ctx, backend, calendar_id, settings.reconcile, settings.rules, now, report
         )
+        report.more = st.more
         report.changed += len(cs.changed)
         report.removed += len(cs.removed)
         changed = tuple(as_admin_meant(e, st.admin.tz) for e in cs.changed)
@@ -220,7 +237,7 @@ def _one_pass(
         report.error = str(err)
         _record_error(ctx, calendar_id, str(err), now)
         return
-    marks = state.settle_marks(st, plan, inp.desired, settings.rules, now)
+    marks = settled.settle_marks(st, plan, inp.desired, settings.rules, now)
     writes = commit(ctx, settings, st, plan, cs, backend, now, report, fence, marks)
     execute(ctx, settings.rules, calendar_id, backend, writes, report, over_budget)
 
@@ -335,10 +352,10 @@ def commit(
                     )
                 )
         if marks:
-            state.save_marks(orm, cid, marks)
-        if st.revision is not None and (cal.synced_revision or 0) <= st.revision:
-            cal.synced_revision = st.revision
-            cal.synced_rules = state.rules_key(settings.rules)
+            settled.save_marks(orm, cid, marks)
+        if st.revision is not None:
+            cal.synced_revision, cal.synced_id = st.revision, st.revision_id
+            cal.synced_rules = settled.rules_key(settings.rules)
         cal.cursor = cs.cursor
         if cs.full or cs.reconciled:
             cal.reconciled_at = now

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
-from sqlalchemy import delete, false, func, or_, select, update
+from sqlalchemy import and_, delete, false, func, or_, select
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import Admin, Session, Status
-from syncd.engine.desired import GestureRules, desired_hash
-from syncd.engine.planner import MirrorState, PendingIntent, Plan
+from syncd.engine.planner import MirrorState, PendingIntent
 from syncd.errors import NotFoundError
-from syncd.ports import DesiredEvent
 from syncd.store.models import AdminRow, CalendarRow, IntentRow, MirrorRow, SessionRow
 from syncd.store.repo import admin_from_row, load_sessions
 
@@ -37,6 +34,7 @@ class Head:
     reconciled_at: datetime | None
     recent_removals: dict[str, datetime]
     synced_revision: int | None
+    synced_id: str | None
     synced_rules: str | None
 
 
@@ -64,7 +62,9 @@ class CalendarState:
     complete: bool = True
     settled: frozenset[str] = frozenset()
     revision: int | None = None
-    revisions: dict[str, int] = field(default_factory=dict)
+    revision_id: str = ""
+    #: Only part of what changed was loaded (a catch-up): the next pass goes on.
+    more: bool = False
     unloaded_upcoming: int = 0
 
 
@@ -105,6 +105,7 @@ def load_head(orm: Orm, calendar_id: int) -> Head:
         cal.reconciled_at,
         removals_of(cal),
         cal.synced_revision,
+        cal.synced_id,
         cal.synced_rules,
     )
 
@@ -115,10 +116,13 @@ def load_state(
     """Every session of the calendar's admin that matters now, with mirrors and intents."""
     head = head or load_head(orm, calendar_id)
     # Read before the sessions: each one loaded below is at least this new.
-    revision = orm.scalar(
-        select(func.max(SessionRow.revision)).where(SessionRow.admin_id == head.admin_id)
-    )
-    return _load(orm, head, now, None, int(revision or 0))
+    last = orm.execute(
+        select(SessionRow.revision, SessionRow.id)
+        .where(SessionRow.admin_id == head.admin_id)
+        .order_by(SessionRow.revision.desc(), SessionRow.id.desc())
+        .limit(1)
+    ).first()
+    return _load(orm, head, now, None, (last[0], last[1]) if last else (0, ""))
 
 
 def load_changed(
@@ -128,23 +132,33 @@ def load_changed(
     remote_ids: set[str],
     session_ids: set[str],
     count_rest: bool = False,
-) -> CalendarState | None:
-    """The sessions a cycle must plan: what changed since the last plan, what the feed
-    reported (``remote_ids``, ``session_ids``), pending gestures and unsettled events.
+    since: tuple[int, str] = (-1, ""),
+) -> CalendarState:
+    """The sessions a cycle must plan: what the feed reported (``remote_ids``,
+    ``session_ids``), pending gestures, unsettled events, and the sessions changed after
+    ``since`` (revision, id) — at most :data:`MAX_PARTIAL` of those and of the unsettled
+    ones, oldest first: then ``more`` is set and the next pass goes on from there.
 
     With ``count_rest`` (removals are about: the breaker needs the calendar's size), the
     upcoming mirrored sessions left unloaded are counted, in the same read.
-    None when the cycle must load everything: the calendar was never planned whole, or
-    too much changed at once.
     """
-    assert head.synced_revision is not None
     cid = head.calendar_id
+    rev, last_id = since
     newer = orm.execute(
-        select(SessionRow.id, SessionRow.revision).where(
-            SessionRow.admin_id == head.admin_id, SessionRow.revision > head.synced_revision
+        select(SessionRow.revision, SessionRow.id)
+        .where(
+            SessionRow.admin_id == head.admin_id,
+            or_(
+                SessionRow.revision > rev,
+                and_(SessionRow.revision == rev, SessionRow.id > last_id),
+            ),
         )
+        .order_by(SessionRow.revision, SessionRow.id)
+        .limit(MAX_PARTIAL + 1)
     ).all()
-    sids = set(head.intents) | set(session_ids) | {sid for sid, _ in newer}
+    more = len(newer) > MAX_PARTIAL
+    newer = newer[:MAX_PARTIAL]
+    sids = set(head.intents) | set(session_ids) | {sid for _, sid in newer}
     if remote_ids:
         sids.update(
             orm.scalars(
@@ -153,7 +167,7 @@ def load_changed(
                 )
             )
         )
-    sids.update(
+    unsettled = list(
         orm.scalars(
             select(MirrorRow.session_id)
             .join(SessionRow, SessionRow.id == MirrorRow.session_id)
@@ -162,12 +176,13 @@ def load_changed(
                 MirrorRow.settled == false(),
                 SessionRow.end > now - WINDOW,
             )
+            .order_by(MirrorRow.session_id)
+            .limit(MAX_PARTIAL)
         )
     )
-    if len(sids) > MAX_PARTIAL:
-        return None
-    revision = max([head.synced_revision, *(rev for _, rev in newer)])
-    st = _load(orm, head, now, sids, revision)
+    sids.update(unsettled)
+    mark = (newer[-1][0], newer[-1][1]) if newer else since
+    st = replace(_load(orm, head, now, sids, mark), more=more)
     if not count_rest:
         return st
     loaded = sum(
@@ -197,7 +212,7 @@ WINDOW = timedelta(days=1)
 
 
 def _load(
-    orm: Orm, head: Head, now: datetime, only: set[str] | None, revision: int
+    orm: Orm, head: Head, now: datetime, only: set[str] | None, mark: tuple[int, str]
 ) -> CalendarState:
     cid = head.calendar_id
     mirror_q = select(MirrorRow).where(MirrorRow.calendar_id == cid)
@@ -247,8 +262,8 @@ def _load(
         settled=frozenset(
             m.session_id for m in mirror_rows if m.settled and m.session_id in sessions
         ),
-        revision=revision,
-        revisions={r.id: r.revision for r in rows},
+        revision=mark[0],
+        revision_id=mark[1],
     )
 
 
@@ -265,62 +280,6 @@ def known_etags(orm: Orm, calendar_id: int, admin_id: int, now: datetime) -> dic
         )
     )
     return {rid: (seen or written or "") for rid, seen, written in rows}
-
-
-def settle_marks(
-    st: CalendarState,
-    plan: Plan,
-    desired: Mapping[str, DesiredEvent],
-    rules: GestureRules,
-    now: datetime,
-) -> dict[str, bool]:
-    """Whether each loaded session's event is settled once ``plan`` commits.
-
-    Settled: nothing is left to do for it until the session changes (a new revision) or
-    the feed reports its event: it is ended, or canceled with its event gone, or its
-    event shows what the session wants (the hash syncd last wrote or adopted is the one
-    it wants now) with no write, action or gesture pending. Anything else stays planned
-    on every cycle. Only the marks that differ from what was loaded are returned.
-    """
-    busy = {w.session_id for w in plan.writes} | {a.session_id for a in plan.actions}
-    busy |= {sid for sid, _ in plan.rehome} | {i.session_id for i in plan.set_intents}
-    busy |= set(st.intents) - set(plan.drop_intents)
-    adopted = {sid: (etag, digest) for sid, etag, digest in plan.adopt}
-    marks: dict[str, bool] = {}
-    for sid, m in st.mirrors.items():
-        session = st.sessions[sid]
-        if sid in busy:
-            settled = False
-        elif session.end <= now:
-            settled = True
-        elif not session.live or m.gone:
-            settled = m.gone and not session.live
-        else:
-            etag, written = adopted.get(sid, (m.written_etag, m.written_hash))
-            want = desired.get(sid)
-            settled = etag is not None and want is not None and written == desired_hash(want, rules)
-        if settled != (sid in st.settled):
-            marks[sid] = settled
-    return marks
-
-
-def save_marks(orm: Orm, calendar_id: int, marks: Mapping[str, bool]) -> None:
-    """Store :func:`settle_marks` (in a few statements, however many)."""
-    for value in (True, False):
-        ids = sorted(sid for sid, v in marks.items() if v is value)
-        for i in range(0, len(ids), 500):
-            orm.execute(
-                update(MirrorRow)
-                .where(
-                    MirrorRow.calendar_id == calendar_id, MirrorRow.session_id.in_(ids[i : i + 500])
-                )
-                .values(settled=value)
-            )
-
-
-def rules_key(rules: GestureRules) -> str:
-    """A short fingerprint of the gesture rules plans are made with."""
-    return hashlib.sha256(repr(rules).encode()).hexdigest()[:16]
 
 
 def removals_of(cal: CalendarRow) -> dict[str, datetime]:

@@ -137,6 +137,9 @@ class CalendarRow(Base):
     recent_removals: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     #: Every session of the admin up to this revision has been planned here (None: none).
     synced_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: With ``synced_revision``: the last session id planned at that revision (a catch-up
+    #: goes in (revision, id) order, so ties such as revision 0 are split exactly).
+    synced_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     #: The gesture rules those plans were made with (a change plans everything again).
     synced_rules: Mapped[str | None] = mapped_column(String(32), nullable=True)
 

@@ -226,3 +226,64 @@ def test_a_gesture_applied_at_once_writes_no_intent_row() -> None:
         assert touching == []
     finally:
         world.close()
+
+
+class Batches(Loads):
+    """The size of each load, not only the ids."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sizes: list[int] = []
+        self.ids = []
+        real = state.load_sessions
+
+        def counting(orm, rows, with_history=True):  # type: ignore[no-untyped-def]
+            self.sizes.append(len(rows))
+            self.ids.extend(r.id for r in rows)
+            return real(orm, rows, with_history)
+
+        monkeypatch.setattr(state, "load_sessions", counting)
+
+
+def _as_after_the_upgrade(h: Harness) -> None:
+    """What migration 0005 leaves: nothing planned up to any revision, nothing settled."""
+    from sqlalchemy import update
+
+    with h.db.write() as orm:
+        orm.execute(update(CalendarRow).values(synced_revision=None, synced_id=None))
+        orm.execute(update(MirrorRow).values(settled=False))
+        orm.execute(update(SessionRow).values(revision=0))
+
+
+def test_a_catch_up_goes_a_few_sessions_a_pass(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "MAX_PARTIAL", 3)
+    _as_after_the_upgrade(h)  # every session at revision 0: ties split by id
+    loads = Batches(monkeypatch)
+    report = h.cycle()
+    assert report.error is None
+    assert set(loads.ids) == set(h.sids)  # all of them, in this one cycle
+    assert max(loads.sizes) <= 6  # 3 changed + 3 unsettled at most, never the calendar
+    with h.db.read() as orm:
+        assert all(m.settled for m in orm.scalars(select(MirrorRow)))
+    loads.ids.clear()
+    h.cycle()
+    assert loads.ids == []
+
+
+def test_a_change_made_during_a_catch_up_reaches_the_calendar(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syncd.engine.runner import Fence, sync_calendar
+
+    monkeypatch.setattr(state, "MAX_PARTIAL", 3)
+    _as_after_the_upgrade(h)
+    h.take_lease("w1", seconds=3600)
+    out_of_time = Fence("w1", over_budget=lambda: True)
+    report = sync_calendar(h.ctx, h.settings, h.cal_id, h.backend, out_of_time)
+    assert report.more  # one pass, then the budget was spent
+    first, last = h.session(0), h.session(len(NAMES) - 1)
+    services.reschedule(h.ctx, h.sids[0], first.start + timedelta(days=50))
+    services.reschedule(h.ctx, h.sids[-1], last.start + timedelta(days=50))
+    h.cycle()
+    for i, old in ((0, first), (len(NAMES) - 1, last)):
+        ev = h.event(i)
+        assert ev is not None and ev.content.start == old.start + timedelta(days=50)

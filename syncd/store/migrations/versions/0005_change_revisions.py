@@ -4,14 +4,15 @@
   the admin's sessions takes the next value under the admin row's lock, so the values
   commit in the order they are taken.
 - ``sessions.revision``: the counter value of the session's last change.
-- ``calendars.synced_revision``: every session of the admin up to this revision has been
-  planned in this calendar; ``calendars.synced_rules``: the gesture rules it was planned
-  with (other rules: the next cycle plans every session again).
+- ``calendars.synced_revision``, ``calendars.synced_id``: every session of the admin up
+  to this (revision, id) has been planned in this calendar, in that order (a catch-up
+  goes a few hundred sessions a pass); ``calendars.synced_rules``: the gesture rules it
+  was planned with (other rules: the calendar catches up from the start again).
 - ``mirrors.settled``: the event shows what the session wants; an unsettled mirror (a
   write planned, failed or refused) is planned again on every cycle.
 
-Existing calendars start with no ``synced_revision``: their next cycle plans everything
-once, as before.
+Existing calendars start with no ``synced_revision``: their next cycles catch up on
+every session once, a few hundred a pass.
 
 Revision ID: 0005
 Revises: 0004
@@ -36,6 +37,7 @@ def upgrade() -> None:
         t.add_column(sa.Column("revision", sa.Integer(), nullable=False, server_default="0"))
     with op.batch_alter_table("calendars") as t:
         t.add_column(sa.Column("synced_revision", sa.Integer(), nullable=True))
+        t.add_column(sa.Column("synced_id", sa.String(40), nullable=True))
         t.add_column(sa.Column("synced_rules", sa.String(32), nullable=True))
     with op.batch_alter_table("mirrors") as t:
         t.add_column(sa.Column("settled", sa.Boolean(), nullable=False, server_default=sa.false()))
@@ -51,6 +53,7 @@ def downgrade() -> None:
         t.drop_column("settled")
     with op.batch_alter_table("calendars") as t:
         t.drop_column("synced_rules")
+        t.drop_column("synced_id")
         t.drop_column("synced_revision")
     with op.batch_alter_table("sessions") as t:
         t.drop_column("revision")
