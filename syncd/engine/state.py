@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
-from sqlalchemy import and_, delete, false, func, or_, select
+from sqlalchemy import delete, false, func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import Admin, Session, Status
@@ -148,10 +148,8 @@ def load_changed(
         select(SessionRow.revision, SessionRow.id)
         .where(
             SessionRow.admin_id == head.admin_id,
-            or_(
-                SessionRow.revision > rev,
-                and_(SessionRow.revision == rev, SessionRow.id > last_id),
-            ),
+            # A row value: one range of the (admin_id, revision, id) index.
+            tuple_(SessionRow.revision, SessionRow.id) > tuple_(literal(rev), literal(last_id)),
         )
         .order_by(SessionRow.revision, SessionRow.id)
         .limit(MAX_PARTIAL + 1)
@@ -176,8 +174,7 @@ def load_changed(
                 MirrorRow.settled == false(),
                 SessionRow.end > now - WINDOW,
             )
-            .order_by(MirrorRow.session_id)
-            .limit(MAX_PARTIAL)
+            .limit(MAX_PARTIAL)  # no ORDER BY: it would walk every mirror to sort
         )
     )
     sids.update(unsettled)

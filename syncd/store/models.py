@@ -85,7 +85,7 @@ class SessionRow(Base):
     #: Overlap checks read only the admin's sessions ending after the new start (issue 11).
     __table_args__ = (
         Index("ix_sessions_admin_end_start", "admin_id", "end", "start"),
-        Index("ix_sessions_admin_revision", "admin_id", "revision"),
+        Index("ix_sessions_admin_revision", "admin_id", "revision", "id"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"), index=True)

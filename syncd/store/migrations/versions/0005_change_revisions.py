@@ -41,7 +41,7 @@ def upgrade() -> None:
         t.add_column(sa.Column("synced_rules", sa.String(32), nullable=True))
     with op.batch_alter_table("mirrors") as t:
         t.add_column(sa.Column("settled", sa.Boolean(), nullable=False, server_default=sa.false()))
-    op.create_index("ix_sessions_admin_revision", "sessions", ["admin_id", "revision"])
+    op.create_index("ix_sessions_admin_revision", "sessions", ["admin_id", "revision", "id"])
     op.create_index("ix_mirrors_calendar_settled", "mirrors", ["calendar_id", "settled"])
 
 
