@@ -11,17 +11,18 @@ from syncd.store.context import Context
 from syncd.store.models import OutboxRow
 
 
-def test_a_claim_loads_only_the_row_it_takes(ctx: Context) -> None:
+def _queue(ctx: Context, n: int, payload: dict[str, object]) -> None:
+    """``n`` due emails to the admin (no session: nothing coalesces them)."""
     now = ctx.clock()
     with ctx.db.write() as orm:
-        for i in range(8):
+        for i in range(n):
             orm.add(
                 OutboxRow(
                     dedupe_key=f"k{i}",
                     session_id=None,
                     kind="breaker_tripped",
                     recipient=f"r{i}@example.org",
-                    payload={"big": "x" * 1000},
+                    payload=dict(payload),
                     status="pending",
                     attempts=0,
                     next_attempt_at=now,
@@ -29,6 +30,11 @@ def test_a_claim_loads_only_the_row_it_takes(ctx: Context) -> None:
                     created_at=now,
                 )
             )
+
+
+def test_a_claim_loads_only_the_row_it_takes(ctx: Context) -> None:
+    now = ctx.clock()
+    _queue(ctx, 8, {"big": "x" * 1000})
     loaded: list[int] = []
 
     def on_load(row: OutboxRow, _context: object) -> None:
@@ -62,22 +68,7 @@ def test_a_drain_records_each_sent_row_with_the_next_claim(ctx: Context) -> None
     from syncd.notify.emaildocs import EXAMPLES
 
     now = ctx.clock()
-    with ctx.db.write() as orm:
-        for i in range(5):
-            orm.add(
-                OutboxRow(
-                    dedupe_key=f"d{i}",
-                    session_id=None,
-                    kind="breaker_tripped",
-                    recipient=f"admin{i}@example.org",
-                    payload=dict(EXAMPLES["breaker_tripped"]),
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    message_id=f"<d{i}@example.org>",
-                    created_at=now,
-                )
-            )
+    _queue(ctx, 5, dict(EXAMPLES["breaker_tripped"]))
     writes = 0
     real = ctx.db.write
 

@@ -36,13 +36,16 @@ def h() -> Iterator[Harness]:
 
 
 class Loads:
-    """Counts the sessions the engine loads (every load goes through load_sessions)."""
+    """Counts the sessions the engine loads (every load goes through load_sessions):
+    ``ids`` all of them, ``sizes`` how many each load read."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.ids: list[str] = []
+        self.sizes: list[int] = []
         real = state.load_sessions
 
         def counting(orm, rows, with_history=True):  # type: ignore[no-untyped-def]
+            self.sizes.append(len(rows))
             self.ids.extend(r.id for r in rows)
             return real(orm, rows, with_history)
 
@@ -228,22 +231,6 @@ def test_a_gesture_applied_at_once_writes_no_intent_row() -> None:
         world.close()
 
 
-class Batches(Loads):
-    """The size of each load, not only the ids."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sizes: list[int] = []
-        self.ids = []
-        real = state.load_sessions
-
-        def counting(orm, rows, with_history=True):  # type: ignore[no-untyped-def]
-            self.sizes.append(len(rows))
-            self.ids.extend(r.id for r in rows)
-            return real(orm, rows, with_history)
-
-        monkeypatch.setattr(state, "load_sessions", counting)
-
-
 def _as_after_the_upgrade(h: Harness) -> None:
     """What migration 0005 leaves: nothing planned up to any revision, nothing settled."""
     from sqlalchemy import update
@@ -257,7 +244,7 @@ def _as_after_the_upgrade(h: Harness) -> None:
 def test_a_catch_up_goes_a_few_sessions_a_pass(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(state, "MAX_PARTIAL", 3)
     _as_after_the_upgrade(h)  # every session at revision 0: ties split by id
-    loads = Batches(monkeypatch)
+    loads = Loads(monkeypatch)
     report = h.cycle()
     assert report.error is None
     assert set(loads.ids) == set(h.sids)  # all of them, in this one cycle
