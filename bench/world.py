@@ -1,7 +1,7 @@
 """Set-ups the benchmarks share: an admin with N sessions, on Radicale or in memory.
 
 Sessions are seeded with bulk inserts (what is measured is syncd's cycle, not the seeding);
-one booking through ``services.book`` is timed separately (:func:`time_one_booking`).
+one booking through ``services.book`` is timed by bench/gestures.py (``booking_ms``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from sqlalchemy import insert, select
 
 from syncd import config as config_mod
 from syncd.app.daemon import engine_settings
-from syncd.domain.model import Actor, Customer
 from syncd.engine.runner import CycleReport, sync_calendar
 from syncd.ports import CalendarBackend
 from syncd.services import booking as services
@@ -105,23 +104,3 @@ class BenchWorld:
     def close(self) -> None:
         """Release the database."""
         self.db.dispose()
-
-
-def time_one_booking(world: BenchWorld) -> float:
-    """Milliseconds of one more customer booking through the service (median of 5)."""
-    far = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=3000)
-    counter = iter(range(1000))
-
-    def book() -> None:
-        i = next(counter)
-        start = far + timedelta(hours=i)
-        services.book(
-            world.ctx,
-            ADMIN,
-            Customer(f"x{i}@example.org", f"X{i}", "UTC"),
-            start,
-            start + timedelta(hours=1),
-            actor=Actor.ADMIN,
-        )
-
-    return timeit(book)[0]
