@@ -1,4 +1,6 @@
-"""A claim reads the row it takes, not every candidate's payload (issue 11)."""
+"""The sender's transactions (issue 11): a claim reads the rows it takes, not every
+candidate's payload; a batch of claims costs one transaction, each email one more; a notice
+overtaken after the claim is not sent; rows leased and not attempted are given back."""
 
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ class _Sink:
 
 
 def test_a_drain_records_each_sent_row_with_the_next_claim(ctx: Context) -> None:
-    """Two write transactions an email (claim, started), not three; every row ends sent."""
+    """One write transaction an email (started, with the one before it recorded sent) and
+    one a batch (the claim); every row ends sent."""
     from syncd.config import SmtpConfig
     from syncd.notify.emaildocs import EXAMPLES
 
@@ -82,6 +85,78 @@ def test_a_drain_records_each_sent_row_with_the_next_claim(ctx: Context) -> None
     result = sender.drain(ctx, sink, SmtpConfig(), "w1", now=now)  # type: ignore[arg-type]
     ctx.db.write = real  # type: ignore[method-assign]
     assert result.sent == 5 and len(sink.sent) == 5
-    assert writes == 2 * 5 + 1  # 5 claims + 5 started + the claim that finds none
+    assert writes == 1 + 5 + 1  # 1 batch claim + 5 started + the claim that finds none
     with ctx.db.read() as orm:
         assert {r.status for r in orm.query(OutboxRow)} == {"sent"}
+
+
+ADMIN = "kim@example.com"
+
+
+def _book(ctx: Context, n: int) -> list[str]:
+    from datetime import UTC, datetime
+
+    from syncd.domain.model import Customer
+    from syncd.services import booking as services
+
+    services.add_admin(ctx, ADMIN, "Kim Lee", "Europe/Berlin")
+    start = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    return [
+        services.book(
+            ctx,
+            ADMIN,
+            Customer(f"c{i}@example.org", f"C{i}", "UTC"),
+            start + timedelta(hours=2 * i),
+            start + timedelta(hours=2 * i + 1),
+        ).id
+        for i in range(n)
+    ]
+
+
+def test_a_notice_overtaken_after_the_claim_is_not_sent(ctx: Context) -> None:
+    """The second booking's email is claimed in the first one's batch; the admin cancels
+    that session while the first email is being sent: the customer gets only the cancel."""
+    from syncd.config import SmtpConfig
+    from syncd.domain.model import Actor
+    from syncd.services import booking as services
+
+    first, second = _book(ctx, 2)
+
+    class CancelsDuringTheFirst(_Sink):
+        def send(self, message: object, recipients: list[str]) -> None:
+            super().send(message, recipients)
+            if len(self.sent) == 1:
+                services.cancel(ctx, second, "Sorry, I must cancel.", actor=Actor.ADMIN)
+
+    sink = CancelsDuringTheFirst()
+    result = sender.drain(ctx, sink, SmtpConfig(), "w1")  # type: ignore[arg-type]
+    assert sink.sent == ["c0@example.org", "c1@example.org"]  # booked (c0), canceled (c1)
+    assert (result.sent, result.superseded) == (2, 1)
+    with ctx.db.read() as orm:
+        kinds = {
+            (r.session_id, r.kind): r.status
+            for r in orm.query(OutboxRow).filter(OutboxRow.session_id == second)
+        }
+    assert kinds == {(second, "booked"): "superseded", (second, "canceled"): "sent"}
+    assert first
+
+
+def test_rows_leased_and_not_attempted_are_given_back(ctx: Context) -> None:
+    """The server is down: the drain stops after three failures, and the rest of its batch
+    is as it was (pending, no attempt spent, no lease) for the next drain."""
+    from syncd.config import SmtpConfig
+    from syncd.ports import MailTransient
+
+    now = ctx.clock()
+    _queue(ctx, 6, {})
+
+    class Down(_Sink):
+        def send(self, message: object, recipients: list[str]) -> None:
+            raise MailTransient("connection refused")
+
+    result = sender.drain(ctx, Down(), SmtpConfig(), "w1", now=now)  # type: ignore[arg-type]
+    assert result.retried == sender.STOP_AFTER_TRANSIENT == 3
+    with ctx.db.read() as orm:
+        rest = orm.query(OutboxRow).filter(OutboxRow.attempts == 0).all()
+        assert len(rest) == 3
+        assert {(r.status, r.lease_owner, r.lease_until) for r in rest} == {("pending", None, None)}
