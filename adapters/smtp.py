@@ -1,8 +1,10 @@
 """The SMTP mailer: :class:`syncd.ports.Mailer` over smtplib.
 
-One connection is kept open across sends and checked with ``NOOP`` before reuse; any
-failure closes it, and the next send reconnects. The envelope is walked step by step
-(MAIL, RCPT, DATA) so that each failure is classified where it happened:
+One connection is kept open across sends; one idle for more than :data:`CHECK_AFTER_IDLE`
+seconds is checked with ``NOOP`` before reuse, and one that drops at ``MAIL FROM`` (before
+any message data: nothing can have been delivered) is replaced once and the envelope sent
+again. Any other failure closes it, and the next send reconnects. The envelope is walked
+step by step (MAIL, RCPT, DATA) so that each failure is classified where it happened:
 
 - connection refused, timeouts, a dropped connection, TLS and login failures, and any 4xx
   answer raise :class:`MailTransient` (retry later);
@@ -21,6 +23,7 @@ import contextlib
 import re
 import smtplib
 import ssl
+import time
 from collections.abc import Sequence
 from email import policy
 from email.message import EmailMessage
@@ -30,6 +33,8 @@ from email.utils import getaddresses
 from syncd.ports import MailMaybeDelivered, MailPermanent, MailTransient
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+#: A connection used less than this many seconds ago is reused without a NOOP round trip.
+CHECK_AFTER_IDLE = 5.0
 
 
 def _reply_error(step: str, code: int, reply: bytes | str) -> MailTransient | MailPermanent:
@@ -78,6 +83,7 @@ class SmtpMailer:
         self.timeout = timeout
         self._ssl_context = ssl_context
         self._conn: smtplib.SMTP | None = None
+        self._used_at = 0.0  # time.monotonic() of the connection's last answer
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -117,16 +123,20 @@ class SmtpMailer:
         return conn
 
     def _connection(self) -> smtplib.SMTP:
-        """The open connection if it still answers NOOP, else a new one."""
+        """The open connection if it was just used or still answers NOOP, else a new one."""
+        if self._conn is not None and time.monotonic() - self._used_at < CHECK_AFTER_IDLE:
+            return self._conn
         if self._conn is not None:
             try:
                 code, _ = self._conn.noop()
             except (smtplib.SMTPException, OSError):
                 code = -1
             if code == 250:
+                self._used_at = time.monotonic()
                 return self._conn
             self.close()
         self._conn = self._connect()
+        self._used_at = time.monotonic()
         return self._conn
 
     def check(self) -> None:
@@ -154,7 +164,13 @@ class SmtpMailer:
         conn = self._connection()
         step = "MAIL FROM"
         try:
-            code, reply = conn.mail(envelope_from)
+            try:
+                code, reply = conn.mail(envelope_from)
+            except (smtplib.SMTPServerDisconnected, OSError):
+                # A kept connection the server closed meanwhile: nothing was sent on it.
+                self._drop()
+                conn = self._conn = self._connect()
+                code, reply = conn.mail(envelope_from)
             if code != 250:
                 raise _reply_error(step, code, reply)
             step = "RCPT TO"
@@ -176,6 +192,7 @@ class SmtpMailer:
             code, reply = _send_body(conn, data)
             if code != 250:
                 raise _reply_error(step, code, reply)
+            self._used_at = time.monotonic()
         except (MailTransient, MailPermanent):
             self._reset()
             raise

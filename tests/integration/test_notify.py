@@ -529,6 +529,36 @@ def test_connection_is_reused_and_reopened_after_a_drop(ctx: Context, smtp: Smtp
         m.close()
 
 
+def test_a_connection_in_use_is_not_checked_before_each_message(
+    ctx: Context, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No NOOP round trip between the messages of a drain; one after the connection idled."""
+    import smtplib
+
+    import adapters.smtp
+
+    noops: list[int] = []
+    real_noop = smtplib.SMTP.noop
+
+    def counted(self: smtplib.SMTP) -> tuple[int, bytes]:
+        noops.append(1)
+        return real_noop(self)
+
+    monkeypatch.setattr(smtplib.SMTP, "noop", counted)
+    for i in range(3):
+        booked(ctx, START + timedelta(hours=3 * i), Customer(f"n{i}@example.org", f"N{i}", "UTC"))
+    m = SmtpMailer("127.0.0.1", smtp.port, "none", timeout=5)
+    try:
+        assert drain(ctx, m, smtp.port).sent == 3
+        assert noops == []
+        monkeypatch.setattr(adapters.smtp, "CHECK_AFTER_IDLE", 0.0)  # it has idled since
+        booked(ctx, START + timedelta(hours=12), Customer("n9@example.org", "N9", "UTC"))
+        assert drain(ctx, m, smtp.port).sent == 1
+        assert noops == [1] and len(smtp.messages) == 4
+    finally:
+        m.close()
+
+
 def test_a_down_server_does_not_burn_every_rows_attempts(ctx: Context) -> None:
     for i in range(5):
         booked(ctx, START + timedelta(hours=2 * i), Customer(f"d{i}@example.org", f"D{i}", "UTC"))
