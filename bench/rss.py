@@ -6,7 +6,10 @@ process then opens the database as a daemon would and runs the cycles of a quiet
 three idle cycles per calendar, then a reconciliation (the daily full listing), against
 a backend that answers like a server where nothing changed (an empty delta; a listing
 whose etags all match). The server's memory is not the daemon's, so that backend keeps
-nothing. The second process's VmHWM is the figure.
+nothing. Then a catch-up on every session (as after the upgrade to 0005), and last a full
+listing: every cursor expired, and the server answers with every event (as Google and
+Graph do), the ones syncd wrote while seeding, read back from a file as an adapter parses
+its answer. The second process's VmHWM after each step is the figure.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import insert, select, update
@@ -25,7 +30,7 @@ from bench.world import ADMIN, BenchWorld
 from syncd import config as config_mod
 from syncd.app.daemon import engine_settings
 from syncd.engine.runner import sync_calendar
-from syncd.ports import ChangeSet
+from syncd.ports import ChangeSet, CursorExpired, EventContent, RemoteEvent
 from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import AdminRow, CalendarRow
@@ -44,6 +49,50 @@ class QuietServer(MemoryBackend):
         differ = [href for href, etag in listing.items() if known.get(href) != etag]
         assert not differ
         return ChangeSet((), (), "1", reconciled=True)
+
+
+class ListingServer(QuietServer):
+    """Every cursor expired; a full listing holds the events syncd wrote while seeding."""
+
+    def __init__(self, cal: MemoryCalendar, file: Path) -> None:
+        super().__init__(cal)
+        self.file = file
+
+    def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
+        if cursor == "expired":
+            raise CursorExpired("token too old")
+        if cursor is not None:
+            return ChangeSet((), (), cursor)
+        return ChangeSet(tuple(_read_listing(self.file)), (), "1", full=True)
+
+
+def _write_listing(file: Path, backend: MemoryBackend) -> None:
+    with file.open("w") as out:
+        for e in backend.cal.events.values():
+            c = e.content
+            row = [e.remote_id, e.etag, c.start.isoformat(), c.end.isoformat(), c.status,
+                   c.summary, c.description, c.uid, c.session_id, c.sequence]  # fmt: skip
+            out.write(json.dumps(row) + "\n")
+
+
+def _read_listing(file: Path) -> list[RemoteEvent]:
+    """The server's answer as an adapter parses it: one event object per line."""
+    out = []
+    with file.open() as f:
+        for line in f:
+            rid, etag, start, end, status, summary, desc, uid, sid, seq = json.loads(line)
+            content = EventContent(
+                start=datetime.fromisoformat(start),
+                end=datetime.fromisoformat(end),
+                status=status,
+                summary=summary,
+                description=desc,
+                uid=uid,
+                session_id=sid,
+                sequence=seq,
+            )
+            out.append(RemoteEvent(rid, etag, content))
+    return out
 
 
 def _seed(path: Path, sessions: int, calendars: int) -> None:
@@ -73,6 +122,7 @@ def _seed(path: Path, sessions: int, calendars: int) -> None:
         for _ in range(2):
             report = world.sync(backend)
             assert report.error is None, report.error
+        _write_listing(path / f"listing-{cal_id}.jsonl", backend)
     world.close()
     (path / "calendars.json").write_text(json.dumps(cal_ids))
 
@@ -120,8 +170,22 @@ def _daemon_day(path: Path) -> dict[str, float]:
     for cal_id in cal_ids:
         assert sync_calendar(ctx, settings, cal_id, backend).error is None
     whole = _peak_mib()
+    # Last, as VmHWM only grows: every cursor expired, a full listing of every event.
+    with db.write() as orm:
+        orm.execute(update(CalendarRow).values(cursor="expired"))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for cal_id in cal_ids:
+        lister = ListingServer(MemoryCalendar(), path / f"listing-{cal_id}.jsonl")
+        report = sync_calendar(ctx, settings, cal_id, lister)
+        assert report.error is None and report.resynced and report.writes == 0, report
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    with db.read() as orm:
+        rows = orm.execute(select(CalendarRow.cursor, CalendarRow.synced_rules)).all()
+        assert all(c == "1" and not (r or "~").startswith("~") for c, r in rows), rows
+    listing = _peak_mib()
     db.dispose()
-    return {"idle": idle, "peak": peak, "whole": whole}
+    out = {"idle": idle, "peak": peak, "whole": whole, "listing": listing}
+    return {**out, "listing_cpu": cpu, "listing_wall": wall}
 
 
 def measure(sessions: int, calendars: int) -> dict[str, float]:
@@ -149,7 +213,9 @@ def rows(quick: bool = False) -> list[tuple[str, str]]:
             (
                 f"peak RSS, {sessions:,} sessions in {calendars:,} calendar(s) (goal <= 150 MB)",
                 f"{r['idle']:.0f} MiB after idle cycles, {r['peak']:.0f} MiB with a reconcile, "
-                f"{r['whole']:.0f} MiB catching up on every session (as after the upgrade)",
+                f"{r['whole']:.0f} MiB catching up on every session (as after the upgrade), "
+                f"{r['listing']:.0f} MiB comparing a full listing (every cursor expired; "
+                f"those cycles {r['listing_cpu']:.1f} s CPU, {r['listing_wall']:.1f} s wall)",
             )
         )
     return out

@@ -7,22 +7,28 @@ events. So its cost, and its memory, grow with the changes, not with the calenda
 removals are about, the breaker's population (the upcoming sessions left unloaded) is
 counted by the database, not loaded. A calendar never planned, or planned with other
 gesture rules (and every calendar once after the upgrade to 0005), catches up from the
-start the same way. Only a full listing — a calendar's first sync, or a backend's answer
-to an expired cursor — is compared with the whole mirror. A reconciliation is an
-adapter's own comparison with ``known``, read only when the adapter asks for it.
+start the same way. A full listing — a calendar's first sync, or a backend's answer to an
+expired cursor — is compared with the mirror in the same chunks, kept in a compact form
+across the passes (:mod:`syncd.engine.listing`). A reconciliation is an adapter's own
+comparison with ``known``, read only when the adapter asks for it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from syncd.engine import settled, state
+from sqlalchemy import select
+from sqlalchemy.orm import Session as Orm
+
+from syncd.engine import listing, settled, state
 from syncd.engine.desired import GestureRules
 from syncd.engine.report import CycleReport
 from syncd.ports import CalendarBackend, ChangeSet, CursorExpired
 from syncd.store.context import Context
+from syncd.store.models import MirrorRow
 
 log = logging.getLogger("syncd.engine")
 
@@ -74,13 +80,9 @@ class _Known(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._get())
 
-
-def _known_of(st: state.CalendarState) -> dict[str, str]:
-    return {
-        m.remote_id: (m.seen_etag or m.written_etag or "")
-        for m in st.mirrors.values()
-        if not m.gone
-    }
+    def loaded(self) -> dict[str, str] | None:
+        """Every pair, if the backend asked for them."""
+        return self._data
 
 
 def _since(head: state.Head, rules: GestureRules) -> tuple[int, str]:
@@ -102,6 +104,51 @@ def _removals_about(head: state.Head, cs: ChangeSet) -> bool:
     )
 
 
+def _without_echoes(orm: Orm, head: state.Head, cs: ChangeSet) -> ChangeSet:
+    """A long feed without the events that show the etag the mirror holds (syncd's own
+    writes coming back, as after a first sync): their sessions need no loading."""
+    if len(cs.changed) <= state.MAX_PARTIAL:
+        return cs
+    ids = [e.remote_id for e in cs.changed]
+    held: dict[str, str] = {}
+    for i in range(0, len(ids), 500):
+        rows = orm.execute(
+            select(MirrorRow.remote_id, MirrorRow.seen_etag, MirrorRow.written_etag).where(
+                MirrorRow.calendar_id == head.calendar_id, MirrorRow.remote_id.in_(ids[i : i + 500])
+            )
+        )
+        held.update((rid, seen or written or "") for rid, seen, written in rows)
+    keep = tuple(
+        e
+        for e in cs.changed
+        if held.get(e.remote_id) != e.etag or e.content.session_id in head.intents
+    )
+    return replace(cs, changed=keep)
+
+
+def _listed(
+    ctx: Context,
+    backend: CalendarBackend,
+    head: state.Head,
+    reconcile: timedelta,
+    rules: GestureRules,
+    now: datetime,
+    report: CycleReport,
+) -> ChangeSet | listing.Walk:
+    """The feed, or a full listing's compact form (the listing itself is let go here)."""
+
+    def known() -> dict[str, str]:
+        with ctx.db.read() as orm:
+            return state.known_etags(orm, head.calendar_id, head.admin_id, now)
+
+    lazy = _Known(known)
+    cs = _fetch(backend, head, lazy, reconcile, now, report)
+    if not cs.full:
+        return cs
+    with ctx.db.read() as orm:
+        return listing.start(orm, head, cs, lazy.loaded(), rules, now)
+
+
 def load_and_fetch(
     ctx: Context,
     backend: CalendarBackend,
@@ -110,26 +157,27 @@ def load_and_fetch(
     rules: GestureRules,
     now: datetime,
     report: CycleReport,
-) -> tuple[state.CalendarState, ChangeSet]:
-    """The calendar's state and its feed: only what changed when that is enough."""
+    walk: listing.Walk | None = None,
+) -> tuple[state.CalendarState, ChangeSet, listing.Walk | None]:
+    """The calendar's state and its feed: only what changed, or the next part of a full
+    listing (``walk``: the one an earlier pass of this cycle read, or a new one)."""
     with ctx.db.read() as orm:
         head = state.load_head(orm, calendar_id)
-        whole = None
-        if head.cursor is None:  # the first listing is compared with the whole mirror
-            whole = state.load_state(orm, calendar_id, now, head)
-    if whole is not None:  # no transaction stays open across the request
-        return whole, _fetch(backend, head, _known_of(whole), reconcile, now, report)
-
-    def known() -> dict[str, str]:
-        with ctx.db.read() as orm:
-            return state.known_etags(orm, calendar_id, head.admin_id, now)
-
-    cs = _fetch(backend, head, _Known(known), reconcile, now, report)
+    if walk is None:  # no transaction stays open across the request
+        got = _listed(ctx, backend, head, reconcile, rules, now, report)
+        if isinstance(got, ChangeSet):
+            with ctx.db.read() as orm:
+                got = _without_echoes(orm, head, got)
+                touched = {e.content.session_id for e in got.changed if e.content.session_id}
+                remote_ids = {e.remote_id for e in got.changed} | set(got.removed)
+                count = _removals_about(head, got)
+                since = _since(head, rules)
+                st = state.load_changed(orm, head, now, remote_ids, touched, count, since)
+            return st, got, None
+        walk = got
     with ctx.db.read() as orm:
-        if cs.full:  # a full listing is compared with the whole mirror
-            return state.load_state(orm, calendar_id, now, head), cs
-        touched = {e.content.session_id for e in cs.changed if e.content.session_id}
-        remote_ids = {e.remote_id for e in cs.changed} | set(cs.removed)
-        count = _removals_about(head, cs)
-        since = _since(head, rules)
-        return state.load_changed(orm, head, now, remote_ids, touched, count, since), cs
+        rechecked = listing.take_recheck(walk)
+        count = bool(walk.absent) or _removals_about(head, ChangeSet((), (), head.cursor))
+        st = state.load_changed(orm, head, now, set(), rechecked, count, walk.position, walk.top)
+    st, cs = listing.pass_feed(walk, st, rechecked, head.cursor)
+    return st, cs, (walk if st.walking else None)

@@ -305,12 +305,14 @@ def _breaker(b: Builder, inp: PlanInput, upcoming: int) -> Plan:
     candidates = [sid for sid, _ in b.removals]
     leftover = dict(b.removals)
     recent = {sid for sid, at in inp.recent_removals.items() if inp.now - at < rules.window}
-    count = len(recent | set(candidates))
+    # A listing planned in chunks: what it lacks elsewhere is as good as gone in this count.
+    later = inp.unplanned_removals if candidates else 0
+    count = len(recent | set(candidates)) + later
     population = upcoming + len(recent - set(inp.sessions))
     trip = count > rules.min_sessions and count > rules.fraction * max(population, 1)
     # A calendar that is suddenly empty is an accident until the admin says otherwise
     # (vdirsyncer's StorageEmpty), however few sessions it held.
-    trip = trip or (rules.on_empty and upcoming >= 2 and len(candidates) >= upcoming)
+    trip = trip or (rules.on_empty and upcoming >= 2 and len(candidates) + later >= upcoming)
     if inp.breaker_tripped or trip or held:
         known = {i.session_id: i for i in (*inp.intents.values(), *b.set_intents)}
         dropped = set(b.drop_intents)

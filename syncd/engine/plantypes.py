@@ -86,6 +86,9 @@ class PlanInput:
     #: Upcoming mirrored sessions the runner did not load (a cycle that loads only what
     #: changed): the breaker counts them in the calendar's population.
     unloaded_upcoming: int = 0
+    #: Events a full listing lacks whose sessions later passes plan (a listing compared in
+    #: chunks): with a removal confirmed in this pass, the breaker counts them as removed.
+    unplanned_removals: int = 0
 
 
 # --- outputs ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from syncd.engine import settled, state
 from syncd.engine.actions import ActionContext, alert_breaker, apply_action, session_url
 from syncd.engine.desired import GestureRules, desired_event
 from syncd.engine.fetch import load_and_fetch
+from syncd.engine.listing import Walk
 from syncd.engine.planner import (
     BreakerRules,
     Create,
@@ -164,10 +165,10 @@ def sync_calendar(
     """
     report = CycleReport(calendar_id)
     try:
-        passes, echoes_read = 0, False
+        passes, echoes_read, walk = 0, False, None
         while True:
             before = report.writes
-            _one_pass(ctx, settings, calendar_id, backend, report, fence)
+            walk = _one_pass(ctx, settings, calendar_id, backend, report, fence, walk)
             passes += 1
             over = fence.over_budget() if fence else False
             if report.error is not None or report.fenced or over or passes >= MAX_PASSES:
@@ -196,13 +197,14 @@ def _one_pass(
     backend: CalendarBackend,
     report: CycleReport,
     fence: Fence | None,
-) -> None:
-    """fetch → plan → commit → execute, once."""
+    walk: Walk | None = None,
+) -> Walk | None:
+    """fetch → plan → commit → execute, once; returns a full listing's walk still going."""
     now = ctx.clock().replace(microsecond=0)
     over_budget = fence.over_budget if fence else (lambda: False)
     try:
-        st, cs = load_and_fetch(
-            ctx, backend, calendar_id, settings.reconcile, settings.rules, now, report
+        st, cs, walk = load_and_fetch(
+            ctx, backend, calendar_id, settings.reconcile, settings.rules, now, report, walk
         )
         report.more = st.more
         report.changed += len(cs.changed)
@@ -224,6 +226,7 @@ def _one_pass(
             default_cancel_reason=st.admin.policy.default_cancel_reason,
             recent_removals=MappingProxyType(st.recent_removals),
             unloaded_upcoming=st.unloaded_upcoming,
+            unplanned_removals=st.unplanned_removals,
         )
         plan = plan_calendar(inp)
         if plan.verify:
@@ -232,14 +235,15 @@ def _one_pass(
     except AuthRevoked as err:
         report.error, report.auth_revoked = str(err), True
         _record_error(ctx, calendar_id, str(err), now, paused=True)
-        return
+        return None
     except BackendError as err:
         report.error = str(err)
         _record_error(ctx, calendar_id, str(err), now)
-        return
+        return None
     marks = settled.settle_marks(st, plan, inp.desired, settings.rules, now)
     writes = commit(ctx, settings, st, plan, cs, backend, now, report, fence, marks)
     execute(ctx, settings.rules, calendar_id, backend, writes, report, over_budget)
+    return walk
 
 
 def _record_error(
@@ -355,7 +359,7 @@ def commit(
             settled.save_marks(orm, cid, marks)
         if st.revision is not None:
             cal.synced_revision, cal.synced_id = st.revision, st.revision_id
-            cal.synced_rules = settled.rules_key(settings.rules)
+            cal.synced_rules = settled.rules_key(settings.rules, st.walking)
         cal.cursor = cs.cursor
         if cs.full or cs.reconciled:
             cal.reconciled_at = now

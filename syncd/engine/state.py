@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -66,6 +66,12 @@ class CalendarState:
     #: Only part of what changed was loaded (a catch-up): the next pass goes on.
     more: bool = False
     unloaded_upcoming: int = 0
+    #: The sessions changed after ``since`` that this pass loaded (a walk's chunk).
+    chunk: frozenset[str] = frozenset()
+    #: A full listing's walk goes on after this pass (engine/listing.py).
+    walking: bool = False
+    #: Events a full listing lacks that later passes will plan (the breaker counts them).
+    unplanned_removals: int = 0
 
 
 def get_calendar(orm: Orm, calendar_id: int, lock: bool = False) -> CalendarRow:
@@ -133,24 +139,27 @@ def load_changed(
     session_ids: set[str],
     count_rest: bool = False,
     since: tuple[int, str] = (-1, ""),
+    until: tuple[int, str] | None = None,
 ) -> CalendarState:
     """The sessions a cycle must plan: what the feed reported (``remote_ids``,
     ``session_ids``), pending gestures, unsettled events, and the sessions changed after
     ``since`` (revision, id) — at most :data:`MAX_PARTIAL` of those and of the unsettled
-    ones, oldest first: then ``more`` is set and the next pass goes on from there.
+    ones, oldest first: then ``more`` is set and the next pass goes on from there. With
+    ``until``, only sessions up to that (revision, id) count as changed.
 
     With ``count_rest`` (removals are about: the breaker needs the calendar's size), the
     upcoming mirrored sessions left unloaded are counted, in the same read.
     """
     cid = head.calendar_id
     rev, last_id = since
+    key = tuple_(SessionRow.revision, SessionRow.id)
+    # A row value: one range of the (admin_id, revision, id) index.
+    where = [SessionRow.admin_id == head.admin_id, key > tuple_(literal(rev), literal(last_id))]
+    if until is not None:
+        where.append(key <= tuple_(literal(until[0]), literal(until[1])))
     newer = orm.execute(
         select(SessionRow.revision, SessionRow.id)
-        .where(
-            SessionRow.admin_id == head.admin_id,
-            # A row value: one range of the (admin_id, revision, id) index.
-            tuple_(SessionRow.revision, SessionRow.id) > tuple_(literal(rev), literal(last_id)),
-        )
+        .where(*where)
         .order_by(SessionRow.revision, SessionRow.id)
         .limit(MAX_PARTIAL + 1)
     ).all()
@@ -179,7 +188,8 @@ def load_changed(
     )
     sids.update(unsettled)
     mark = (newer[-1][0], newer[-1][1]) if newer else since
-    st = replace(_load(orm, head, now, sids, mark), more=more)
+    chunk = frozenset(sid for _, sid in newer)
+    st = replace(_load(orm, head, now, sids, mark), more=more, chunk=chunk)
     if not count_rest:
         return st
     loaded = sum(
@@ -266,6 +276,13 @@ def _load(
 
 def known_etags(orm: Orm, calendar_id: int, admin_id: int, now: datetime) -> dict[str, str]:
     """remote id → etag of every event mirrored for a session that matters now."""
+    return dict(iter_known(orm, calendar_id, admin_id, now))
+
+
+def iter_known(
+    orm: Orm, calendar_id: int, admin_id: int, now: datetime
+) -> Iterator[tuple[str, str]]:
+    """:func:`known_etags`, as a stream of pairs (a few thousand rows held at a time)."""
     rows = orm.execute(
         select(MirrorRow.remote_id, MirrorRow.seen_etag, MirrorRow.written_etag)
         .join(SessionRow, SessionRow.id == MirrorRow.session_id)
@@ -275,8 +292,10 @@ def known_etags(orm: Orm, calendar_id: int, admin_id: int, now: datetime) -> dic
             SessionRow.admin_id == admin_id,
             SessionRow.end > now - WINDOW,
         )
+        .execution_options(yield_per=2000)
     )
-    return {rid: (seen or written or "") for rid, seen, written in rows}
+    for rid, seen, written in rows:
+        yield rid, (seen or written or "")
 
 
 def removals_of(cal: CalendarRow) -> dict[str, datetime]:
