@@ -34,7 +34,7 @@ from syncd.notify.outbox import enqueue
 from syncd.services import booking as services
 from syncd.store.context import Context
 from syncd.store.models import MirrorRow
-from syncd.store.repo import load_session_row
+from syncd.store.repo import get_admin_row, load_session_row
 
 log = logging.getLogger("syncd.engine")
 
@@ -118,7 +118,9 @@ def apply_action(
         return _not_applied(ac, sid, err, actions)  # the event goes with the session
     fresh = loaded[0]
     if not ac.held:
-        ac.held.append(loaded[1])  # the admin's row: read once, not once per action
+        # The admin's row, locked as the service would lock it: once a commit, not once an
+        # action (the lock holds until the commit).
+        ac.held.append(get_admin_row(orm, loaded[1].email, lock=True))
     if isinstance(action, ApplyReschedule):
         a = action
         if (fresh.start, fresh.end) == (a.start, a.end) and fresh.live:

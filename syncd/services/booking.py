@@ -237,11 +237,15 @@ def act_in(
     """Load, apply ``make`` and record one transition inside the caller's transaction.
 
     ``loaded``: the session with its admin row and row as the caller already read them in
-    this transaction, under ``load_session_row(..., lock=True)`` (the sync engine reads them
-    first to tell a reschedule to the session's own time).
+    this transaction, under ``load_session_row(..., lock=True)`` and with the admin's row
+    locked too (the sync engine reads them first to tell a reschedule to the session's own
+    time, and locks the admin once for all the gestures it commits together).
     """
-    session, admin_row, _row = loaded or load_session_row(orm, session_id, lock=True)
-    get_admin_row(orm, admin_row.email, lock=True)
+    if loaded is None:
+        session, admin_row, _row = load_session_row(orm, session_id, lock=True)
+        get_admin_row(orm, admin_row.email, lock=True)
+    else:  # the caller read them under this transaction's locks
+        session, admin_row, _row = loaded
     admin = admin_from_row(admin_row)
     t = transition(orm, admin_row.id, session, admin, make)
     _record(orm, ctx, t, admin, now)
