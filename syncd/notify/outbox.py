@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import CUSTOMER_NOTICES, Admin, Notice, NoticeKind, Session
@@ -67,14 +67,21 @@ def enqueue(
         if notice.to_customer:
             assert session is not None
             recipient = session.customer.email
-            kind, data = _coalesce(orm, session.id, kind, data)
+            # One read: the session's pending rows (to coalesce) and any row of this very
+            # revision (a notice written before, e.g. by a replayed commit).
+            prefix = f"{session.id}:{session.sequence}:"
+            near = _near(orm, session.id, prefix)
+            kind, data = _coalesce([r for r in near if r.status == PENDING], kind, data)
+            same = {r.dedupe_key: r for r in near if r.dedupe_key.startswith(prefix)}
             if kind is NoticeKind.RESCHEDULED and _back_where_it_was(data, session):
                 continue  # moved and moved back before anything was sent: nothing to tell
-            key = f"{session.id}:{session.sequence}:{kind.value}{dedupe_suffix}"
+            key = f"{prefix}{kind.value}{dedupe_suffix}"
+            existing = same.get(key)
         else:
             recipient = admin.email
             key = f"admin:{notice.session_id or '-'}:{notice.kind.value}:{now.isoformat()}"
             key += dedupe_suffix
+            existing = orm.scalars(select(OutboxRow).where(OutboxRow.dedupe_key == key)).first()
         payload: dict[str, Any] = {"data": data}
         if session is not None:
             payload["session"] = session_snapshot(session, admin, uid)
@@ -82,7 +89,6 @@ def enqueue(
             payload["admin"] = {"email": admin.email, "name": admin.name, "tz": admin.tz}
         if extra:
             payload.update(extra)
-        existing = orm.scalars(select(OutboxRow).where(OutboxRow.dedupe_key == key)).first()
         if existing is not None:
             rows.append(existing)
             continue
@@ -113,15 +119,24 @@ def _back_where_it_was(data: dict[str, Any], session: Session) -> bool:
     )
 
 
+def _near(orm: Orm, session_id: str, prefix: str) -> list[OutboxRow]:
+    """The session's pending rows and its rows keyed ``prefix...``, oldest first."""
+    return list(
+        orm.scalars(
+            select(OutboxRow)
+            .where(
+                OutboxRow.session_id == session_id,
+                or_(OutboxRow.status == PENDING, OutboxRow.dedupe_key.startswith(prefix)),
+            )
+            .order_by(OutboxRow.id)
+        ).all()
+    )
+
+
 def _coalesce(
-    orm: Orm, session_id: str, kind: NoticeKind, data: dict[str, Any]
+    stale: list[OutboxRow], kind: NoticeKind, data: dict[str, Any]
 ) -> tuple[NoticeKind, dict[str, Any]]:
-    """Supersede pending customer notices of the session; fold what they carried."""
-    stale = orm.scalars(
-        select(OutboxRow)
-        .where(OutboxRow.session_id == session_id, OutboxRow.status == PENDING)
-        .order_by(OutboxRow.id)
-    ).all()
+    """Supersede the session's pending customer notices; fold what they carried."""
     customer_kinds = {k.value for k in CUSTOMER_NOTICES}
     for row in stale:
         if row.kind not in customer_kinds:
