@@ -160,3 +160,21 @@ def test_rows_leased_and_not_attempted_are_given_back(ctx: Context) -> None:
         rest = orm.query(OutboxRow).filter(OutboxRow.attempts == 0).all()
         assert len(rest) == 3
         assert {(r.status, r.lease_owner, r.lease_until) for r in rest} == {("pending", None, None)}
+
+
+def test_a_notice_written_again_for_the_same_revision_is_the_same_row(ctx: Context) -> None:
+    """A replayed write of a customer notice (same session, same revision) adds no row."""
+    from syncd.domain.model import Notice, NoticeKind
+    from syncd.notify.outbox import enqueue
+    from syncd.services import booking as services
+    from syncd.store.repo import admin_from_row, load_session
+
+    (sid,) = _book(ctx, 1)
+    with ctx.db.write() as orm:
+        session, admin_row = load_session(orm, sid)
+        notice = Notice(NoticeKind.BOOKED, sid, {})
+        again = enqueue(orm, [notice], session, admin_from_row(admin_row), "uid", ctx.clock(), "h")
+    with ctx.db.read() as orm:
+        booked = orm.query(OutboxRow).filter(OutboxRow.session_id == sid).all()
+    assert len(booked) == 1 and [r.id for r in again] == [booked[0].id]
+    assert services.show(ctx, sid).id == sid
