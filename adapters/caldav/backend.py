@@ -19,6 +19,7 @@ preconditions and ``SCHEDULE-AGENT``, DAViCal duplicates UIDs) is in
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -59,6 +60,9 @@ __all__ = ["CTAG_PREFIX", "SYNC_PREFIX", "CalDAVBackend", "SchedulingRefused"]
 NO_SCHEDULING = {"Schedule-Reply": "F"}
 # Answers to a create that mean "this UID already lives elsewhere in the calendar".
 UID_CONFLICT_STATUSES = (403, 409)
+LOCKED = 423  # a write refused while the server stores another (Xandikos)
+LOCKED_RETRIES = 4
+LOCKED_WAIT_S = 0.05
 _told: set[str] = set()  # hrefs the admin was told about once (per process)
 
 
@@ -74,7 +78,13 @@ class CalDAVBackend:
     uses the ctag + etag-listing change feed (for servers without RFC 6578, and tests).
     ``server`` names the server's quirks (``sogo``, ``davical``); by default they are
     guessed from the URL.
+
+    Up to :attr:`write_concurrency` writes of one calendar run at once
+    (:mod:`syncd.engine.writes` keeps two writes of one event apart): a server that does
+    one at a time (Radicale) still overlaps syncd's own work for the others with it.
     """
+
+    write_concurrency = 4
 
     def __init__(
         self,
@@ -98,6 +108,8 @@ class CalDAVBackend:
             f"{parts.scheme}://{parts.netloc}", url, username, password, timeout, ua
         )
         self._feed = Feed(self._t, self._collection, self.quirks, force_ctag)
+        # href -> etag syncd wrote and recorded since the feed was last read (its echoes).
+        self._own: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------
     # Single events
@@ -150,7 +162,19 @@ class CalDAVBackend:
         headers = {"Content-Type": ICS, **condition}
         if people and has_people(data):
             headers.update(NO_SCHEDULING)
-        return self._t.send("PUT", self._t.url(href), data, headers)
+        return self._send_write("PUT", href, data, headers)
+
+    def _send_write(self, method: str, href: str, data: bytes, headers: Mapping[str, str]) -> Reply:
+        """A conditional write. One answered 423 Locked (Xandikos locks the collection while
+        it stores another write) was not applied: it is sent again after a moment, and
+        this calendar's writes go one at a time from then on."""
+        for attempt in range(LOCKED_RETRIES + 1):
+            reply = self._t.send(method, self._t.url(href), data, headers)
+            if reply.status != LOCKED or attempt == LOCKED_RETRIES:
+                return reply
+            self.write_concurrency = 1
+            time.sleep(LOCKED_WAIT_S * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _stored(
         self,
@@ -284,7 +308,7 @@ class CalDAVBackend:
             if changed:
                 headers["If-Match"] = self._put(href, marked, headers, "delete").etag
             headers.update(NO_SCHEDULING)
-        reply = self._t.send("DELETE", self._t.url(href), b"", headers)
+        reply = self._send_write("DELETE", href, b"", headers)
         if reply.ok or reply.status in (404, 410):
             return
         if reply.status == 412:
@@ -295,8 +319,22 @@ class CalDAVBackend:
     # Change feed
 
     def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
-        """Changes since ``cursor``; ``None`` gives a full listing (see ``feed.Feed``)."""
-        return self._feed.changes(cursor, known)
+        """Changes since ``cursor``; ``None`` gives a full listing (see ``feed.Feed``).
+
+        A delta that follows syncd's own recorded writes leaves out the events that still
+        carry the etag recorded for them (:meth:`recorded`): neither fetched nor parsed.
+        """
+        own, self._own = self._own, {}
+        return self._feed.changes(cursor, known, own)
+
+    def recorded(self, etags: Mapping[str, str | None]) -> None:
+        """What syncd recorded for its writes (``href -> etag``, ``None`` when deleted)."""
+        for href, etag in etags.items():
+            key = dav.normalize_href(href)
+            if etag is None:
+                self._own.pop(key, None)
+            else:
+                self._own[key] = strong_etag(etag)
 
     def listing(self) -> dict[str, str]:
         """Every member's href and etag (one Depth:1 PROPFIND): the cheap reconciliation."""

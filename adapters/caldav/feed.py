@@ -47,32 +47,44 @@ class Feed:
         self._quirks = quirks
         self._force_ctag = force_ctag
 
-    def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
-        """Changes since ``cursor``; ``None`` gives a full listing (see the module)."""
+    def changes(
+        self, cursor: str | None, known: Mapping[str, str], own: Mapping[str, str] | None = None
+    ) -> ChangeSet:
+        """Changes since ``cursor``; ``None`` gives a full listing (see the module).
+
+        ``own`` (href -> etag of syncd's writes since the last read, already recorded): a
+        sync-collection delta asks for etags alone, leaves out the members still at those
+        etags (syncd's echoes) and fetches the rest with calendar-multiget.
+        """
         if cursor is None:
             if known:
                 return self._reconcile(known)
             if self._force_ctag:
                 return self._ctag_changes(None, known)
-            return self._sync_changes("", known)
+            return self._sync_changes("", known, {})
         if cursor.startswith(CTAG_PREFIX):
             return self._ctag_changes(cursor.removeprefix(CTAG_PREFIX), known)
         if cursor.startswith(SYNC_PREFIX) and not self._force_ctag:
             token = cursor.removeprefix(SYNC_PREFIX)
             if token:
-                return self._sync_changes(token, known)
+                return self._sync_changes(token, known, own or {})
         raise CursorExpired(f"cursor {cursor!r} is not valid for this calendar")
 
     # -- sync-collection ---------------------------------------------------------------
 
-    def _sync_changes(self, token: str, known: Mapping[str, str]) -> ChangeSet:
+    def _sync_changes(
+        self, token: str, known: Mapping[str, str], own: Mapping[str, str]
+    ) -> ChangeSet:
         full = not token
+        etags_only = bool(own) and not full
         sent = token
         what = f"sync-collection {self._collection}"
         changed: dict[str, dav.DavResponse] = {}
         removed: set[str] = set()
         for _ in range(MAX_SYNC_ROUNDS):
-            reply = self._t.report(self._collection, dav.sync_collection_body(token), "0")
+            reply = self._t.report(
+                self._collection, dav.sync_collection_body(token, etags_only), "0"
+            )
             if reply.status != 207:
                 if not full and reply.status in INVALID_TOKEN_STATUSES:
                     log.info(
@@ -109,7 +121,7 @@ class Feed:
             raise Transient(f"{what}: the server kept truncating the answer")
         if not full and not self._quirks.refuses_bad_tokens and changed and token != sent:
             removed |= self._check_delta(known)
-        events = self._events(changed.values())
+        events = self._events(i for i in changed.values() if not _echo(i, own))
         return ChangeSet(
             changed=tuple(events),
             removed=() if full else tuple(sorted(removed)),
@@ -252,6 +264,13 @@ class Feed:
                     raise Transient(f"{what}: no data or etag for {item.href}")
                 _collect(out, item.href, etag, data)
         return out
+
+
+def _echo(item: dav.DavResponse, own: Mapping[str, str]) -> bool:
+    """Whether a reported member still carries the etag recorded for syncd's write."""
+    mine = own.get(item.href)
+    etag = item.text(dav.DAV + "getetag")
+    return mine is not None and etag is not None and strong_etag(etag) == mine
 
 
 def _ctag(props: dav.DavResponse) -> str:

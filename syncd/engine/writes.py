@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy import select
 
@@ -51,13 +53,30 @@ class _Written:
     gone: bool = False
     seen: str | None = None
     remote_id: str | None = None
+    href: str | None = None  # where the write left ``etag``
+
+
+@runtime_checkable
+class NotesRecorded(Protocol):
+    """A backend that wants to know the etags syncd recorded for its writes.
+
+    Told after each batch commits (``None``: the event is gone), it may skip reading those
+    events back from its change feed while they still carry that etag: the planner would
+    find each one equal to what it last saw, and do nothing.
+    """
+
+    def recorded(self, etags: Mapping[str, str | None]) -> None:
+        """``href -> etag`` just recorded on the mirror rows."""
 
 
 class _Recorder:
     """Records the results of a run of writes, :data:`RECORD_BATCH` per transaction."""
 
-    def __init__(self, ctx: Context, calendar_id: int, report: CycleReport) -> None:
+    def __init__(
+        self, ctx: Context, calendar_id: int, report: CycleReport, backend: CalendarBackend
+    ) -> None:
         self._ctx, self._cid, self._report = ctx, calendar_id, report
+        self._notes = backend if isinstance(backend, NotesRecorded) else None
         self._pending: list[_Written] = []
 
     def add(self, result: _Written) -> None:
@@ -72,12 +91,15 @@ class _Recorder:
         if not batch:
             return
         try:
-            _record(self._ctx, self._cid, batch)
+            recorded = _record(self._ctx, self._cid, batch)
         except Exception as err:  # the events stand; the next cycle adopts their etags
             log.exception("calendar %s: could not record %d writes", self._cid, len(batch))
             self._report.writes -= len(batch)
             self._report.write_failures += len(batch)
             self._report.error = self._report.error or f"{type(err).__name__}: {err}"
+            return
+        if self._notes is not None and recorded:
+            self._notes.recorded(recorded)
 
 
 def execute(
@@ -95,11 +117,25 @@ def execute(
     wait for the next cycle (the planner plans them again). The results are recorded in
     batches, all of them before this returns (see the module).
     """
-    recorder = _Recorder(ctx, calendar_id, report)
+    recorder = _Recorder(ctx, calendar_id, report, backend)
     try:
         _run(ctx, rules, calendar_id, backend, writes, report, over_budget, recorder)
     finally:
         recorder.flush()
+
+
+def _keys(backend: CalendarBackend, w: Write) -> set[str]:
+    """What a write touches: its session and its event's id (a create's future id)."""
+    if isinstance(w, Create):
+        return {w.session_id, backend.remote_id_for(w.event.uid, w.session_id)}
+    return {w.session_id, w.remote_id}
+
+
+def _lanes(backend: CalendarBackend) -> int:
+    """Writes one calendar keeps in flight: what the backend allows now (1 unless it says;
+    it may lower it while the writes run)."""
+    allowed = getattr(backend, "write_concurrency", 1)
+    return max(1, allowed) if isinstance(allowed, int) else 1
 
 
 def _run(
@@ -112,32 +148,111 @@ def _run(
     over_budget: Callable[[], bool],
     recorder: _Recorder,
 ) -> None:
-    for w in writes:
+    """The writes in plan order, up to :func:`_lanes` at a time past the first (which goes
+    alone: it settles authentication and the connection for the others)."""
+    lanes = min(_lanes(backend), len(writes))
+    todo = iter(writes)
+    for w in todo:
         if over_budget():
-            log.warning("calendar %s: time budget spent; writes continue next cycle", calendar_id)
-            break
-        try:
-            recorder.add(_write_one(rules, backend, w))
-        except PreconditionFailed as err:
-            log.info(
-                "calendar %s: %s changed meanwhile (%s); re-read next cycle",
-                calendar_id,
-                w.session_id,
-                err,
+            _stop(calendar_id)
+            return
+        _settle(ctx, calendar_id, w, _attempt(rules, backend, w), report, recorder)
+        if lanes > 1 and _lanes(backend) > 1:
+            _overlapped(
+                ctx, rules, calendar_id, backend, todo, report, over_budget, recorder, lanes
             )
-            report.write_failures += 1
-        except WriteRefused as err:  # not an outage: the admin is told once
-            log.warning("calendar %s: %s left alone: %s", calendar_id, w.session_id, err)
-            report.write_failures += 1
-            _tell_refused(ctx, calendar_id, w, str(err))
-        except BackendError as err:
-            log.warning("calendar %s: write for %s failed: %s", calendar_id, w.session_id, err)
-            report.write_failures += 1
-            report.error = report.error or str(err)
-        except Exception as err:  # an adapter bug on one event never stops the others
-            log.exception("calendar %s: write for %s broke", calendar_id, w.session_id)
-            report.write_failures += 1
-            report.error = report.error or f"{type(err).__name__}: {err}"
+
+
+def _overlapped(
+    ctx: Context,
+    rules: GestureRules,
+    calendar_id: int,
+    backend: CalendarBackend,
+    todo: Iterator[Write],
+    report: CycleReport,
+    over_budget: Callable[[], bool],
+    recorder: _Recorder,
+    lanes: int,
+) -> None:
+    """Up to ``lanes`` writes in flight, started in plan order; two writes that share a
+    session or an event id never overlap (the second starts once the first is done).
+    Results are settled and recorded on this thread, so recording overlaps the writes."""
+    flying: dict[Future[_Written], tuple[Write, set[str]]] = {}
+    busy: set[str] = set()
+
+    def land() -> None:
+        done, _ = wait(flying, return_when=FIRST_COMPLETED)
+        for fut in [f for f in flying if f in done]:
+            w, keys = flying.pop(fut)
+            busy.difference_update(keys)
+            _settle(ctx, calendar_id, w, fut.result, report, recorder)
+
+    name = f"syncd-writes-{calendar_id}"
+    with ThreadPoolExecutor(lanes, thread_name_prefix=name) as pool:
+        try:
+            for w in todo:
+                if over_budget():
+                    _stop(calendar_id)
+                    break
+                keys = _keys(backend, w)
+                while flying and (len(flying) >= min(lanes, _lanes(backend)) or keys & busy):
+                    land()
+                busy |= keys
+                flying[pool.submit(_write_one, rules, backend, w)] = (w, keys)
+        finally:
+            while flying:
+                land()
+
+
+def _stop(calendar_id: int) -> None:
+    log.warning("calendar %s: time budget spent; writes continue next cycle", calendar_id)
+
+
+def _attempt(rules: GestureRules, backend: CalendarBackend, w: Write) -> Callable[[], _Written]:
+    """The write, done now; its outcome (a result, or the error it raised) for _settle."""
+    try:
+        result = _write_one(rules, backend, w)
+    except Exception as err:
+        failure = err
+
+        def fail() -> _Written:
+            raise failure
+
+        return fail
+    return lambda: result
+
+
+def _settle(
+    ctx: Context,
+    calendar_id: int,
+    w: Write,
+    outcome: Callable[[], _Written],
+    report: CycleReport,
+    recorder: _Recorder,
+) -> None:
+    """Record one write's result, or count its failure (``outcome`` raises it)."""
+    try:
+        recorder.add(outcome())
+    except PreconditionFailed as err:
+        log.info(
+            "calendar %s: %s changed meanwhile (%s); re-read next cycle",
+            calendar_id,
+            w.session_id,
+            err,
+        )
+        report.write_failures += 1
+    except WriteRefused as err:  # not an outage: the admin is told once
+        log.warning("calendar %s: %s left alone: %s", calendar_id, w.session_id, err)
+        report.write_failures += 1
+        _tell_refused(ctx, calendar_id, w, str(err))
+    except BackendError as err:
+        log.warning("calendar %s: write for %s failed: %s", calendar_id, w.session_id, err)
+        report.write_failures += 1
+        report.error = report.error or str(err)
+    except Exception as err:  # an adapter bug on one event never stops the others
+        log.exception("calendar %s: write for %s broke", calendar_id, w.session_id)
+        report.write_failures += 1
+        report.error = report.error or f"{type(err).__name__}: {err}"
 
 
 def _tell_refused(ctx: Context, calendar_id: int, w: Write, reason: str) -> None:
@@ -172,9 +287,13 @@ def monotonic_deadline(budget_s: float | None) -> Callable[[], bool]:
     return lambda: time.monotonic() >= end
 
 
-def _record(ctx: Context, calendar_id: int, batch: list[_Written]) -> None:
-    """Record a batch of write results on their mirror rows, in order, in one transaction."""
+def _record(ctx: Context, calendar_id: int, batch: list[_Written]) -> dict[str, str | None]:
+    """Record a batch of write results on their mirror rows, in order, in one transaction.
+
+    Returns ``href -> etag`` of what now stands recorded as both written and seen there
+    (``None``: recorded gone)."""
     sids = {r.session_id for r in batch}
+    out: dict[str, str | None] = {}
     with ctx.db.write() as orm:
         rows = {
             m.session_id: m
@@ -193,6 +312,9 @@ def _record(ctx: Context, calendar_id: int, batch: list[_Written]) -> None:
             m.written_etag, m.written_hash = r.etag, r.digest
             m.seen_etag = r.seen if r.seen is not None else r.etag
             m.gone = r.gone
+            if r.href is not None and (r.gone or m.seen_etag == r.etag):
+                out[r.href] = None if r.gone else r.etag
+    return out
 
 
 def _write_one(rules: GestureRules, backend: CalendarBackend, w: Write) -> _Written:
@@ -208,7 +330,7 @@ def _write_one(rules: GestureRules, backend: CalendarBackend, w: Write) -> _Writ
                 fresh = None
             if fresh is not None:
                 backend.delete(w.remote_id, fresh.etag)
-        return _Written(w.session_id, None, None, gone=True)
+        return _Written(w.session_id, None, None, gone=True, href=w.remote_id)
     digest = desired_hash(w.event, rules)
     if isinstance(w, Create):
         remote_id = backend.remote_id_for(w.event.uid, w.session_id)
@@ -219,6 +341,6 @@ def _write_one(rules: GestureRules, backend: CalendarBackend, w: Write) -> _Writ
             if content_hash(ev.content, rules, w.event.summary) != digest:
                 # Someone else's content at our id: make the next cycle write ours over it.
                 return _Written(w.session_id, None, digest, seen=ev.etag)
-        return _Written(w.session_id, ev.etag, digest, remote_id=ev.remote_id)
+        return _Written(w.session_id, ev.etag, digest, remote_id=ev.remote_id, href=ev.remote_id)
     ev = backend.update(w.remote_id, w.event, w.etag)
-    return _Written(w.session_id, ev.etag, digest)
+    return _Written(w.session_id, ev.etag, digest, href=ev.remote_id)

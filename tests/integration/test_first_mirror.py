@@ -1,0 +1,156 @@
+"""Issue 11 goal 6: a first mirror on a real server writes in parallel and reads back
+nothing of its own.
+
+The second pass of a cycle that wrote reads the feed past syncd's writes: on a
+sync-collection server it asks for etags alone and leaves out every member still at the
+etag recorded for syncd's write (no multiget, no parse). What anyone else changed in
+between is fetched and acted on as always. Radicale and Xandikos; the first test fails
+when the echoes are fetched again (``changed`` counts them).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from adapters.caldav.backend import CalDAVBackend
+from syncd.app.knobs import engine_settings
+from syncd.engine.runner import CycleReport, sync_calendar
+from syncd.store.models import MirrorRow
+from tests.contract.samples import desired
+from tests.contract.test_caldav_wire import Req, Stub, stub  # noqa: F401 (the fixture)
+from tests.integration.world import World
+from tests.servers import Server
+
+N = 9
+
+
+class Spy(CalDAVBackend):
+    """The CalDAV backend, noting every REPORT body it sends."""
+
+    def __init__(self, world: World) -> None:
+        server = world.server
+        super().__init__(world.url, server.username, server.password, timeout=20)
+        self.reports: list[str] = []
+        real = self._t.send
+
+        def send(method: str, url: str, body: bytes = b"", *a: Any, **kw: Any) -> Any:
+            if method == "REPORT":
+                self.reports.append(body.decode())
+            return real(method, url, body, *a, **kw)
+
+        self._t.send = send  # type: ignore[method-assign]
+
+
+def first_cycle(world: World, backend: CalDAVBackend) -> tuple[CycleReport, dict[str, Any]]:
+    """N new sessions mirrored by one cycle through ``backend``; their starts as booked."""
+    starts = {}
+    for i in range(N):
+        sid = world.book(days=2 + i / 8, name=f"C{i}")
+        starts[sid] = world.session(sid).start
+    try:
+        return sync_calendar(world.ctx, engine_settings(world.cfg), world.cal_id, backend), starts
+    finally:
+        backend.close()
+
+
+def recorded(world: World) -> dict[str, tuple[str, str | None, str | None]]:
+    with world.db.read() as orm:
+        rows = orm.scalars(select(MirrorRow).where(MirrorRow.calendar_id == world.cal_id))
+        return {m.session_id: (m.remote_id, m.written_etag, m.seen_etag) for m in rows}
+
+
+def test_the_second_pass_fetches_and_parses_none_of_syncds_own_events(
+    caldav_server: Server, tmp_path: Path
+) -> None:
+    world = World(tmp_path, caldav_server)
+    spy = Spy(world)
+    report, _ = first_cycle(world, spy)
+    assert report.error is None and report.writes == N and report.write_failures == 0
+    assert report.changed == 0, report  # every echo left out
+    second = spy.reports[-1]
+    assert "sync-collection" in second and "calendar-data" not in second  # etags alone
+    assert not any("calendar-multiget" in r for r in spy.reports)
+    rows = recorded(world)
+    assert len(rows) == N
+    reader = CalDAVBackend(world.url, caldav_server.username, caldav_server.password)
+    listing = reader.listing()
+    reader.close()
+    for remote_id, etag, seen in rows.values():
+        assert etag == seen == listing[remote_id]  # each write recorded once, as stored
+    world.assert_quiet()
+
+
+class EditsBetween(Spy):
+    """Once the first writes are recorded, the admin moves one event two hours later
+    (before the feed is read again)."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        self._server = world.server
+        self.moved = ""
+
+    def recorded(self, etags: Any) -> None:
+        super().recorded(etags)
+        if self.moved or not etags:
+            return
+        href = sorted(etags)[0]
+        url = self._t.url(href)
+        status, headers, body = self._server.request("GET", url)
+        assert status == 200
+        text = re.sub(r"(?m)^(DTSTART|DTEND):(\d{8}T\d{6})Z", _later, body.decode())
+        etag = {k.lower(): v for k, v in headers.items()}["etag"]
+        put_headers = {"Content-Type": "text/calendar; charset=utf-8", "If-Match": etag}
+        status, _, _ = self._server.request("PUT", url, text.encode(), put_headers)
+        assert status in (200, 201, 204), status
+        self.moved = href
+
+
+def _later(m: re.Match[str]) -> str:
+    at = datetime.strptime(m.group(2), "%Y%m%dT%H%M%S") + timedelta(hours=2)
+    return f"{m.group(1)}:{at:%Y%m%dT%H%M%S}Z"
+
+
+def test_an_edit_between_the_writes_and_the_next_read_is_fetched_and_applied(
+    caldav_server: Server, tmp_path: Path
+) -> None:
+    world = World(tmp_path, caldav_server)
+    spy = EditsBetween(world)
+    report, starts = first_cycle(world, spy)
+    assert report.error is None and spy.moved, report
+    assert report.changed == 1, report  # the admin's edit, and none of the echoes
+    multigets = [r for r in spy.reports if "calendar-multiget" in r]
+    assert len(multigets) == 1 and spy.moved in multigets[0]
+    sid = next(s for s, (rid, _, _) in recorded(world).items() if rid == spy.moved)
+    session = world.session(sid)
+    assert session.start == starts[sid] + timedelta(hours=2)  # the move applied
+    world.assert_quiet()
+
+
+def test_a_write_refused_as_locked_is_sent_again_and_the_rest_go_one_at_a_time(
+    stub: Stub,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """Xandikos answers 423 Locked to a write while it stores another: nothing was applied,
+    so the adapter sends it again (it is conditional) and stops overlapping writes."""
+    locked = {"left": 2}
+
+    def handler(req: Req) -> tuple[int, dict[str, str], str]:
+        if req.method == "PUT" and locked["left"]:
+            locked["left"] -= 1
+            return 423, {}, ""
+        if req.method == "PUT":
+            assert req.headers.get("if-none-match") == "*"
+            return 201, {"ETag": '"e1"'}, ""
+        return 500, {}, ""
+
+    stub.handler = handler
+    backend = CalDAVBackend(stub.url, "u", "p")
+    assert backend.write_concurrency > 1
+    ev = backend.create(desired("s1"))
+    backend.close()
+    assert ev.etag == '"e1"' and stub.methods() == ["PUT", "PUT", "PUT"]
+    assert backend.write_concurrency == 1

@@ -1,0 +1,177 @@
+"""Issue 11 goal 6: a calendar's writes run several at a time, and nothing is lost or doubled.
+
+A backend that sets ``write_concurrency`` gets that many writes in flight
+(:mod:`syncd.engine.writes`); the first write goes alone, two writes of one session or one
+event id never overlap, every result is recorded once, and a failed or refused write is
+left to the next cycle exactly as when they ran one by one. On the real runner over the
+in-memory calendar (made thread-safe here); the first test fails with sequential writes
+(its barrier never fills), the others guard the rules the overlap must keep.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from syncd.domain.model import Customer, NoticeKind
+from syncd.engine import writes
+from syncd.engine.plantypes import Delete, Write
+from syncd.engine.report import CycleReport
+from syncd.engine.runner import Fence, sync_calendar
+from syncd.ports import DesiredEvent, RemoteEvent, Transient, WriteRefused
+from syncd.services import booking as services
+from syncd.store.models import MirrorRow
+from tests.fakes.memory_backend import MemoryBackend, MemoryCalendar
+from tests.unit.harness import ADMIN, NOW, Harness
+
+N = 23
+LANES = 4
+
+
+class Parallel(MemoryBackend):
+    """The in-memory calendar with ``LANES`` writes allowed at once; counts what overlaps."""
+
+    write_concurrency = LANES
+
+    def __init__(self, cal: MemoryCalendar) -> None:
+        super().__init__(cal)
+        self.lock = threading.Lock()
+        self.flying: list[str] = []
+        self.most = 0
+        self.calls = 0
+        self.gate: threading.Barrier | None = None  # held by writes 2..LANES+1
+        self.fail: set[str] = set()  # session ids whose create fails
+        self.refuse: set[str] = set()  # session ids whose create is refused
+        self.slow, self.slowed = "", threading.Event()  # a delete that waits for another
+
+    def _enter(self, key: str) -> threading.Barrier | None:
+        with self.lock:
+            assert key not in self.flying, f"two writes of {key} overlap"
+            self.flying.append(key)
+            self.most = max(self.most, len(self.flying))
+            self.calls += 1
+            return self.gate if 2 <= self.calls <= LANES + 1 else None
+
+    def _leave(self, key: str) -> None:
+        with self.lock:
+            self.flying.remove(key)
+
+    def create(self, event: DesiredEvent) -> RemoteEvent:
+        gate = self._enter(event.session_id)
+        try:
+            if gate is not None:
+                gate.wait(timeout=20)  # only fills when LANES writes are in flight together
+            if event.session_id in self.fail:
+                raise Transient("connection reset")
+            if event.session_id in self.refuse:
+                raise WriteRefused("the server would email the attendees")
+            with self.lock:
+                return super().create(event)
+        finally:
+            self._leave(event.session_id)
+
+    def delete(self, remote_id: str, etag: str | None) -> None:
+        self._enter(remote_id)
+        try:
+            if remote_id == self.slow:  # lets any write that would overlap it start first
+                self.slowed.clear()
+                self.slowed.wait(timeout=1)
+            else:
+                self.slowed.set()
+            with self.lock:
+                super().delete(remote_id, etag)
+        finally:
+            self._leave(remote_id)
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    world = Harness([])
+    world.backend = Parallel(world.cal)  # type: ignore[assignment]
+    yield world
+    world.close()
+
+
+def book(h: Harness, n: int) -> list[str]:
+    out = []
+    for i in range(n):
+        start = NOW + timedelta(days=2, hours=i)
+        customer = Customer(f"c{i}@example.org", f"C{i}", "UTC")
+        out.append(services.book(h.ctx, ADMIN, customer, start, start + timedelta(hours=1)).id)
+    return out
+
+
+def recorded(h: Harness) -> dict[str, tuple[str, str | None, str | None]]:
+    with h.db.read() as orm:
+        rows = orm.scalars(select(MirrorRow).where(MirrorRow.calendar_id == h.cal_id))
+        return {m.session_id: (m.remote_id, m.written_etag, m.seen_etag) for m in rows}
+
+
+def test_writes_of_one_calendar_overlap_and_each_is_recorded_once(h: Harness) -> None:
+    backend: Parallel = h.backend  # type: ignore[assignment]
+    backend.gate = threading.Barrier(LANES, timeout=20)
+    book(h, N)
+    report = h.cycle()
+    assert report.error is None and report.write_failures == 0, report
+    assert report.writes == N and backend.calls == N
+    assert backend.most == LANES  # the barrier filled: LANES writes were in flight at once
+    rows = recorded(h)
+    assert len(rows) == N == len(h.cal.events)
+    for remote_id, etag, seen in rows.values():
+        assert etag == seen == h.cal.events[remote_id].etag
+    again = h.cycle()
+    assert again.writes == 0 and backend.calls == N  # nothing written twice
+
+
+def test_a_failed_or_refused_write_among_others_waits_for_the_next_cycle(h: Harness) -> None:
+    backend: Parallel = h.backend  # type: ignore[assignment]
+    sids = book(h, N)
+    backend.fail, backend.refuse = {sids[5]}, {sids[9]}
+    report = h.cycle()
+    assert report.writes == N - 2 and report.write_failures == 2, report
+    assert report.error and "connection reset" in report.error
+    rows = recorded(h)
+    assert rows[sids[5]][1] is None and rows[sids[9]][1] is None  # unsettled, as before
+    assert len(h.cal.events) == N - 2
+    told = [e for e in h.emails(ADMIN) if e[0] == NoticeKind.WRITE_REFUSED.value]
+    assert len(told) == 1  # the admin is told once, from the recording thread
+    backend.fail, backend.refuse = set(), set()
+    second = h.cycle()
+    assert second.error is None and second.writes == 2  # exactly the two, once each
+    assert len(h.cal.events) == N
+    assert h.cycle().writes == 0
+
+
+def test_two_writes_of_one_event_never_overlap(h: Harness) -> None:
+    """Writes that share a session or an event id run in plan order, one after the other
+    (the backend asserts that no key is in flight twice)."""
+    backend: Parallel = h.backend  # type: ignore[assignment]
+    backend.slow = "/cal/b.ics"
+    plan: list[Write] = [
+        Delete(sid, f"/cal/{name}.ics", None)
+        for sid, name in [("s0", "a"), ("s1", "b"), ("s1", "c"), ("s2", "b"), ("s3", "e")]
+    ]
+    report = CycleReport(h.cal_id)
+    writes.execute(h.ctx, h.settings.rules, h.cal_id, backend, plan, report)
+    assert report.write_failures == 0 and report.writes == 5, report
+    assert backend.calls == 5  # and the backend saw no session or event id twice at once
+
+
+def test_writes_past_the_budget_wait_and_those_in_flight_are_recorded(h: Harness) -> None:
+    backend: Parallel = h.backend  # type: ignore[assignment]
+    book(h, N)
+    h.take_lease("w1")
+    report = sync_calendar(
+        h.ctx, h.settings, h.cal_id, backend, Fence("w1", lambda: backend.calls >= 9)
+    )
+    started = backend.calls
+    assert 9 <= started <= 9 + LANES and report.writes == started
+    rows = recorded(h)
+    written = [sid for sid, (_, etag, _) in rows.items() if etag is not None]
+    assert len(written) == started == len(h.cal.events)
+    assert h.cycle().writes == N - started
+    assert len(h.cal.events) == N
