@@ -8,12 +8,17 @@ SQLite file also queue on a lock before ``BEGIN IMMEDIATE``: SQLite's busy handl
 sleeping (up to 100 ms a try), which with a pool of sync threads left the write lock idle
 most of the time (issue 11). The connection pool covers the sync threads
 (:data:`POOL_SIZE`). PostgreSQL goes through psycopg 3; row
-locks (``FOR UPDATE``) serialize what must be serialized.
+locks (``FOR UPDATE``) serialize what must be serialized. Every PostgreSQL statement is a
+round trip, and a sync thread waits for the GIL after each one, so none is spent on
+nothing (issue 11, goal 8): a read runs in autocommit (no ``BEGIN``/``COMMIT``; under READ
+COMMITTED each statement had its own snapshot anyway), and a pooled connection is pinged
+only when it comes back into use after :data:`PING_IDLE_S` idle, not at every checkout.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -21,7 +26,13 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    InvalidatePoolError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.errors import ConfigError, PeerUnavailable
@@ -32,6 +43,10 @@ READ_ONLY = "syncd_read_only"
 #: Pooled connections kept (and as many more opened at peak): above ``[sync] workers``
 #: (16 by default) plus the lease heartbeat, the loop and the web server's threads.
 POOL_SIZE = 24
+#: A pooled PostgreSQL connection idle this long is pinged before it is handed out (one
+#: that failed the ping is replaced, with every other pooled one: the server restarted).
+PING_IDLE_S = 10.0
+_IDLE_SINCE = "syncd_idle_since"
 _file_locks: dict[str, threading.RLock] = {}
 _file_locks_guard = threading.Lock()
 
@@ -76,6 +91,34 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None
 
 
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only if it sat idle :data:`PING_IDLE_S`."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None or time.monotonic() - since < PING_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as err:  # the pool reconnects (and drops the other stale ones)
+            raise InvalidatePoolError(f"a pooled connection is gone: {err}") from err
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _stream_in_transaction(
+        _conn: Any, cursor: Any, _stmt: Any, _params: Any, _ctx: Any, _many: bool
+    ) -> None:
+        # A read streaming rows (``yield_per``) uses a server-side cursor, which lives only
+        # inside a transaction: psycopg opens one, and the read's end commits it.
+        raw = cursor.connection
+        if getattr(cursor, "name", None) and raw.autocommit:
+            raw.autocommit = False
+
+
 class Database:
     """One database: ``db.read()`` for queries, ``db.write()`` for one atomic transaction."""
 
@@ -105,14 +148,16 @@ class Database:
         else:
             self._writers = None  # row locks serialize what must be
             try:
-                self.engine = create_engine(
-                    url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_SIZE
-                )
+                self.engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE)
             except (ArgumentError, NoSuchModuleError, ImportError) as err:
                 raise ConfigError(f'[database] url = "{url}" cannot be used: {err}') from err
+            _ping_idle_connections(self.engine)
+        read_options: dict[str, Any] = {READ_ONLY: True}
+        if not self.is_sqlite:
+            read_options["isolation_level"] = "AUTOCOMMIT"
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self._read_factory = sessionmaker(
-            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+            self.engine.execution_options(**read_options), expire_on_commit=False
         )
 
     @contextmanager
