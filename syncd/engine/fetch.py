@@ -8,27 +8,23 @@ removals are about, the breaker's population (the upcoming sessions left unloade
 counted by the database, not loaded. A calendar never planned, or planned with other
 gesture rules (and every calendar once after the upgrade to 0005), catches up from the
 start the same way. A full listing — a calendar's first sync, or a backend's answer to an
-expired cursor — is compared with the mirror in the same chunks, kept in a compact form
-across the passes (:mod:`syncd.engine.listing`). A reconciliation is an adapter's own
-comparison with ``known``, read only when the adapter asks for it.
+expired cursor — is reduced to its difference with the mirror's etags, planned a few
+hundred events a pass like a feed naming them (:mod:`syncd.engine.listing`). A
+reconciliation is an adapter's own comparison with ``known``, read only when the adapter
+asks for it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
 from datetime import datetime, timedelta
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session as Orm
 
 from syncd.engine import listing, settled, state
 from syncd.engine.desired import GestureRules
 from syncd.engine.report import CycleReport
 from syncd.ports import CalendarBackend, ChangeSet, CursorExpired
 from syncd.store.context import Context
-from syncd.store.models import MirrorRow
 
 log = logging.getLogger("syncd.engine")
 
@@ -104,34 +100,11 @@ def _removals_about(head: state.Head, cs: ChangeSet) -> bool:
     )
 
 
-def _without_echoes(orm: Orm, head: state.Head, cs: ChangeSet) -> ChangeSet:
-    """A long feed without the events that show the etag the mirror holds (syncd's own
-    writes coming back, as after a first sync): their sessions need no loading."""
-    if len(cs.changed) <= state.MAX_PARTIAL:
-        return cs
-    ids = [e.remote_id for e in cs.changed]
-    held: dict[str, str] = {}
-    for i in range(0, len(ids), 500):
-        rows = orm.execute(
-            select(MirrorRow.remote_id, MirrorRow.seen_etag, MirrorRow.written_etag).where(
-                MirrorRow.calendar_id == head.calendar_id, MirrorRow.remote_id.in_(ids[i : i + 500])
-            )
-        )
-        held.update((rid, seen or written or "") for rid, seen, written in rows)
-    keep = tuple(
-        e
-        for e in cs.changed
-        if held.get(e.remote_id) != e.etag or e.content.session_id in head.intents
-    )
-    return replace(cs, changed=keep)
-
-
 def _listed(
     ctx: Context,
     backend: CalendarBackend,
     head: state.Head,
     reconcile: timedelta,
-    rules: GestureRules,
     now: datetime,
     report: CycleReport,
 ) -> ChangeSet | listing.Walk:
@@ -146,7 +119,7 @@ def _listed(
     if not cs.full:
         return cs
     with ctx.db.read() as orm:
-        return listing.start(orm, head, cs, lazy.loaded(), rules, now)
+        return listing.start(orm, head, cs, lazy.loaded(), now)
 
 
 def load_and_fetch(
@@ -164,10 +137,9 @@ def load_and_fetch(
     with ctx.db.read() as orm:
         head = state.load_head(orm, calendar_id)
     if walk is None:  # no transaction stays open across the request
-        got = _listed(ctx, backend, head, reconcile, rules, now, report)
+        got = _listed(ctx, backend, head, reconcile, now, report)
         if isinstance(got, ChangeSet):
             with ctx.db.read() as orm:
-                got = _without_echoes(orm, head, got)
                 touched = {e.content.session_id for e in got.changed if e.content.session_id}
                 remote_ids = {e.remote_id for e in got.changed} | set(got.removed)
                 count = _removals_about(head, got)
@@ -176,8 +148,9 @@ def load_and_fetch(
             return st, got, None
         walk = got
     with ctx.db.read() as orm:
-        rechecked = listing.take_recheck(walk)
+        batch = listing.take(walk)
         count = bool(walk.absent) or _removals_about(head, ChangeSet((), (), head.cursor))
-        st = state.load_changed(orm, head, now, set(), rechecked, count, walk.position, walk.top)
-    st, cs = listing.pass_feed(walk, st, rechecked, head.cursor)
-    return st, cs, (walk if st.walking else None)
+        since = _since(head, rules)
+        st = state.load_changed(orm, head, now, batch, set(), count, since)
+    st, cs = listing.pass_feed(walk, st, batch, head.cursor)
+    return st, cs, (walk if walk.pending else None)

@@ -359,7 +359,7 @@ def commit(
             settled.save_marks(orm, cid, marks)
         if st.revision is not None:
             cal.synced_revision, cal.synced_id = st.revision, st.revision_id
-            cal.synced_rules = settled.rules_key(settings.rules, st.walking)
+            cal.synced_rules = settled.rules_key(settings.rules)
         cal.cursor = cs.cursor
         if cs.full or cs.reconciled:
             cal.reconciled_at = now

@@ -71,11 +71,6 @@ def save_marks(orm: Orm, calendar_id: int, marks: Mapping[str, bool]) -> None:
             )
 
 
-#: Before the rules key while a full listing's walk is under way (engine/listing.py).
-WALKING = "~"
-
-
-def rules_key(rules: GestureRules, walking: bool = False) -> str:
-    """A short fingerprint of the gesture rules plans are made with (marked while a full
-    listing is compared in chunks: the next cycle resumes that walk)."""
-    return (WALKING if walking else "") + hashlib.sha256(repr(rules).encode()).hexdigest()[:16]
+def rules_key(rules: GestureRules) -> str:
+    """A short fingerprint of the gesture rules plans are made with."""
+    return hashlib.sha256(repr(rules).encode()).hexdigest()[:16]

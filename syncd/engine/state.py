@@ -66,10 +66,6 @@ class CalendarState:
     #: Only part of what changed was loaded (a catch-up): the next pass goes on.
     more: bool = False
     unloaded_upcoming: int = 0
-    #: The sessions changed after ``since`` that this pass loaded (a walk's chunk).
-    chunk: frozenset[str] = frozenset()
-    #: A full listing's walk goes on after this pass (engine/listing.py).
-    walking: bool = False
     #: Events a full listing lacks that later passes will plan (the breaker counts them).
     unplanned_removals: int = 0
 
@@ -139,27 +135,24 @@ def load_changed(
     session_ids: set[str],
     count_rest: bool = False,
     since: tuple[int, str] = (-1, ""),
-    until: tuple[int, str] | None = None,
 ) -> CalendarState:
     """The sessions a cycle must plan: what the feed reported (``remote_ids``,
     ``session_ids``), pending gestures, unsettled events, and the sessions changed after
     ``since`` (revision, id) — at most :data:`MAX_PARTIAL` of those and of the unsettled
-    ones, oldest first: then ``more`` is set and the next pass goes on from there. With
-    ``until``, only sessions up to that (revision, id) count as changed.
+    ones, oldest first: then ``more`` is set and the next pass goes on from there.
 
     With ``count_rest`` (removals are about: the breaker needs the calendar's size), the
     upcoming mirrored sessions left unloaded are counted, in the same read.
     """
     cid = head.calendar_id
     rev, last_id = since
-    key = tuple_(SessionRow.revision, SessionRow.id)
-    # A row value: one range of the (admin_id, revision, id) index.
-    where = [SessionRow.admin_id == head.admin_id, key > tuple_(literal(rev), literal(last_id))]
-    if until is not None:
-        where.append(key <= tuple_(literal(until[0]), literal(until[1])))
     newer = orm.execute(
         select(SessionRow.revision, SessionRow.id)
-        .where(*where)
+        .where(
+            SessionRow.admin_id == head.admin_id,
+            # A row value: one range of the (admin_id, revision, id) index.
+            tuple_(SessionRow.revision, SessionRow.id) > tuple_(literal(rev), literal(last_id)),
+        )
         .order_by(SessionRow.revision, SessionRow.id)
         .limit(MAX_PARTIAL + 1)
     ).all()
@@ -188,8 +181,7 @@ def load_changed(
     )
     sids.update(unsettled)
     mark = (newer[-1][0], newer[-1][1]) if newer else since
-    chunk = frozenset(sid for _, sid in newer)
-    st = replace(_load(orm, head, now, sids, mark), more=more, chunk=chunk)
+    st = replace(_load(orm, head, now, sids, mark), more=more)
     if not count_rest:
         return st
     loaded = sum(
