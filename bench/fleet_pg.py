@@ -4,11 +4,14 @@ K CalDAV calendars point at the sync-collection responder (bench/responder.py, `
 of added round-trip time). A scratch database is made for the run and dropped after it.
 Every calendar is made due; then W worker processes (each ``run_cycle`` with ``due_only``
 on its own pool of threads, as ``syncd run`` does) start together and loop until a cycle
-finds nothing due. Reported: how many calendars were synced, how many were synced by two
-workers (a calendar synced twice in one pass would apply its changes twice), and each
-worker's throughput (calendars a second of its own pass) against one worker alone.
+finds nothing due. An untimed first pass syncs every calendar once (its first listing), so
+one worker alone and the W together are timed on the same warm cycles. Reported: how many
+calendars were synced, how many were synced by two workers (a calendar synced twice in one
+pass would apply its changes twice), each worker's throughput (calendars a second of its
+own pass) against one worker alone, and what the 2 vCPUs did meanwhile (the share of both
+cores busy, and how much of it was neither the workers, PostgreSQL nor the responder).
 
-``python -m bench.fleet_pg [calendars] [threads]``; the server is
+``python -m bench.fleet_pg [calendars] [threads] [rtt_ms]``; the server is
 ``SYNCD_BENCH_POSTGRES`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
 """
 
@@ -102,6 +105,13 @@ def postgres_cpu() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def box_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of every core so far, from /proc/stat."""
+    ticks = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz
+
+
 def one_pass(ctx: Context, workers: int, threads: int) -> dict[str, Any]:
     """Make every calendar due, run ``workers`` processes together; their figures."""
     with ctx.db.write() as orm:
@@ -116,9 +126,10 @@ def one_pass(ctx: Context, workers: int, threads: int) -> dict[str, Any]:
         pipes.append(mine)
         procs.append(p)
     time.sleep(3.0)  # let every worker import and connect before the start
-    p0 = postgres_cpu()
+    p0, b0, load0 = postgres_cpu(), box_cpu(), os.getloadavg()[0]
     go.set()
     results = [pipe.recv() for pipe in pipes]
+    b1, load1 = box_cpu(), os.getloadavg()[0]
     for p in procs:
         p.join(30)
     time.sleep(0.5)  # the backends of the workers' connections exit
@@ -132,6 +143,9 @@ def one_pass(ctx: Context, workers: int, threads: int) -> dict[str, Any]:
         "throughput": [len(r[0]) / max(r[2], 1e-9) for r in results],
         "wall": max(r[2] for r in results),
         "postgres_cpu": server_cpu,
+        "box_busy": (b1[0] - b0[0]) / max(b1[1] - b0[1], 1e-9),
+        "box_cpu": b1[0] - b0[0],
+        "load": (load0, load1),
     }
 
 
@@ -144,6 +158,7 @@ def run(k: int = 1000, threads: int = 4, delay: float = 0.05, workers: int = 3) 
         db.upgrade()
         world_rows(db, responder, k)
         ctx = Context(db, "https://book.example.com")
+        one_pass(ctx, workers, threads)  # the first listing of every calendar, untimed
         r0 = responder.cpu()
         alone = one_pass(ctx, 1, threads)
         r1 = responder.cpu()
@@ -153,24 +168,35 @@ def run(k: int = 1000, threads: int = 4, delay: float = 0.05, workers: int = 3) 
     finally:
         responder.stop()
         _recreate(drop_only=True)
-    alone["responder_cpu"] = (r1 - r0) / max(alone["wall"], 1e-9)
-    shared["responder_cpu"] = (r2 - r1) / max(shared["wall"], 1e-9)
+    for r, cpu in ((alone, r1 - r0), (shared, r2 - r1)):
+        r["responder_cpu"] = cpu
+        own = sum(c for _, _, c in r["per_worker"]) + r["postgres_cpu"] + cpu
+        r["others_cpu"] = max(r["box_cpu"] - own, 0.0)
     return {"alone": alone, "shared": shared, "k": k, "threads": threads, "workers": workers}
 
 
-def rows(k: int = 1000, threads: int = 4, workers: int = 3) -> list[tuple[str, str]]:
+def _box(r: dict[str, Any]) -> str:
+    return (
+        f"; box {100 * r['box_busy']:.0f} % busy ({r['others_cpu']:.1f} s CPU not ours), "
+        f"load {r['load'][0]:.1f}→{r['load'][1]:.1f}"
+    )
+
+
+def rows(
+    k: int = 1000, threads: int = 4, rtt_ms: int = 50, workers: int = 3
+) -> list[tuple[str, str]]:
     """Benchmark rows for the results table."""
-    r = run(k, threads, workers=workers)
+    r = run(k, threads, delay=rtt_ms / 1000, workers=workers)
     one = r["alone"]["throughput"][0]
     each = r["shared"]["throughput"]
     worst = min(each) / max(one, 1e-9)
     s = r["shared"]
     return [
         (
-            f"PostgreSQL, {k:,} idle calendars, 50 ms RTT, 1 worker × {threads} threads",
+            f"PostgreSQL, {k:,} idle calendars, {rtt_ms} ms RTT, 1 worker × {threads} threads",
             f"{r['alone']['synced']:,} synced in {r['alone']['wall']:.1f} s, {one:.0f}/s, "
             f"CPU {r['alone']['per_worker'][0][2] / max(r['alone']['wall'], 1e-9):.2f} core, "
-            f"PostgreSQL {r['alone']['postgres_cpu']:.1f} s CPU",
+            f"PostgreSQL {r['alone']['postgres_cpu']:.1f} s CPU" + _box(r["alone"]),
         ),
         (
             f"PostgreSQL, {k:,} idle calendars, {workers} workers × {threads} threads",
@@ -181,7 +207,8 @@ def rows(k: int = 1000, threads: int = 4, workers: int = 3) -> list[tuple[str, s
                 for n, w, c in s["per_worker"]
             )  # fmt: skip
             + f"; PostgreSQL {s['postgres_cpu']:.1f} s CPU"
-            + f"; slowest worker {100 * worst:.0f} % of one alone",
+            + f"; slowest worker {100 * worst:.0f} % of one alone"
+            + _box(s),
         ),
     ]
 
