@@ -116,7 +116,8 @@ def _listed(
 
     lazy = _Known(known)
     cs = _fetch(backend, head, lazy, reconcile, now, report)
-    if not cs.full:
+    many = cs.reconciled and len(cs.changed) + len(cs.removed) > state.MAX_PARTIAL
+    if not (cs.full or many):
         return cs
     with ctx.db.read() as orm:
         return listing.start(orm, head, cs, lazy.loaded(), now)

@@ -1,7 +1,8 @@
 """A full listing compared with the mirror a few hundred events a pass, so memory stays flat.
 
 A full listing (a calendar's first sync, a backend's answer to an expired cursor, Google's
-and Graph's reconciliation) names every event of the calendar. Rather than loading every
+and Graph's reconciliation) names every event of the calendar; a CalDAV reconciliation
+names those that differ, which may be as many. Rather than loading every
 session to compare, the cycle compares the listing's etags with the mirror's (streamed
 from the database) and keeps only the difference (:class:`Walk`): the events whose etag
 is not the one the mirror holds, and the mirrored ids the listing lacks. Those are planned
@@ -58,8 +59,11 @@ def start(
     now: datetime,
 ) -> Walk:
     """The difference of a full listing ``cs`` with the mirror's remote id → etag
-    (``known`` if the backend read it, else streamed from the database)."""
+    (``known`` if the backend read it, else streamed from the database). A backend's own
+    reconciliation (``cs.reconciled``) is that difference already: what it lacks is only
+    what it names removed."""
     listed = {e.remote_id: e for e in cs.changed}
+    gone = set(cs.removed)
     pairs = (
         known.items()
         if known is not None
@@ -70,7 +74,8 @@ def start(
     for rid, etag in pairs:
         e = listed.get(rid)
         if e is None:
-            absent[rid] = etag
+            if cs.full or rid in gone:
+                absent[rid] = etag
         elif e.etag == etag and e.content.session_id not in head.intents:
             del listed[rid]  # as mirrored: nothing to plan
         else:
