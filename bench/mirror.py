@@ -7,10 +7,13 @@ each time into a fresh calendar collection:
   the real CalDAV backend): plan, commit the mirror rows, create every event, record the
   etags, and the second pass that reads the feed past syncd's own writes;
 - **bare**: the same N iCalendar bodies PUT with ``If-None-Match: *`` by httpx over one
-  kept-alive connection: the least any client can do to create them.
+  kept-alive connection, one after the other: the least a sequential client can do;
+- **bare, 4 connections**: the same PUTs from 4 httpx clients in parallel, to show the
+  server's own serialization (Radicale stores one write at a time: this is its floor).
 
-Reported: medians of the wall time of each, their ratio, and syncd's CPU time (this
-process; Radicale runs in its own). Goal (issue 11): syncd within 1.05x bare.
+Reported: medians of the wall time of each, syncd's ratio to bare (the sequential one:
+the goal's), and syncd's CPU time (this process; Radicale runs in its own). Goal (issue
+11): syncd within 1.05x bare.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,11 +76,35 @@ def _bare(server: Server, bodies: list[tuple[str, bytes]]) -> tuple[float, float
         return time.perf_counter() - t0, time.process_time() - c0
 
 
+def _bare_parallel(server: Server, bodies: list[tuple[str, bytes]], lanes: int = 4) -> float:
+    """Wall s of the same PUTs from ``lanes`` clients at once (each its share, in order)."""
+    url = server.make_calendar()
+    headers = {"Content-Type": ICS, "If-None-Match": "*"}
+    auth = (server.username, server.password)
+    clients = [httpx.Client(auth=auth, timeout=30) for _ in range(lanes)]
+    try:
+        for client in clients:
+            client.request("PROPFIND", url, headers={"Depth": "0"})
+
+        def lane(i: int) -> None:
+            for name, body in bodies[i::lanes]:
+                reply = clients[i].put(url + name, content=body, headers=headers)
+                assert reply.status_code == 201, (reply.status_code, reply.text[:300])
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(lanes) as pool:
+            list(pool.map(lane, range(lanes)))
+        return time.perf_counter() - t0
+    finally:
+        for client in clients:
+            client.close()
+
+
 def run(n: int, repeat: int = 3) -> dict[str, float]:
     """Medians over ``repeat`` alternating runs: wall and CPU seconds of syncd and bare."""
     root = Path(_scratch())
     server = start_radicale(root / "radicale")
-    walls, cpus, bares, bare_cpus = [], [], [], []
+    walls, cpus, bares, bare_cpus, parallels = [], [], [], [], []
     try:
         for i in range(repeat):
             run_dir = root / f"run{i}"
@@ -87,6 +115,7 @@ def run(n: int, repeat: int = 3) -> dict[str, float]:
             bare, bare_cpu = _bare(server, bodies)
             bares.append(bare)
             bare_cpus.append(bare_cpu)
+            parallels.append(_bare_parallel(server, bodies))
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -95,6 +124,7 @@ def run(n: int, repeat: int = 3) -> dict[str, float]:
         "cpu": statistics.median(cpus),
         "bare": statistics.median(bares),
         "bare_cpu": statistics.median(bare_cpus),
+        "bare4": statistics.median(parallels),
     }
 
 
@@ -111,7 +141,8 @@ def rows(sizes: tuple[int, ...] = (300,), repeat: int = 3) -> list[tuple[str, st
                 f"first mirror of {n:,} new sessions (Radicale), median of {repeat}",
                 f"syncd {r['syncd']:.2f} s (CPU {r['cpu']:.2f} s); bare If-None-Match PUTs "
                 f"{r['bare']:.2f} s (CPU {r['bare_cpu']:.2f} s) ({r['syncd'] / r['bare']:.2f}x); "
-                f"load {load:.2f}",
+                f"bare, 4 connections in parallel {r['bare4']:.2f} s "
+                f"({r['syncd'] / r['bare4']:.2f}x); load {load:.2f}",
             )
         )
     return out

@@ -173,7 +173,40 @@ def _set_owned(event: Any, desired: DesiredEvent, now: datetime, seen_sequence: 
 
 
 def build_event(desired: DesiredEvent, now: datetime) -> bytes:
-    """The complete VCALENDAR syncd PUTs to create a session's event."""
+    """The complete VCALENDAR syncd PUTs to create a session's event.
+
+    Written directly, byte for byte what ``icalendar`` writes for it (the library's
+    property order, TEXT escaping and 75-octet folding; tests/unit/test_ics_build.py
+    compares the two): a first mirror builds hundreds of these.
+    """
+    if "\n" in desired.session_id or "\r" in desired.session_id:
+        return build_event_with_library(desired, now)  # no content line can hold it
+    stamp, start, end = (
+        f"{t.astimezone(UTC):%Y%m%dT%H%M%SZ}" for t in (now, desired.start, desired.end)
+    )
+    lines = (
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        f"PRODID:{_escaped(PRODID)}",
+        "BEGIN:VEVENT",
+        f"SUMMARY:{_escaped(desired.summary)}",
+        f"DTSTART:{start}",
+        f"DTEND:{end}",
+        f"DTSTAMP:{stamp}",
+        f"UID:{_escaped(desired.uid)}",
+        f"SEQUENCE:{max(desired.sequence, 0)}",
+        f"DESCRIPTION:{_escaped(desired.notes_block)}",
+        f"STATUS:{_escaped(desired.status.upper())}",
+        f"TRANSP:{'TRANSPARENT' if desired.transparent else 'OPAQUE'}",
+        f"{SESSION_PROP}:{desired.session_id}",  # an X- property: written as it is
+        "END:VEVENT",
+        "END:VCALENDAR",
+    )
+    return "".join(_folded(line) + "\r\n" for line in lines).encode()
+
+
+def build_event_with_library(desired: DesiredEvent, now: datetime) -> bytes:
+    """:func:`build_event` through ``icalendar`` (what the direct writer must equal)."""
     cal = Calendar()
     cal.add("PRODID", PRODID)
     cal.add("VERSION", "2.0")
@@ -185,6 +218,39 @@ def build_event(desired: DesiredEvent, now: datetime) -> bytes:
     event.add(SESSION_PROP, desired.session_id)
     cal.add_component(event)
     return bytes(cal.to_ical())
+
+
+def _escaped(text: str) -> str:
+    """RFC 5545 TEXT escaping, as ``icalendar`` does it (``\\N`` read as a line break;
+    CRLF, LF and a lone CR all written ``\\n``)."""
+    text = text.replace("\\N", "\n").replace("\\", "\\\\").replace(";", "\\;")
+    text = text.replace(",", "\\,").replace("\r\n", "\\n").replace("\n", "\\n")
+    return text.replace("\r", "\\n")
+
+
+def _folded(line: str, limit: int = 75) -> str:
+    """A content line folded before ``limit`` octets, never inside an escape (as
+    ``icalendar`` folds: a backslash that would end a segment starts the next one)."""
+    if len(line) < limit and line.isascii():
+        return line
+    segments: list[str] = []
+    current: list[str] = []
+    size = 0
+    for char in line:
+        width = len(char.encode())
+        if current and size + width >= limit:
+            if len(current) > 1 and current[-1] in "\\^":
+                carried = current.pop()
+                segments.append("".join(current))
+                current, size = [carried], len(carried.encode())
+            else:
+                segments.append("".join(current))
+                current, size = [], 0
+        current.append(char)
+        size += width
+    if current:
+        segments.append("".join(current))
+    return "\r\n ".join(segments)
 
 
 def _as_written(text: str) -> str:
