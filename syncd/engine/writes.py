@@ -12,6 +12,13 @@ again. A crash in between loses only the record, never the event: the next cycle
 the event showing what the session wants and adopts its etag (the planner's "a write
 whose etag was never recorded"); a delete whose record was lost is planned again and
 finds the event gone.
+
+A backend may allow several writes at once (``write_concurrency``; CalDAV: 4): the first
+goes alone, then up to that many run on worker threads, started in plan order, and two
+writes that share a session or an event id never overlap. Results are settled and
+recorded on the calling thread only, as they land, so the database work overlaps the
+server's. A backend that implements :class:`NotesRecorded` is told what was recorded
+(after each batch commits), so its next feed read may leave out syncd's own echoes.
 """
 
 from __future__ import annotations
