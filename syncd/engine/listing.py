@@ -2,10 +2,10 @@
 
 A full listing (a calendar's first sync, a backend's answer to an expired cursor, Google's
 and Graph's reconciliation) names every event of the calendar; a CalDAV reconciliation
-names those that differ, which may be as many. Rather than loading every
-session to compare, the cycle compares the listing's etags with the mirror's (streamed
-from the database) and keeps only the difference (:class:`Walk`): the events whose etag
-is not the one the mirror holds, and the mirrored ids the listing lacks. Those are planned
+names those that differ, which may be as many. Rather than loading every session to
+compare, the cycle compares the listing's etags with the mirror's (streamed from the
+database) and keeps only the difference (:class:`Walk`): the events whose etag is not the
+one the mirror holds, and the mirrored ids the listing lacks. Those are planned
 :data:`syncd.engine.state.MAX_PARTIAL` a pass, as a feed naming them would be, alongside
 the usual catch-up of changed sessions; a session whose event shows what the mirror holds
 has nothing to plan, as on an idle cycle. An event is given to its session only while the

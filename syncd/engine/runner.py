@@ -159,7 +159,9 @@ def sync_calendar(
     the cursor moves past syncd's own writes (seen there as echoes). A pass that planned
     only part of what changed (a catch-up after an upgrade, a change of the gesture rules
     or a bulk import: :data:`syncd.engine.state.MAX_PARTIAL` sessions a pass) is followed
-    by the next, within the budget; the rest waits for the next cycle. Some servers
+    by the next, within the budget; the rest waits for the next cycle. So is a full
+    listing's difference with the mirror (:mod:`syncd.engine.listing`), read once a cycle
+    and planned 500 events a pass; its cursor is stored with the last. Some servers
     (Xandikos) derive the sync token from the collection's contents: a token taken before
     a create comes back once that event is deleted, and a diff from it would miss it.
     """
