@@ -175,7 +175,9 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read-only unit of work: one consistent snapshot, without the write lock."""
+        """A read-only unit of work, without the write lock: on SQLite one consistent
+        snapshot; on PostgreSQL autocommit, each statement seeing what is committed when it
+        runs (as each statement of a READ COMMITTED transaction does)."""
         try:
             with self._read_factory() as session, session.begin():
                 yield session
