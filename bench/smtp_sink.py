@@ -85,9 +85,10 @@ def _main(folder: str, port: str) -> None:
     controller = Controller(_Keep(Path(folder)), hostname="127.0.0.1", port=int(port))
     controller.start()
     print("ready", flush=True)
+    parent = os.getppid()
     try:
-        while True:
-            time.sleep(3600)
+        while os.getppid() == parent:  # the bench went away without stopping it: stop too
+            time.sleep(0.5)
     finally:
         controller.stop()
 
