@@ -133,9 +133,7 @@ _MINE = (
     _T.c.lease_owner == bindparam("me"),
 )
 _START = (
-    update(_T)
-    .where(*_MINE)
-    .values(payload=bindparam("started"), lease_until=bindparam("until"))
+    update(_T).where(*_MINE).values(payload=bindparam("started"), lease_until=bindparam("until"))
 )
 _START_UNLESS_NEWER = _START.where(
     ~exists().where(
