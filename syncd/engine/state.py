@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
-from sqlalchemy import delete, false, func, literal, or_, select, tuple_
+from sqlalchemy import delete, false, func, inspect, literal, or_, select, tuple_
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import Admin, Session, Status
@@ -310,12 +310,24 @@ def intents_snapshot(orm: Orm, calendar_id: int) -> dict[str, tuple[str, str, bo
 
 
 def mirror_row(orm: Orm, calendar_id: int, session_id: str) -> MirrorRow | None:
-    """The mirror row of a session in a calendar, if any."""
-    return orm.scalars(
+    """The mirror row of a session in a calendar, if any.
+
+    Read once a transaction: a commit asks for the same row at each step of a gesture, and
+    the row found stays in the ORM session (``orm.info`` keeps it by calendar and session).
+    """
+    found: dict[tuple[int, str], MirrorRow] = orm.info.setdefault("mirror_rows", {})
+    key = (calendar_id, session_id)
+    row = found.get(key)
+    if row is not None and inspect(row).persistent:
+        return row
+    row = orm.scalars(
         select(MirrorRow).where(
             MirrorRow.calendar_id == calendar_id, MirrorRow.session_id == session_id
         )
     ).first()
+    if row is not None:
+        found[key] = row
+    return row
 
 
 def mirrored(orm: Orm, calendar_id: int, session_ids: list[str]) -> set[str]:

@@ -110,14 +110,18 @@ def load_session_row(
     """:func:`load_session` and the session's row: a caller that writes a transition keeps
     the row, so :func:`write_transition` finds it in the ORM session instead of reading it
     again."""
-    stmt = select(SessionRow).where(SessionRow.id == session_id)
+    stmt = (
+        select(SessionRow, CustomerRow)
+        .join(CustomerRow, CustomerRow.id == SessionRow.customer_id)
+        .where(SessionRow.id == session_id)
+    )  # the customer in the same read
     if lock:
-        stmt = stmt.with_for_update()
-    row = orm.scalars(stmt).first()
-    if row is None:
+        stmt = stmt.with_for_update(of=SessionRow)
+    found = orm.execute(stmt).first()
+    if found is None:
         raise NotFoundError(f"There is no session {session_id} (see 'syncd session list').")
+    row, customer = found
     admin = orm.get_one(AdminRow, row.admin_id)
-    customer = orm.get_one(CustomerRow, row.customer_id)
     history: Sequence[HistoryRow] = ()
     if with_history:
         history = orm.scalars(
