@@ -26,8 +26,12 @@ from tests.unit.harness import Harness
 NAMES = [f"Customer {i}" for i in range(6)]
 #: The overlap query of ``live_sessions_of(..., overlapping=...)``.
 OVERLAP = re.compile(r'FROM sessions\s+WHERE .*sessions\."end" > \S+ AND sessions\.start < ', re.S)
-#: One session read by its id (``load_session``, ``orm.get``).
-ONE_SESSION = re.compile(r"FROM sessions\s+WHERE sessions\.id = \S+\s*(FOR UPDATE)?\s*$", re.S)
+#: One session read by its id (``load_session``, with its customer joined; ``orm.get``).
+ONE_SESSION = re.compile(
+    r"FROM sessions(\s+JOIN customers ON customers\.id = sessions\.customer_id)?"
+    r"\s+WHERE sessions\.id = \S+\s*(FOR UPDATE( OF sessions)?)?\s*$",
+    re.S,
+)
 
 
 @pytest.fixture
