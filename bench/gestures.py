@@ -44,9 +44,8 @@ from pathlib import Path
 
 import httpx
 
-from adapters.caldav.backend import CalDAVBackend
 from bench.smtp_sink import SinkProcess
-from bench.world import ADMIN, BenchWorld
+from bench.world import ADMIN, BenchWorld, on_caldav
 from syncd.app.daemon import drain_outbox
 from syncd.domain.model import Actor, Customer
 from syncd.ports import CalendarBackend
@@ -127,17 +126,11 @@ def run(
     server = start_radicale(root / "radicale")
     smtp = SinkProcess(root / "sink")
     try:
-        url = server.make_calendar()
-        (root / "pw").write_text(server.password)
-        world = BenchWorld(
-            root,
-            {"url": url, "username": server.username, "password_file": str(root / "pw")},
-        )
+        world, backend, url = on_caldav(root, server)
         world.cfg = world.cfg.model_copy(
             update={"smtp": world.cfg.smtp.model_copy(update={"port": smtp.port})}
         )
         world.seed(sessions)
-        backend = CalDAVBackend(url, server.username, server.password, timeout=30)
         t0 = time.perf_counter()
         first = world.sync(backend)
         mirror_s = time.perf_counter() - t0

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bench.world import BenchWorld
+from bench.world import BenchWorld, on_caldav
 from syncd.store.models import CalendarRow, MirrorRow, SessionRow
 from tests.servers import Server, free_port, start_radicale
 from tests.smtp_server import SmtpServer, start_smtp
@@ -111,7 +111,6 @@ class DaemonWorld:
 @contextmanager
 def daemon_world(sessions: int, poll_s: float = POLL_S) -> Iterator[DaemonWorld]:
     """Everything :class:`DaemonWorld` holds, torn down (every process killed) on exit."""
-    from adapters.caldav.backend import CalDAVBackend
 
     root = scratch()
     server = start_radicale(root / "radicale")
@@ -119,13 +118,8 @@ def daemon_world(sessions: int, poll_s: float = POLL_S) -> Iterator[DaemonWorld]
     proc: subprocess.Popen[bytes] | None = None
     world: BenchWorld | None = None
     try:
-        url = server.make_calendar()
-        (root / "pw").write_text(server.password)
-        world = BenchWorld(
-            root, {"url": url, "username": server.username, "password_file": str(root / "pw")}
-        )
+        world, backend, _url = on_caldav(root, server)
         world.seed(sessions)
-        backend = CalDAVBackend(url, server.username, server.password, timeout=30)
         first = world.sync(backend)  # the first mirror, not measured
         assert first.error is None, first.error
         backend.close()

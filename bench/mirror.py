@@ -27,10 +27,9 @@ from pathlib import Path
 
 import httpx
 
-from adapters.caldav.backend import CalDAVBackend
 from adapters.caldav.ics import build_event
 from bench.gestures import _scratch
-from bench.world import ADMIN, BenchWorld
+from bench.world import ADMIN, on_caldav
 from syncd.engine.actions import session_url
 from syncd.engine.desired import GestureRules, desired_event
 from syncd.services import booking as services
@@ -41,13 +40,8 @@ ICS = "text/calendar; charset=utf-8"
 
 def _syncd(root: Path, server: Server, n: int) -> tuple[float, float, list[tuple[str, bytes]]]:
     """(wall s, CPU s) of the first cycle, and the events it wrote as (name, body) pairs."""
-    url = server.make_calendar()
-    (root / "pw").write_text(server.password)
-    world = BenchWorld(
-        root, {"url": url, "username": server.username, "password_file": str(root / "pw")}
-    )
+    world, backend, _url = on_caldav(root, server)
     world.seed(n)
-    backend = CalDAVBackend(url, server.username, server.password, timeout=30)
     t0, c0 = time.perf_counter(), time.process_time()
     report = world.sync(backend)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0

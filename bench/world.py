@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select
 
+from adapters.caldav.backend import CalDAVBackend
 from syncd import config as config_mod
 from syncd.app.daemon import engine_settings
 from syncd.engine.runner import CycleReport, sync_calendar
@@ -23,6 +24,7 @@ from syncd.services import booking as services
 from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import AdminRow, CalendarRow, CustomerRow, SessionRow
+from tests.servers import Server
 
 ADMIN = "coach@example.com"
 
@@ -104,3 +106,14 @@ class BenchWorld:
     def close(self) -> None:
         """Release the database."""
         self.db.dispose()
+
+
+def on_caldav(root: Path, server: Server) -> tuple[BenchWorld, CalDAVBackend, str]:
+    """A world whose calendar is a new collection on ``server`` (its password in a file
+    under ``root``), the CalDAV backend the cycles use, and the collection's URL."""
+    url = server.make_calendar()
+    (root / "pw").write_text(server.password)
+    world = BenchWorld(
+        root, {"url": url, "username": server.username, "password_file": str(root / "pw")}
+    )
+    return world, CalDAVBackend(url, server.username, server.password, timeout=30), url
