@@ -47,9 +47,7 @@ from syncd.config import SmtpConfig
 from syncd.errors import NotFoundError, Refused
 from syncd.notify.claims import (
     BATCH,
-    CUSTOMER_KINDS,
     MAYBE_DELIVERED,
-    SECRET_KEYS,
     SEND_STARTED,
     Claim,
     DrainResult,
@@ -57,7 +55,6 @@ from syncd.notify.claims import (
     claim_batch,
     record_sent,
     release,
-    scrub,
 )
 from syncd.notify.compose import compose
 from syncd.notify.health import PROCESS, MailHealth
@@ -252,13 +249,10 @@ def retry(ctx: Context, outbox_id: int) -> OutboxRow:
 
 
 __all__ = [
-    "CUSTOMER_KINDS",
-    "SECRET_KEYS",
     "Claim",
     "DrainResult",
     "claim",
     "drain",
     "lease_for",
     "retry",
-    "scrub",
 ]
