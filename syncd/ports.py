@@ -8,7 +8,7 @@ the frozen dataclasses below and raise only the error types defined here (or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -123,6 +123,22 @@ class RemoteEvent:
 
 
 @dataclass(frozen=True)
+class ListingPage:
+    """One part of a full listing, as the server answered it (a page, a parsed chunk).
+
+    ``removed``: ids the server does not hold (any more): for a reconciliation, known ids
+    it lacks; for either kind, ids an earlier page named that are gone since (a CalDAV
+    answer truncated and continued). An id named again on a later page is the later one.
+    The last page says so (``last``) and carries the listing's cursor.
+    """
+
+    events: tuple[RemoteEvent, ...]
+    removed: tuple[str, ...] = ()
+    last: bool = False
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
 class ChangeSet:
     """What changed since a cursor.
 
@@ -132,6 +148,12 @@ class ChangeSet:
     listing with a non-empty ``known``): ``changed`` holds only what differs from
     ``known``, ``removed`` every known id the server no longer holds. Either counts as a
     reconciliation.
+
+    ``pages`` (from :meth:`PagedListing.full_listing` only): the listing's events arrive
+    there, read once, as the caller consumes them, after those in ``changed``; ``cursor``
+    is then the one of the page marked ``last``. A stream that breaks raises a
+    :class:`BackendError` (:class:`Transient` when the connection dropped) from ``next``;
+    one that ends without its last page is broken too (:meth:`gathered` says so).
     """
 
     changed: tuple[RemoteEvent, ...]
@@ -139,6 +161,34 @@ class ChangeSet:
     cursor: str | None
     full: bool = False
     reconciled: bool = False
+    pages: Iterator[ListingPage] | None = field(default=None, compare=False, repr=False)
+
+    def gathered(self) -> ChangeSet:
+        """The listing whole (``pages`` read to the end): what ``changes`` returns."""
+        if self.pages is None:
+            return self
+        events = {e.remote_id: e for e in self.changed}
+        removed = dict.fromkeys(self.removed)
+        cursor = self.cursor
+        for page in self.pages:
+            for e in page.events:
+                events[e.remote_id] = e
+                removed.pop(e.remote_id, None)
+            for rid in page.removed:
+                events.pop(rid, None)
+                removed[rid] = None
+            if page.last:
+                cursor = page.cursor
+                break
+        else:
+            raise Transient("the full listing ended before its last page")
+        return ChangeSet(
+            tuple(events.values()),
+            () if self.full else tuple(removed),
+            cursor,
+            self.full,
+            self.reconciled,
+        )
 
 
 @dataclass(frozen=True)
@@ -177,6 +227,7 @@ class CalendarBackend(Protocol):
 
         ``known`` maps the remote ids syncd mirrors to the etag it last saw, for servers
         without a change feed. Raises :class:`CursorExpired` when the cursor is invalid.
+        A full listing here is whole; the core asks a :class:`PagedListing` for its pages.
         """
         ...
 
@@ -206,6 +257,22 @@ class CalendarBackend(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class PagedListing(Protocol):
+    """A backend that hands over a full listing as it reads it, so that neither side holds
+    every event of a large calendar at once (issue 11)."""
+
+    def full_listing(self, known: Mapping[str, str]) -> ChangeSet:
+        """What ``changes(None, known)`` returns, its events in ``ChangeSet.pages``.
+
+        No request need be sent before the first page is asked for; the caller reads the
+        pages once, in order, and holds only what differs from its mirror. The listing
+        counts only once its last page is read: a stream that breaks before raises, and
+        the caller then judges nothing (no removal, no cursor).
+        """
         ...
 
 

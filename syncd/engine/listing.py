@@ -24,11 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy.orm import Session as Orm
-
 from syncd.engine import state
 from syncd.engine.plantypes import MirrorState
-from syncd.ports import ChangeSet, RemoteEvent
+from syncd.ports import CalendarBackend, ChangeSet, PagedListing, RemoteEvent, Transient
+from syncd.store.db import Database
 
 
 @dataclass
@@ -51,47 +50,97 @@ def _etag_of(m: MirrorState) -> str:
     return m.seen_etag or m.written_etag or ""
 
 
+def full(backend: CalendarBackend, known: Mapping[str, str]) -> ChangeSet:
+    """A full listing: page by page when the backend can hand it over so, else whole."""
+    if isinstance(backend, PagedListing):
+        return backend.full_listing(known)
+    return backend.changes(None, known)
+
+
+class _Reader:
+    """Folds a listing, page after page, into its difference with the mirror."""
+
+    def __init__(self, mirror: Mapping[str, str], intents: Mapping[str, object]) -> None:
+        self.mirror = mirror
+        self.intents = intents
+        #: remote id → (event, the mirror's etag; None: an id it does not know).
+        self.events: dict[str, tuple[RemoteEvent, str | None]] = {}
+        self.seen: set[str] = set()  # listed ids the mirror knows
+        self.gone: set[str] = set()
+
+    def event(self, e: RemoteEvent) -> None:
+        rid = e.remote_id
+        self.events.pop(rid, None)  # named again: the later one counts
+        self.gone.discard(rid)
+        etag = self.mirror.get(rid)
+        if etag is not None:
+            self.seen.add(rid)
+            if etag != e.etag or e.content.session_id in self.intents:
+                self.events[rid] = (e, etag)
+        elif e.content.session_id is not None and self.mirror:
+            self.events[rid] = (e, None)  # syncd's event at an id it does not know: moved?
+        # else: not syncd's event, or nothing it could have moved from
+
+    def removed(self, rid: str) -> None:
+        self.events.pop(rid, None)
+        self.seen.discard(rid)
+        self.gone.add(rid)
+
+
 def start(
-    orm: Orm,
+    db: Database,
     head: state.Head,
     cs: ChangeSet,
     known: Mapping[str, str] | None,
     now: datetime,
 ) -> Walk:
     """The difference of a full listing ``cs`` with the mirror's remote id → etag
-    (``known`` if the backend read it, else streamed from the database). A backend's own
-    reconciliation (``cs.reconciled``) is that difference already: what it lacks is only
-    what it names removed."""
-    listed = {e.remote_id: e for e in cs.changed}
-    gone = set(cs.removed)
-    pairs = (
-        known.items()
-        if known is not None
-        else state.iter_known(orm, head.calendar_id, head.admin_id, now)
-    )
-    differ: dict[str, str] = {}  # listed, at another etag than the mirror's
-    absent: dict[str, str] = {}
-    for rid, etag in pairs:
-        e = listed.get(rid)
-        if e is None:
-            if cs.full or rid in gone:
-                absent[rid] = etag
-        elif e.etag == etag and e.content.session_id not in head.intents:
-            del listed[rid]  # as mirrored: nothing to plan
+    (``known`` if the backend read it, else read from the database first, so that no
+    transaction stays open while the listing arrives). A backend's own reconciliation
+    (``cs.reconciled``) is that difference already: what it lacks is only what it names
+    removed.
+
+    The listing's pages (``cs.pages``) are read here, once: what is held is the mirror's
+    etags, the ids listed among them, and the events that differ. A stream that breaks
+    raises its error before anything is judged; one that ends before its last page is
+    :class:`Transient`.
+    """
+    if known is None:
+        with db.read() as orm:
+            known = state.known_etags(orm, head.calendar_id, head.admin_id, now)
+    reader = _Reader(known, head.intents)
+    for e in cs.changed:
+        reader.event(e)
+    for rid in cs.removed:
+        reader.removed(rid)
+    cursor = cs.cursor
+    if cs.pages is not None:
+        for page in cs.pages:
+            for e in page.events:
+                reader.event(e)
+            for rid in page.removed:
+                reader.removed(rid)
+            if page.last:
+                cursor = page.cursor
+                break
         else:
-            differ[rid] = etag
+            raise Transient("the full listing ended before its last page")
+    if cs.full:
+        absent = {rid: etag for rid, etag in known.items() if rid not in reader.seen}
+    else:
+        absent = {rid: known[rid] for rid in reader.gone if rid in known}
+    del reader.seen
     events: dict[str, tuple[RemoteEvent, str | None]] = {}
     moved: dict[str, list[str]] = {}
-    for rid, e in listed.items():
-        sid = e.content.session_id
-        if rid in differ:
-            events[rid] = (e, differ[rid])
-        elif sid is not None and absent:  # syncd's event at an id it does not know
+    differ: list[str] = []
+    for rid, (e, had) in reader.events.items():
+        if had is not None:
+            events[rid] = (e, had)
+            differ.append(rid)
+        elif absent and (sid := e.content.session_id) is not None:
             events[rid] = (e, None)
             moved.setdefault(sid, []).append(rid)
-        # else: not syncd's event, or nothing it could have moved from
-    del listed
-    return Walk(cs.cursor, events, moved, absent, sorted([*differ, *absent]))
+    return Walk(cursor, events, moved, absent, sorted([*differ, *absent]))
 
 
 def take(walk: Walk) -> set[str]:
