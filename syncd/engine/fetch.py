@@ -46,13 +46,13 @@ def _fetch(
     if _reconcile_due(head, reconcile, now):
         # Nothing a server's delta feed hides stays hidden longer than the interval.
         report.reconciled = True
-        return backend.changes(None, known)
+        return listing.full(backend, known)
     try:
         return backend.changes(head.cursor, known)
     except CursorExpired:
         log.warning("calendar %s: change cursor expired; full listing", head.calendar_id)
         report.resynced = True
-        return backend.changes(None, known)
+        return listing.full(backend, known)
 
 
 class _Known(Mapping[str, str]):
@@ -117,10 +117,9 @@ def _listed(
     lazy = _Known(known)
     cs = _fetch(backend, head, lazy, reconcile, now, report)
     many = cs.reconciled and len(cs.changed) + len(cs.removed) > state.MAX_PARTIAL
-    if not (cs.full or many):
+    if not (cs.full or many or cs.pages is not None):
         return cs
-    with ctx.db.read() as orm:
-        return listing.start(orm, head, cs, lazy.loaded(), now)
+    return listing.start(ctx.db, head, cs, lazy.loaded(), now)  # reads the pages
 
 
 def load_and_fetch(
