@@ -15,6 +15,7 @@ from typing import Any
 from icalendar import Calendar, Event
 
 from syncd.domain.eventtext import merge_notes, strip_command
+from syncd.domain.icstext import escaped, lines_bytes
 from syncd.ports import DesiredEvent, EventContent
 
 PRODID = "-//syncd//syncd//EN"
@@ -187,22 +188,22 @@ def build_event(desired: DesiredEvent, now: datetime) -> bytes:
     lines = (
         "BEGIN:VCALENDAR",
         "VERSION:2.0",
-        f"PRODID:{_escaped(PRODID)}",
+        f"PRODID:{escaped(PRODID)}",
         "BEGIN:VEVENT",
-        f"SUMMARY:{_escaped(desired.summary)}",
+        f"SUMMARY:{escaped(desired.summary)}",
         f"DTSTART:{start}",
         f"DTEND:{end}",
         f"DTSTAMP:{stamp}",
-        f"UID:{_escaped(desired.uid)}",
+        f"UID:{escaped(desired.uid)}",
         f"SEQUENCE:{max(desired.sequence, 0)}",
-        f"DESCRIPTION:{_escaped(desired.notes_block)}",
-        f"STATUS:{_escaped(desired.status.upper())}",
+        f"DESCRIPTION:{escaped(desired.notes_block)}",
+        f"STATUS:{escaped(desired.status.upper())}",
         f"TRANSP:{'TRANSPARENT' if desired.transparent else 'OPAQUE'}",
         f"{SESSION_PROP}:{desired.session_id}",  # an X- property: written as it is
         "END:VEVENT",
         "END:VCALENDAR",
     )
-    return "".join(_folded(line) + "\r\n" for line in lines).encode()
+    return lines_bytes(lines)
 
 
 def build_event_with_library(desired: DesiredEvent, now: datetime) -> bytes:
@@ -218,39 +219,6 @@ def build_event_with_library(desired: DesiredEvent, now: datetime) -> bytes:
     event.add(SESSION_PROP, desired.session_id)
     cal.add_component(event)
     return bytes(cal.to_ical())
-
-
-def _escaped(text: str) -> str:
-    """RFC 5545 TEXT escaping, as ``icalendar`` does it (``\\N`` read as a line break;
-    CRLF, LF and a lone CR all written ``\\n``)."""
-    text = text.replace("\\N", "\n").replace("\\", "\\\\").replace(";", "\\;")
-    text = text.replace(",", "\\,").replace("\r\n", "\\n").replace("\n", "\\n")
-    return text.replace("\r", "\\n")
-
-
-def _folded(line: str, limit: int = 75) -> str:
-    """A content line folded before ``limit`` octets, never inside an escape (as
-    ``icalendar`` folds: a backslash that would end a segment starts the next one)."""
-    if len(line) < limit and line.isascii():
-        return line
-    segments: list[str] = []
-    current: list[str] = []
-    size = 0
-    for char in line:
-        width = len(char.encode())
-        if current and size + width >= limit:
-            if len(current) > 1 and current[-1] in "\\^":
-                carried = current.pop()
-                segments.append("".join(current))
-                current, size = [carried], len(carried.encode())
-            else:
-                segments.append("".join(current))
-                current, size = [], 0
-        current.append(char)
-        size += width
-    if current:
-        segments.append("".join(current))
-    return "\r\n ".join(segments)
 
 
 def _as_written(text: str) -> str:

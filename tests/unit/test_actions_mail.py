@@ -101,3 +101,40 @@ def test_sending_an_email_makes_no_header_class(monkeypatch: pytest.MonkeyPatch)
     made = _header_classes_made(monkeypatch)
     wire_bytes(message)
     assert made == []
+
+
+def test_a_content_holding_the_fixed_boundary_gets_another() -> None:
+    fixed = compose_mod.ALTERNATIVE_BOUNDARY
+    assert compose_mod._boundary(fixed, "hello", b"BEGIN:VCALENDAR") == fixed
+    other = compose_mod._boundary(fixed, "hello", f"x\n--{fixed}\ny")
+    assert other != fixed and other.startswith("=_syncd_")
+    assert compose_mod._boundary(fixed, f"--{fixed}--".encode()) != fixed
+
+
+@pytest.mark.parametrize(
+    "name", ["--=_syncd_alternative_0", "--=_syncd_mixed_0--", 'Ann "Cancel:" Weber\u2019s ^']
+)
+def test_a_hostile_customer_name_keeps_the_email_whole(name: str) -> None:
+    payload = {**EXAMPLES["rescheduled"]}
+    payload["session"] = {
+        **payload["session"],
+        "customer": {**payload["session"]["customer"], "name": name},
+    }
+    msg = compose_mod.compose(payload, "rescheduled", "ann@example.org", "<o-1@h>", SENDER, now=NOW)
+    back = email.message_from_bytes(
+        msg.as_bytes(policy=email.policy.SMTP), policy=email.policy.default
+    )
+    assert isinstance(back, EmailMessage)
+    alternative, attachment = list(back.iter_parts())
+    parts = list(alternative.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html", "text/calendar"]
+    assert attachment.get_filename() == "invite.ics"
+    assert f"Hello {name}," in parts[0].get_content()
+    assert str(back["To"].addresses[0].display_name) == name
+
+
+def test_an_admin_email_is_text_and_html() -> None:
+    msg = _message("gesture_undone")
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert msg["MIME-Version"] == "1.0"
