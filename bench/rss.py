@@ -14,13 +14,14 @@ its answer. The second process's VmHWM after each step is the figure.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from bench.world import ADMIN, BenchWorld
 from syncd import config as config_mod
 from syncd.app.daemon import engine_settings
 from syncd.engine.runner import sync_calendar
-from syncd.ports import ChangeSet, CursorExpired, EventContent, RemoteEvent
+from syncd.ports import ChangeSet, CursorExpired, EventContent, ListingPage, RemoteEvent
 from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import AdminRow, CalendarRow
@@ -52,7 +53,10 @@ class QuietServer(MemoryBackend):
 
 
 class ListingServer(QuietServer):
-    """Every cursor expired; a full listing holds the events syncd wrote while seeding."""
+    """Every cursor expired; a full listing holds the events syncd wrote while seeding,
+    handed over page by page as an adapter parses them (``PAGE`` events a page)."""
+
+    PAGE = 250
 
     def __init__(self, cal: MemoryCalendar, file: Path) -> None:
         super().__init__(cal)
@@ -63,7 +67,19 @@ class ListingServer(QuietServer):
             raise CursorExpired("token too old")
         if cursor is not None:
             return ChangeSet((), (), cursor)
-        return ChangeSet(tuple(_read_listing(self.file)), (), "1", full=True)
+        return self.full_listing(known).gathered()
+
+    def full_listing(self, known: Mapping[str, str]) -> ChangeSet:
+        return ChangeSet((), (), None, full=True, pages=self._pages())
+
+    def _pages(self) -> Iterator[ListingPage]:
+        page: list[RemoteEvent] = []
+        for event in _read_listing(self.file):
+            page.append(event)
+            if len(page) == self.PAGE:
+                yield ListingPage(tuple(page))
+                page = []
+        yield ListingPage(tuple(page), last=True, cursor="1")
 
 
 def _write_listing(file: Path, backend: MemoryBackend) -> None:
@@ -75,9 +91,8 @@ def _write_listing(file: Path, backend: MemoryBackend) -> None:
             out.write(json.dumps(row) + "\n")
 
 
-def _read_listing(file: Path) -> list[RemoteEvent]:
+def _read_listing(file: Path) -> Iterator[RemoteEvent]:
     """The server's answer as an adapter parses it: one event object per line."""
-    out = []
     with file.open() as f:
         for line in f:
             rid, etag, start, end, status, summary, desc, uid, sid, seq = json.loads(line)
@@ -91,8 +106,7 @@ def _read_listing(file: Path) -> list[RemoteEvent]:
                 session_id=sid,
                 sequence=seq,
             )
-            out.append(RemoteEvent(rid, etag, content))
-    return out
+            yield RemoteEvent(rid, etag, content)
 
 
 def _seed(path: Path, sessions: int, calendars: int) -> None:
@@ -221,5 +235,25 @@ def rows(quick: bool = False) -> list[tuple[str, str]]:
     return out
 
 
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.rss [--sessions N] [--calendars C]``: one measure, as JSON.
+
+    (With a directory instead, the second process of :func:`measure` runs in it.)
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 1 and Path(args[0]).is_dir():
+        print(json.dumps(_daemon_day(Path(args[0]))))
+        return
+    parser = argparse.ArgumentParser(prog="python -m bench.rss", description=__doc__)
+    parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument("--calendars", type=int, default=1)
+    ns = parser.parse_args(args)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    r = measure(ns.sessions, ns.calendars)
+    r["load"] = os.getloadavg()[0]
+    r["bench_wall"], r["bench_cpu_parent"] = time.perf_counter() - wall0, time.process_time() - cpu0
+    print(json.dumps({"sessions": ns.sessions, "calendars": ns.calendars, **r}))
+
+
 if __name__ == "__main__":
-    print(json.dumps(_daemon_day(Path(sys.argv[1]))))
+    main()
