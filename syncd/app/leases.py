@@ -8,6 +8,7 @@ leaves its calendars unsynced for at most one short lease. Commits check the lea
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, or_, select, update
+from sqlalchemy import Integer, String, Table, Update, and_, bindparam, case, or_, select, update
 
 from syncd.store.context import Context
 from syncd.store.models import CalendarRow, UTCDateTime
@@ -63,34 +64,50 @@ def claim_batch(
 ) -> list[Claimed]:
     """:func:`claim_calendars` with each calendar's backend and settings, in id order.
 
-    One ``UPDATE … WHERE id IN (SELECT … LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING``.
+    One ``UPDATE … WHERE id IN (SELECT … LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING``, a
+    transaction of its own (:meth:`syncd.store.db.Database.write_one`).
     """
     now = ctx.clock()
+    stmt = _claim_statement(due_only, ctx.db.lock_clause())
+    params = {"c_after": after, "c_now": now, "c_owner": owner, "c_limit": limit}
+    params["c_until"] = now + lease  # a push notification moves next_sync_at back to now
+    rows, _ = ctx.db.write_one(stmt, params)
+    return sorted((Claimed(r.id, r.backend, dict(r.settings or {})) for r in rows), key=_id)
+
+
+@functools.cache
+def _claim_statement(due_only: bool, skip_locked: bool) -> Update:
+    """The claim, built once (its parameters bound at each call): no statement is put
+    together again on the hot path of an idle cycle."""
     t = _CALENDARS
+    now = bindparam("c_now", type_=UTCDateTime)
     pick = (
         select(t.c.id)
         .where(
             t.c.busy_only.is_(False),
-            t.c.id > after,
-            or_(t.c.lease_until.is_(None), t.c.lease_until < now, t.c.lease_owner == owner),
+            t.c.id > bindparam("c_after", type_=Integer),
+            or_(
+                t.c.lease_until.is_(None),
+                t.c.lease_until < now,
+                t.c.lease_owner == bindparam("c_owner", type_=String),
+            ),
         )
         .order_by(t.c.id)
-        .limit(limit)
+        .limit(bindparam("c_limit", type_=Integer))
     )
     if due_only:
         pick = pick.where(or_(t.c.next_sync_at.is_(None), t.c.next_sync_at <= now))
-    if ctx.db.lock_clause():
+    if skip_locked:
         pick = pick.with_for_update(skip_locked=True)
-    until = now + lease  # a push notification moves next_sync_at back to now
-    stmt = (
+    until = bindparam("c_until", type_=UTCDateTime)
+    return (
         update(t)
         .where(t.c.id.in_(pick.scalar_subquery()))
-        .values(lease_owner=owner, lease_until=until, next_sync_at=until)
+        .values(
+            lease_owner=bindparam("c_owner", type_=String), lease_until=until, next_sync_at=until
+        )
         .returning(t.c.id, t.c.backend, t.c.settings)
     )
-    with ctx.db.write() as orm:
-        rows = orm.execute(stmt).all()
-    return sorted((Claimed(r.id, r.backend, dict(r.settings or {})) for r in rows), key=_id)
 
 
 def _id(c: Claimed) -> int:
@@ -107,7 +124,8 @@ def release_calendar(ctx: Context, calendar_id: int, owner: str, next_in: timede
 
 
 def release_calendars(ctx: Context, ids: list[int], owner: str, next_in: timedelta) -> None:
-    """:func:`release_calendar` for many calendars: one statement, one transaction.
+    """:func:`release_calendar` for many calendars: one statement (each calendar's release
+    stands on its own: on PostgreSQL each commits by itself, in one round trip for all).
 
     A calendar notified during its sync (``next_sync_at`` moved below ``lease_until``)
     keeps that ``next_sync_at``, so it is synced again at once.
@@ -115,15 +133,30 @@ def release_calendars(ctx: Context, ids: list[int], owner: str, next_in: timedel
     if not ids:
         return
     now = ctx.clock()
+    paused_wait = max(next_in, PAUSED_RETRY)
+    params = [
+        {
+            "b_id": cid,
+            "b_owner": owner,
+            "b_next": now + next_in * random.uniform(0.9, 1.1),
+            "b_paused": now + paused_wait * random.uniform(0.9, 1.1),
+        }
+        for cid in ids
+    ]
+    ctx.db.write_one(_release_statement(), params)
+
+
+@functools.cache
+def _release_statement() -> Update:
     t = _CALENDARS
     notified = and_(
         t.c.next_sync_at.is_not(None),
         t.c.lease_until.is_not(None),
         t.c.next_sync_at < t.c.lease_until,
     )
-    stmt = (
+    return (
         update(t)
-        .where(t.c.id == bindparam("b_id"), t.c.lease_owner == owner)
+        .where(t.c.id == bindparam("b_id"), t.c.lease_owner == bindparam("b_owner"))
         .values(
             lease_owner=None,
             lease_until=None,
@@ -134,17 +167,6 @@ def release_calendars(ctx: Context, ids: list[int], owner: str, next_in: timedel
             ),
         )
     )
-    paused_wait = max(next_in, PAUSED_RETRY)
-    params = [
-        {
-            "b_id": cid,
-            "b_next": now + next_in * random.uniform(0.9, 1.1),
-            "b_paused": now + paused_wait * random.uniform(0.9, 1.1),
-        }
-        for cid in ids
-    ]
-    with ctx.db.write() as orm:
-        orm.connection().execute(stmt, params)
 
 
 def renew_leases(ctx: Context, owner: str, ids: list[int], lease: timedelta) -> list[int]:
@@ -157,14 +179,23 @@ def renew_leases(ctx: Context, owner: str, ids: list[int], lease: timedelta) -> 
     if not ids:
         return []
     now = ctx.clock()
-    until = now + lease
+    params = {"r_ids": list(ids), "r_owner": owner, "r_now": now, "r_until": now + lease}
+    rows, _ = ctx.db.write_one(_renew_statement(), params)
+    return sorted(r.id for r in rows)
+
+
+@functools.cache
+def _renew_statement() -> Update:
     t = _CALENDARS
-    stmt = (
+    until = bindparam("r_until", type_=UTCDateTime)
+    return (
         update(t)
         .where(
-            t.c.id.in_(ids),
-            t.c.lease_owner == owner,
-            or_(t.c.lease_until.is_(None), t.c.lease_until >= now),
+            t.c.id.in_(bindparam("r_ids", expanding=True)),
+            t.c.lease_owner == bindparam("r_owner", type_=String),
+            or_(
+                t.c.lease_until.is_(None), t.c.lease_until >= bindparam("r_now", type_=UTCDateTime)
+            ),
         )
         .values(
             lease_until=until,
@@ -172,8 +203,6 @@ def renew_leases(ctx: Context, owner: str, ids: list[int], lease: timedelta) -> 
         )
         .returning(t.c.id)
     )
-    with ctx.db.write() as orm:
-        return sorted(orm.scalars(stmt).all())
 
 
 class Heartbeat:
