@@ -12,19 +12,59 @@ expired cursor — is reduced to its difference with the mirror's etags, planned
 hundred events a pass like a feed naming them (:mod:`syncd.engine.listing`). A
 reconciliation is an adapter's own comparison with ``known``, read only when the adapter
 asks for it.
+
+An idle cycle (nothing pending, nothing newer, nothing unsettled, an empty delta) has a
+path of its own, since it is what a fleet of calendars does almost all the time (issue 11,
+goal 8): :func:`load_and_fetch` reads the calendar, its admin and whether anything waits
+in one statement (:func:`peek`) and, when the feed then comes back empty, reads nothing
+more; :func:`commit_idle` commits such a cycle in one ``UPDATE`` that checks what the full
+commit checks under its lock (the cursor, no pending gesture, the lease). Anything else
+takes the usual reads and commit.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
+from typing import cast
+
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.orm import Session as Orm
 
 from syncd.engine import listing, settled, state
 from syncd.engine.desired import GestureRules
+from syncd.engine.planner import Plan
 from syncd.engine.report import CycleReport
+from syncd.errors import NotFoundError
 from syncd.ports import CalendarBackend, ChangeSet, CursorExpired
 from syncd.store.context import Context
+from syncd.store.models import (
+    AdminRow,
+    CalendarRow,
+    IntentRow,
+    MirrorRow,
+    SessionRow,
+    UTCDateTime,
+)
+from syncd.store.repo import admin_from_row
 
 log = logging.getLogger("syncd.engine")
 
@@ -122,6 +162,118 @@ def _listed(
     return listing.start(ctx.db, head, cs, lazy.loaded(), now)  # reads the pages
 
 
+_ADMIN_COLUMNS = (
+    "email",
+    "name",
+    "tz",
+    "reschedule_cutoff_s",
+    "cancel_cutoff_s",
+    "min_notice_s",
+    "choose_link_ttl_s",
+    "default_cancel_reason",
+    "weekly",
+    "slot_minutes",
+)
+
+
+@functools.cache
+def _peek_statement() -> Select[tuple[object, ...]]:
+    """The calendar's head and whether anything but the feed gives its cycle work: built
+    once, its parameters bound at each call (``p_id``, ``p_cutoff``)."""
+    c = cast(Table, CalendarRow.__table__)
+    a = cast(Table, AdminRow.__table__)
+    i = cast(Table, IntentRow.__table__)
+    s = cast(Table, SessionRow.__table__)
+    m = cast(Table, MirrorRow.__table__)
+    pending = exists().where(i.c.calendar_id == c.c.id)
+    # The range load_changed reads first: (revision, id) after the calendar's mark.
+    newer = exists().where(
+        s.c.admin_id == c.c.admin_id,
+        tuple_(s.c.revision, s.c.id)
+        > tuple_(c.c.synced_revision, func.coalesce(c.c.synced_id, "")),
+    )
+    # And the unsettled events it reads next.
+    unsettled = exists().where(
+        m.c.calendar_id == c.c.id,
+        m.c.settled == false(),
+        s.c.id == m.c.session_id,
+        s.c.end > bindparam("p_cutoff", type_=UTCDateTime),
+    )
+    return (
+        select(
+            c.c.admin_id,
+            c.c.backend,
+            c.c.cursor,
+            c.c.breaker_tripped_at,
+            c.c.reconciled_at,
+            c.c.recent_removals,
+            c.c.synced_revision,
+            c.c.synced_id,
+            c.c.synced_rules,
+            *(a.c[name] for name in _ADMIN_COLUMNS),
+            pending.label("p_pending"),
+            newer.label("p_newer"),
+            unsettled.label("p_unsettled"),
+        )
+        .join_from(c, a, a.c.id == c.c.admin_id)
+        .where(c.c.id == bindparam("p_id", type_=Integer))
+    )
+
+
+def peek(orm: Orm, calendar_id: int, rules: GestureRules, now: datetime) -> tuple[state.Head, bool]:
+    """The calendar's head (:func:`syncd.engine.state.load_head`) and whether its cycle is
+    idle unless the feed says otherwise: no pending gesture, no removal in the breaker's
+    window, no tripped breaker, planned with these rules, no session changed since, no
+    unsettled event. One statement for an idle calendar; a busy one reads its head again."""
+    params = {"p_id": calendar_id, "p_cutoff": now - state.WINDOW}
+    row = orm.execute(_peek_statement(), params).first()
+    if row is None:
+        raise NotFoundError(f"There is no calendar {calendar_id} (see 'syncd calendar list').")
+    if row.p_pending or row.recent_removals or row.breaker_tripped_at is not None:
+        return state.load_head(orm, calendar_id), False
+    admin = admin_from_row(AdminRow(**{name: getattr(row, name) for name in _ADMIN_COLUMNS}))
+    head = state.Head(
+        calendar_id,
+        row.backend,
+        row.cursor,
+        False,
+        admin,
+        row.admin_id,
+        {},
+        row.reconciled_at,
+        {},
+        row.synced_revision,
+        row.synced_id,
+        row.synced_rules,
+    )
+    planned = head.synced_revision is not None and head.synced_rules == settled.rules_key(rules)
+    return head, planned and not row.p_newer and not row.p_unsettled
+
+
+def _nothing(cs: ChangeSet) -> bool:
+    """An empty delta (not a listing, whole or in pages)."""
+    return not (cs.changed or cs.removed or cs.full or cs.reconciled or cs.pages is not None)
+
+
+def _idle_state(head: state.Head, since: tuple[int, str]) -> state.CalendarState:
+    """What :func:`syncd.engine.state.load_changed` reads for an idle calendar: nothing."""
+    return state.CalendarState(
+        head.calendar_id,
+        head.backend,
+        head.cursor,
+        head.breaker_tripped,
+        head.admin,
+        {},
+        {},
+        {},
+        head.reconciled_at,
+        {},
+        complete=False,
+        revision=since[0],
+        revision_id=since[1],
+    )
+
+
 def load_and_fetch(
     ctx: Context,
     backend: CalendarBackend,
@@ -135,9 +287,13 @@ def load_and_fetch(
     """The calendar's state and its feed: only what changed, or the next part of a full
     listing (``walk``: the one an earlier pass of this cycle read, or a new one)."""
     with ctx.db.read() as orm:
-        head = state.load_head(orm, calendar_id)
+        head, idle = peek(orm, calendar_id, rules, now)
     if walk is None:  # no transaction stays open across the request
         got = _listed(ctx, backend, head, reconcile, now, report)
+        if isinstance(got, ChangeSet) and idle and _nothing(got):
+            # Read before the request: a session changed meanwhile is newer than the mark
+            # stored with this cycle, so the next cycle plans it.
+            return _idle_state(head, _since(head, rules)), got, None
         if isinstance(got, ChangeSet):
             with ctx.db.read() as orm:
                 touched = {e.content.session_id for e in got.changed if e.content.session_id}
@@ -154,3 +310,83 @@ def load_and_fetch(
         st = state.load_changed(orm, head, now, batch, set(), count, since)
     st, cs = listing.pass_feed(walk, st, batch, head.cursor)
     return st, cs, (walk if walk.pending else None)
+
+
+@functools.cache
+def _idle_commit_statement(fenced: bool) -> Update:
+    c = cast(Table, CalendarRow.__table__)
+    i = cast(Table, IntentRow.__table__)
+    holds = and_(
+        c.c.id == bindparam("q_id", type_=Integer),
+        c.c.cursor == bindparam("q_cursor", type_=String),
+        not_(exists().where(i.c.calendar_id == c.c.id)),
+    )
+    if fenced:
+        holds = and_(
+            holds,
+            c.c.lease_owner == bindparam("q_owner", type_=String),
+            or_(
+                c.c.lease_until.is_(None),
+                c.c.lease_until >= bindparam("q_clock", type_=UTCDateTime),
+            ),
+        )
+    return (
+        update(c)
+        .where(holds)
+        .values(
+            cursor=bindparam("q_new_cursor", type_=String),
+            synced_revision=bindparam("q_revision", type_=Integer),
+            synced_id=bindparam("q_revision_id", type_=String),
+            synced_rules=bindparam("q_rules", type_=String),
+            last_sync_at=bindparam("q_now", type_=UTCDateTime),
+            last_error=None,
+            paused_reason=None,
+        )
+    )
+
+
+def commit_idle(
+    ctx: Context,
+    rules: GestureRules,
+    st: state.CalendarState,
+    plan: Plan,
+    cs: ChangeSet,
+    now: datetime,
+    owner: str | None,
+    marks: Mapping[str, bool] | None,
+) -> bool:
+    """Commit an idle cycle in one statement; False when the cycle is not idle or what it
+    was planned from no longer holds (then the full commit decides, and says why).
+
+    Idle: nothing loaded, nothing pending, an empty plan, an empty delta. What the full
+    commit stores is then the cursor, the plan mark, the sync time and no error, and what
+    it checks under the calendar's lock is the cursor, that no gesture is pending and
+    (``owner``) the lease: this ``UPDATE`` checks the same in its ``WHERE``. On PostgreSQL
+    the intents are seen as of the statement's start, which is enough under a lease (only
+    a commit holding the calendar's lease records a gesture): an unfenced cycle there
+    takes the full commit.
+    """
+    idle = (
+        not (st.sessions or st.mirrors or st.intents or st.recent_removals or marks)
+        and not st.breaker_tripped
+        and st.cursor is not None
+        and cs.cursor is not None
+        and st.revision is not None
+        and _nothing(cs)
+        and plan == Plan()
+    )
+    if not idle or (owner is None and not ctx.db.is_sqlite):
+        return False
+    params = {
+        "q_id": st.calendar_id,
+        "q_cursor": st.cursor,
+        "q_new_cursor": cs.cursor,
+        "q_revision": st.revision,
+        "q_revision_id": st.revision_id,
+        "q_rules": settled.rules_key(rules),
+        "q_now": now,
+    }
+    if owner is not None:
+        params.update(q_owner=owner, q_clock=ctx.clock())
+    _, count = ctx.db.write_one(_idle_commit_statement(owner is not None), params)
+    return count == 1
