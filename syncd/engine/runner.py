@@ -25,7 +25,7 @@ from syncd.domain.model import Notice, NoticeKind
 from syncd.engine import settled, state
 from syncd.engine.actions import ActionContext, alert_breaker, apply_action, session_url
 from syncd.engine.desired import GestureRules, desired_event
-from syncd.engine.fetch import load_and_fetch
+from syncd.engine.fetch import commit_idle, load_and_fetch
 from syncd.engine.listing import Walk
 from syncd.engine.planner import (
     BreakerRules,
@@ -299,6 +299,9 @@ def commit(
     Nothing is committed (and nothing written) when, under the calendar's lock, the
     intents or cursor differ from what the plan read, or ``fence.owner`` lost the lease.
     """
+    owner = fence.owner if fence is not None else None
+    if commit_idle(ctx, settings.rules, st, plan, cs, now, owner, marks):
+        return []  # an idle cycle: one statement (fetch.commit_idle)
     writes: list[Write] = list(plan.writes)
     cid = st.calendar_id
     with ctx.db.write() as orm:
