@@ -26,7 +26,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +57,7 @@ from syncd.ports import (
     Channel,
     CursorExpired,
     DesiredEvent,
+    ListingPage,
     NotFound,
     PreconditionFailed,
     RemoteEvent,
@@ -191,70 +192,108 @@ class GoogleBackend:
         except (ValueError, KeyError) as err:
             raise BackendError(f"Google Calendar {what}: malformed event: {err}") from err
 
-    def _list(self, what: str, params: Json, need_sync_token: bool) -> tuple[list[Json], str]:
-        """Every item of a listing, following ``nextPageToken``; the last page's sync token."""
-        items: list[Json] = []
+    def _pages(
+        self, what: str, params: Json, need_sync_token: bool
+    ) -> Iterator[tuple[list[Json], str | None]]:
+        """Each page's items as it arrives, following ``nextPageToken``; the last one comes
+        with its sync token (``None`` before it)."""
         page: str | None = None
         for _ in range(MAX_PAGES):
             query = dict(params, pageToken=page) if page else params
             resp = self.call(what, functools.partial(_events_list, params=query))
-            items.extend(resp.get("items") or [])
+            items = list(resp.get("items") or [])
             page = resp.get("nextPageToken")
             if not page:
                 token = str(resp.get("nextSyncToken") or "")
                 if need_sync_token and not token:
                     raise Transient(f"Google Calendar {what}: last page without nextSyncToken")
-                return items, token
+                yield items, token
+                return
+            yield items, None
         raise Transient(f"Google Calendar {what}: more than {MAX_PAGES} pages")
 
-    def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
-        """Full listing (``cursor`` None) or the sync-token feed; tombstones are ``removed``."""
-        params: Json = {
+    def _list(self, what: str, params: Json, need_sync_token: bool) -> tuple[list[Json], str]:
+        """Every item of a listing, following ``nextPageToken``; the last page's sync token."""
+        items: list[Json] = []
+        for got, token in self._pages(what, params, need_sync_token):
+            items.extend(got)
+            if token is not None:
+                return items, token
+        raise Transient(f"Google Calendar {what}: the listing ended without its last page")
+
+    def _params(self) -> Json:
+        return {
             "calendarId": self.calendar_id,
             "singleEvents": False,
             "maxResults": self.page_size,
             "fields": LIST_FIELDS,
         }
+
+    def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
+        """Full listing (``cursor`` None) or the sync-token feed; tombstones are ``removed``."""
         if cursor is None:
-            since = datetime.now(UTC) - timedelta(days=self.time_min_days)
-            params.update(showDeleted=False, timeMin=_utc(since))
-        else:
-            version, _, sync_token = cursor.partition(":")
-            if version != CURSOR_VERSION or not sync_token:
-                raise CursorExpired(f"cursor {cursor[:20]!r} is not a {CURSOR_VERSION} cursor")
-            params["syncToken"] = sync_token
+            return self.full_listing(known).gathered()
+        params = self._params()
+        version, _, sync_token = cursor.partition(":")
+        if version != CURSOR_VERSION or not sync_token:
+            raise CursorExpired(f"cursor {cursor[:20]!r} is not a {CURSOR_VERSION} cursor")
+        params["syncToken"] = sync_token
         try:
             items, token = self._list("events.list", params, need_sync_token=True)
         except _Missing as err:
-            if err.status == 410 and cursor is not None:
+            if err.status == 410:
                 raise CursorExpired(str(err)) from err
             raise BackendError(f"Google calendar {self.calendar_id} not found: {err}") from err
         except _BadRequest as err:
-            if cursor is None:
-                raise
             raise CursorExpired(str(err)) from err  # a token the server never issued
         latest: dict[str, RemoteEvent | None] = {}  # insertion-ordered; None = removed
         for item in items:
-            if item.get("recurringEventId") or not item.get("id"):
-                continue  # an instance of a recurring event: never one of syncd's
-            rid = str(item["id"])
+            rid = _listed_id(item)
+            if rid is None:
+                continue
             latest.pop(rid, None)
             if item.get("status") == "cancelled":
-                if cursor is not None:
-                    latest[rid] = None
+                latest[rid] = None
                 continue
-            try:
-                latest[rid] = parse_event(item)
-            except (ValueError, KeyError) as err:
-                log.warning(
-                    "calendar %s: skipping malformed event %s: %s", self.calendar_id, rid, err
-                )
+            if (ev := self._parse_listed(item, rid)) is not None:
+                latest[rid] = ev
         return ChangeSet(
             changed=tuple(ev for ev in latest.values() if ev is not None),
             removed=tuple(rid for rid, ev in latest.items() if ev is None),
             cursor=f"{CURSOR_VERSION}:{token}",
-            full=cursor is None,
         )
+
+    def full_listing(self, known: Mapping[str, str]) -> ChangeSet:
+        """The full listing (events ending after ``time_min_days`` ago), page by page as
+        ``events.list`` answers (``page_size`` events each): see :class:`PagedListing`."""
+        params = self._params()
+        since = datetime.now(UTC) - timedelta(days=self.time_min_days)
+        params.update(showDeleted=False, timeMin=_utc(since))
+        return ChangeSet((), (), None, full=True, pages=self._listing_pages(params))
+
+    def _listing_pages(self, params: Json) -> Iterator[ListingPage]:
+        try:
+            for items, token in self._pages("events.list", params, need_sync_token=True):
+                events: list[RemoteEvent] = []
+                for item in items:
+                    rid = _listed_id(item)
+                    if rid is None or item.get("status") == "cancelled":
+                        continue
+                    if (ev := self._parse_listed(item, rid)) is not None:
+                        events.append(ev)
+                del items
+                last = token is not None
+                cursor = f"{CURSOR_VERSION}:{token}" if last else None
+                yield ListingPage(tuple(events), last=last, cursor=cursor)
+        except _Missing as err:
+            raise BackendError(f"Google calendar {self.calendar_id} not found: {err}") from err
+
+    def _parse_listed(self, item: Json, rid: str) -> RemoteEvent | None:
+        try:
+            return parse_event(item)
+        except (ValueError, KeyError) as err:
+            log.warning("calendar %s: skipping malformed event %s: %s", self.calendar_id, rid, err)
+            return None
 
     def busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """Opaque, non-cancelled timed events (recurrences expanded) overlapping the window."""
@@ -355,3 +394,11 @@ class GoogleBackend:
             )
         except NotFound:
             return
+
+
+def _listed_id(item: Json) -> str | None:
+    """A listed item's event id; None for an instance of a recurring event (never one of
+    syncd's) or an item without one."""
+    if item.get("recurringEventId") or not item.get("id"):
+        return None
+    return str(item["id"])
