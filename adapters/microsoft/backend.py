@@ -187,8 +187,14 @@ class GraphBackend:
 
     def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
         """calendarView/delta since ``cursor`` (see :mod:`adapters.microsoft.feed`)."""
+        if cursor is None:
+            return self.full_listing(known).gathered()
         rnd = feed.read_round(self, cursor, self._clock())
         return feed.fold(self, rnd, known)
+
+    def full_listing(self, known: Mapping[str, str]) -> ChangeSet:
+        """A new delta round, page by page (see :func:`adapters.microsoft.feed.full_listing`)."""
+        return feed.full_listing(self, known, self._clock())
 
     def busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """Busy, tentative or away timed events (series expanded) overlapping the window."""

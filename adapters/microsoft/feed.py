@@ -5,7 +5,9 @@ furthest bookable day); pages follow ``@odata.nextLink`` (``Prefer: odata.maxpag
 the ``@odata.deltaLink`` of the last page is the cursor (``g1:<window start>:<deltaLink>``),
 never one from the middle of a round. A 410 (``SyncStateNotFound``, ``resyncRequired``) or a
 cursor of another shape is :class:`CursorExpired`. The window is fixed by a round's first
-request: once it is a day old, a new round starts (a full listing, which is not a deletion).
+request: once it is a day old, the cursor has expired too, and a new round starts (a full
+listing, which is not a deletion). A new round is handed over page by page
+(:func:`full_listing`), never held whole.
 
 Delta rows carry no extended properties but do carry ``transactionId``: a row whose
 ``transactionId`` syncd chose is that session's event. ``{"@removed": …}`` only names a
@@ -19,7 +21,7 @@ now. Occurrences of a series are folded into their master, read with a GET.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -36,7 +38,15 @@ from adapters.microsoft.wire import (
     query_instant,
     session_of_transaction,
 )
-from syncd.ports import BackendError, ChangeSet, CursorExpired, NotFound, RemoteEvent, Transient
+from syncd.ports import (
+    BackendError,
+    ChangeSet,
+    CursorExpired,
+    ListingPage,
+    NotFound,
+    RemoteEvent,
+    Transient,
+)
 
 log = logging.getLogger("adapters.microsoft")
 MAX_PAGES = 10_000
@@ -71,28 +81,43 @@ def _window(cal: Calendar, now: datetime) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=cal.window_days)
 
 
-def _pages(
+def _page_rows(
     cal: Calendar, what: str, url: str, params: Mapping[str, str] | None
-) -> tuple[list[Json], str]:
-    """Every row of a delta round, following nextLink; the deltaLink of its last page."""
-    rows: list[Json] = []
+) -> Iterator[tuple[list[Json], str | None]]:
+    """Each page's rows of a delta round as it arrives, following nextLink; the last one
+    comes with the deltaLink (``None`` before it)."""
     prefer = f"odata.maxpagesize={cal.page_size}"
     for _ in range(MAX_PAGES):
         doc = cal.transport.json(what, "GET", url, params=params, prefer=prefer)
-        rows.extend(r for r in doc.get("value") or [] if isinstance(r, dict))
+        rows = [r for r in doc.get("value") or [] if isinstance(r, dict)]
         params = None  # the links carry their own query
         nxt, done = doc.get("@odata.nextLink"), doc.get("@odata.deltaLink")
         if nxt:
             url = str(nxt)
+            yield rows, None
         elif done:
-            return rows, str(done)
+            yield rows, str(done)
+            return
         else:
             raise Transient(f"Microsoft Graph {what}: last page without @odata.deltaLink")
     raise Transient(f"Microsoft Graph {what}: more than {MAX_PAGES} pages")
 
 
+def _pages(
+    cal: Calendar, what: str, url: str, params: Mapping[str, str] | None
+) -> tuple[list[Json], str]:
+    """Every row of a delta round, following nextLink; the deltaLink of its last page."""
+    rows: list[Json] = []
+    for got, done in _page_rows(cal, what, url, params):
+        rows.extend(got)
+        if done is not None:
+            return rows, done
+    raise Transient(f"Microsoft Graph {what}: the round ended without its last page")
+
+
 def read_round(cal: Calendar, cursor: str | None, now: datetime) -> Round:
-    """The rows since ``cursor`` (None, or a window a day old: a new round over a new window)."""
+    """The rows since ``cursor``; :class:`CursorExpired` when there is none or its window is a
+    day old (a new round over a new window is a full listing: :func:`full_listing`)."""
     if cursor is not None:
         version, _, rest = cursor.partition(":")
         stamp, _, link = rest.partition("|")
@@ -113,36 +138,46 @@ def read_round(cal: Calendar, cursor: str | None, now: datetime) -> Round:
                 raise CursorExpired(str(err)) from err  # a token the server never issued
             return Round(rows, f"{CURSOR_VERSION}:{stamp}|{done}", full=False)
         log.info("calendar %s: delta window is a day old; new round", cal.cal_path)
-    start, end = _window(cal, now)
-    params = {"startDateTime": query_instant(start), "endDateTime": query_instant(end)}
-    try:
-        rows, done = _pages(cal, "calendarView/delta", f"{cal.cal_path}/calendarView/delta", params)
-    except _Missing as err:
-        raise BackendError(f"Microsoft calendar {cal.cal_path} not found: {err}") from err
-    return Round(rows, f"{CURSOR_VERSION}:{now.astimezone(UTC).isoformat()}|{done}", full=True)
+        raise CursorExpired(f"calendar {cal.cal_path}: the delta window is a day old")
+    raise CursorExpired("no cursor: a full listing (full_listing) starts a new round")
 
 
-def property_listing(cal: Calendar) -> dict[str, Json]:
-    """Every live event of the calendar carrying syncd's property, by session id (oldest wins)."""
+def _property_bodies(cal: Calendar) -> Iterator[Json]:
+    """Every live event of the calendar carrying syncd's property, page after page."""
     url = f"{cal.cal_path}/events"
     params: Mapping[str, str] | None = {
         "$filter": f"singleValueExtendedProperties/any(ep: ep/id eq '{SESSION_PROPERTY}')",
         "$expand": EXPAND,
         "$top": str(cal.page_size),
     }
-    found: dict[str, Json] = {}
     for _ in range(MAX_PAGES):
         doc = cal.transport.json("events (syncd's)", "GET", url, params=params)
-        for body in doc.get("value") or []:
-            key = _key(body)
-            if key and (key not in found or _older(body, found[key])):
-                found[key] = body
+        yield from (b for b in doc.get("value") or [] if isinstance(b, dict))
         params = None
         nxt = doc.get("@odata.nextLink")
         if not nxt:
-            return found
+            return
         url = str(nxt)
     raise Transient(f"Microsoft Graph events of {cal.cal_path}: more than {MAX_PAGES} pages")
+
+
+def property_listing(
+    cal: Calendar, wanted: Container[str] | None = None, live: set[str] | None = None
+) -> dict[str, Json]:
+    """The live events carrying syncd's property, by session id (oldest wins): those of
+    ``wanted`` only when given; ``live`` collects every session id seen."""
+    found: dict[str, Json] = {}
+    for body in _property_bodies(cal):
+        key = _key(body)
+        if not key:
+            continue
+        if live is not None:
+            live.add(key)
+        if wanted is not None and key not in wanted:
+            continue
+        if key not in found or _older(body, found[key]):
+            found[key] = body
+    return found
 
 
 def _key(body: Mapping[str, Any]) -> str | None:
@@ -200,7 +235,7 @@ def fold(cal: Calendar, rnd: Round, known: Mapping[str, str]) -> ChangeSet:
     # ``known`` is read only here: an idle round never asks syncd for its mirror.
     missing = [k for k in known if k not in changed] if rnd.full or removals else []
     if missing:
-        listing = property_listing(cal)
+        listing = property_listing(cal, set(missing))
         for key in missing:
             body = listing.get(key)
             if body is None:
@@ -213,6 +248,75 @@ def fold(cal: Calendar, rnd: Round, known: Mapping[str, str]) -> ChangeSet:
     return ChangeSet(
         changed=tuple(changed.values()), removed=tuple(removed), cursor=rnd.cursor, full=rnd.full
     )
+
+
+def full_listing(cal: Calendar, known: Mapping[str, str], now: datetime) -> ChangeSet:
+    """A new round over a new window, its events handed over page by page as Graph
+    answers (see :class:`syncd.ports.PagedListing`), then those of ``known`` that live
+    outside the window (syncd's property listing). Held meanwhile: per session id listed,
+    the creation time of its row (a copy carrying syncd's ``transactionId`` is newer)."""
+    return ChangeSet((), (), None, full=True, pages=_full_pages(cal, known, now))
+
+
+def _full_pages(cal: Calendar, known: Mapping[str, str], now: datetime) -> Iterator[ListingPage]:
+    start, end = _window(cal, now)
+    params = {"startDateTime": query_instant(start), "endDateTime": query_instant(end)}
+    url = f"{cal.cal_path}/calendarView/delta"
+    created: dict[str, str] = {}  # session id → createdDateTime of the row handed over
+    masters: dict[str, str] = {}  # series master id → session id
+    removals = False
+    done: str | None = None
+    try:
+        for rows, link in _page_rows(cal, "calendarView/delta", url, params):
+            done = link or done
+            events: list[RemoteEvent] = []
+            for row in rows:
+                if not row.get("id"):
+                    continue
+                if "@removed" in row:
+                    removals = True  # deleted while the round was read: checked below
+                    continue
+                key = session_of_transaction(row.get("transactionId"))
+                if row.get("seriesMasterId") or row.get("type") in ("occurrence", "exception"):
+                    if key:
+                        masters[str(row.get("seriesMasterId") or "")] = key
+                    continue
+                ev = _parse(row, key, cal.cal_path)
+                if ev is None:
+                    continue
+                when = str(row.get("createdDateTime") or "")
+                had = created.get(ev.remote_id)
+                if had is not None and when > had:
+                    continue  # a copy carrying syncd's transactionId is not the event
+                created[ev.remote_id] = when  # the same row again counts as the later one
+                events.append(ev)
+            del rows
+            yield ListingPage(tuple(events))
+    except _Missing as err:
+        raise BackendError(f"Microsoft calendar {cal.cal_path} not found: {err}") from err
+    assert done is not None  # _page_rows ends with the deltaLink or raises
+    last: list[RemoteEvent] = []
+    for master_id, key in masters.items():
+        if not master_id or key in created:
+            continue
+        try:
+            ev = _parse(cal.raw_event(master_id), key, cal.cal_path)
+        except NotFound:
+            continue  # deleted since: the listing below decides
+        if ev is not None:
+            last.append(ev)
+            created[key] = ""
+    missing = {k for k in known if k not in created}
+    gone: list[str] = []
+    if missing or removals:
+        live: set[str] | None = set() if removals else None
+        for key, body in property_listing(cal, missing, live).items():
+            if (ev := _parse(body, key, cal.cal_path)) is not None:
+                last.append(ev)
+        if live is not None:  # what was handed over and deleted since
+            gone = sorted(k for k in created if k not in live)
+    cursor = f"{CURSOR_VERSION}:{now.astimezone(UTC).isoformat()}|{done}"
+    yield ListingPage(tuple(last), tuple(gone), last=True, cursor=cursor)
 
 
 def busy_rows(cal: Calendar, start: datetime, end: datetime) -> Iterable[Json]:

@@ -6,14 +6,21 @@ raises from the iterator (the engine then judges nothing: tests/unit/test_listin
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import trustme
 
-from syncd.ports import ChangeSet, ListingPage, PagedListing, Transient
+from adapters.microsoft.backend import GraphBackend
+from syncd.ports import ChangeSet, CursorExpired, ListingPage, PagedListing, Transient
 from tests.contract.google_human import make_backend
+from tests.contract.graph_kit import UPN, app_tokens
 from tests.contract.samples import END, START, desired
 from tests.fakes.google_calendar import FakeGoogleCalendar
+from tests.fakes.graph_extras import FakeGraphPlus
+
+SOON = (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
 
 
 def _pages(cs: ChangeSet) -> Iterator[ListingPage]:
@@ -63,3 +70,77 @@ def test_google_listing_broken_mid_way_raises(google: FakeGoogleCalendar) -> Non
     with pytest.raises(Transient):
         next(pages)
     backend.close()
+
+
+@pytest.fixture
+def graph(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGraphPlus]:
+    fake = FakeGraphPlus(trustme.CA()).start()
+    fake.add_mailbox(UPN, "Coach")
+    for key, value in fake.client_env().items():  # httpx and msal trust the test CA
+        monkeypatch.setenv(key, value)
+    yield fake
+    fake.stop()
+
+
+def _graph_backend(fake: FakeGraphPlus, **options: Any) -> GraphBackend:
+    app = fake.add_app("syncd")
+    tokens = app_tokens(fake, app.client_id, fake.add_secret(app.client_id))
+    return GraphBackend(UPN, "", tokens, fake.graph_url, timeout=5.0, **options)
+
+
+def _graph_deltas(fake: FakeGraphPlus) -> int:
+    with fake.lock:
+        return sum(r.path.endswith("/calendarView/delta") for r in fake.requests)
+
+
+def test_graph_lists_a_page_at_a_time(graph: FakeGraphPlus) -> None:
+    b = _graph_backend(graph, page_size=2, retry_wait=(0.001, 0.01), max_attempts=2)
+    assert isinstance(b, PagedListing)
+    soon = SOON  # inside the delta window
+    made = [
+        b.create(desired(f"sg{i}", soon + timedelta(days=i), soon + timedelta(days=i, hours=1)))
+        for i in range(5)
+    ]
+    pages = _pages(b.full_listing({}))
+    assert _graph_deltas(graph) == 0
+    first = next(pages)
+    assert _graph_deltas(graph) == 1 and len(first.events) == 2 and not first.last
+    graph.fail_next(5, status=503)  # the connection to the next page breaks, every retry
+    with pytest.raises(Transient):
+        next(pages)
+    graph.clear_faults()
+    whole = b.changes(None, {})  # a new listing, whole, gathered from its pages
+    assert {e.remote_id for e in whole.changed} == {m.remote_id for m in made}
+    assert whole.full and whole.cursor and whole.removed == ()
+    b.close()
+
+
+def test_graph_hands_over_what_lives_outside_the_window_on_the_last_page(
+    graph: FakeGraphPlus,
+) -> None:
+    b = _graph_backend(graph, page_size=2, retry_wait=(0.001, 0.01))
+    soon = SOON
+    near = b.create(desired("snear", soon, soon + timedelta(hours=1)))
+    far = soon + timedelta(days=3650)  # beyond the delta window
+    out = b.create(desired("sfar", far, far + timedelta(hours=1)))
+    pages = list(_pages(b.full_listing({near.remote_id: near.etag, out.remote_id: out.etag})))
+    assert [e.remote_id for p in pages[:-1] for e in p.events] == ["snear"]
+    assert pages[-1].last and [e.remote_id for e in pages[-1].events] == ["sfar"]
+    b.close()
+
+
+def test_a_graph_window_a_day_old_is_an_expired_cursor_then_a_paged_listing(
+    graph: FakeGraphPlus,
+) -> None:
+    now = [datetime.now(UTC)]
+    b = _graph_backend(graph, page_size=2, retry_wait=(0.001, 0.01), clock=lambda: now[0])
+    made = b.create(desired("sday", SOON, SOON + timedelta(hours=1)))
+    cursor = b.changes(None, {}).cursor
+    assert cursor is not None
+    assert b.changes(cursor, {made.remote_id: made.etag}).changed == ()  # same window
+    now[0] += timedelta(days=1, minutes=1)
+    with pytest.raises(CursorExpired, match="a day old"):
+        b.changes(cursor, {made.remote_id: made.etag})  # the engine lists, page by page
+    pages = list(_pages(b.full_listing({made.remote_id: made.etag})))
+    assert [e.remote_id for p in pages for e in p.events] == ["sday"] and pages[-1].cursor
+    b.close()
