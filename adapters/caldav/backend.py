@@ -327,6 +327,11 @@ class CalDAVBackend:
         own, self._own = self._own, {}
         return self._feed.changes(cursor, known, own)
 
+    def full_listing(self, known: Mapping[str, str]) -> ChangeSet:
+        """A full listing page by page (see ``feed.Feed.full_listing``)."""
+        self._own = {}
+        return self._feed.full_listing(known)
+
     def recorded(self, etags: Mapping[str, str | None]) -> None:
         """What syncd recorded for its writes (``href -> etag``, ``None`` when deleted)."""
         for href, etag in etags.items():

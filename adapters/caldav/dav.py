@@ -8,6 +8,7 @@ unquoted and re-quoted the same way) so that ``/c/a%40b.ics`` (Radicale) and ``/
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote, unquote, urlsplit
@@ -127,30 +128,81 @@ def parse_xml(body: bytes) -> ET.Element:
         raise DavXmlError(f"malformed XML: {err}") from err
 
 
+def _response(resp: ET.Element) -> DavResponse:
+    href_el = resp.find(DAV + "href")
+    if href_el is None or not (href_el.text or "").strip():
+        raise DavXmlError("a DAV:response without DAV:href")
+    item = DavResponse(
+        normalize_href((href_el.text or "").strip()),
+        _status_code(resp.findtext(DAV + "status")),
+    )
+    for propstat in resp.findall(DAV + "propstat"):
+        if _status_code(propstat.findtext(DAV + "status")) != 200:
+            continue
+        prop = propstat.find(DAV + "prop")
+        for el in prop if prop is not None else []:
+            item.props[el.tag] = el
+    return item
+
+
 def parse_multistatus(body: bytes) -> tuple[list[DavResponse], str | None]:
     """The responses of a multistatus body and its top-level ``sync-token`` (if any)."""
     root = parse_xml(body)
     if root.tag != DAV + "multistatus":
         raise DavXmlError(f"expected DAV:multistatus, got {root.tag}")
-    out: list[DavResponse] = []
-    for resp in root.findall(DAV + "response"):
-        href_el = resp.find(DAV + "href")
-        if href_el is None or not (href_el.text or "").strip():
-            raise DavXmlError("a DAV:response without DAV:href")
-        item = DavResponse(
-            normalize_href((href_el.text or "").strip()),
-            _status_code(resp.findtext(DAV + "status")),
-        )
-        for propstat in resp.findall(DAV + "propstat"):
-            if _status_code(propstat.findtext(DAV + "status")) != 200:
-                continue
-            prop = propstat.find(DAV + "prop")
-            for el in prop if prop is not None else []:
-                item.props[el.tag] = el
-        out.append(item)
+    out = [_response(resp) for resp in root.findall(DAV + "response")]
     token_el = root.find(DAV + "sync-token")
     token = None if token_el is None else (token_el.text or "").strip()
     return out, token
+
+
+class MultistatusReader:
+    """A multistatus body parsed as it arrives (a large calendar's listing is never held
+    whole, neither its bytes nor its tree): :meth:`responses` yields each ``DAV:response``
+    once it is complete and lets it go; ``token`` is the top-level ``sync-token`` once the
+    body has been read."""
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self._parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
+        self._root: ET.Element | None = None
+        self._depth = 0
+
+    def responses(self, chunks: Iterable[bytes]) -> Iterator[DavResponse]:
+        """The responses of the body ``chunks`` make up; :class:`DavXmlError` when it is
+        not a well-formed multistatus."""
+        try:
+            for chunk in chunks:
+                self._parser.feed(chunk)
+                yield from self._read()
+            self._parser.close()
+        except ET.ParseError as err:
+            raise DavXmlError(f"malformed XML: {err}") from err
+        yield from self._read()
+        if self._root is None:
+            raise DavXmlError("an empty body")
+
+    def _read(self) -> Iterator[DavResponse]:
+        for got in self._parser.read_events():
+            if len(got) != 2 or not isinstance(got[1], ET.Element):
+                continue  # only start and end events are asked for
+            event, el = got[0], got[1]
+            if event == "start":
+                self._depth += 1
+                if self._root is None:
+                    if el.tag != DAV + "multistatus":
+                        raise DavXmlError(f"expected DAV:multistatus, got {el.tag}")
+                    self._root = el
+                continue
+            self._depth -= 1
+            if self._depth != 1 or self._root is None:
+                continue  # inside a response, or the root's own end
+            if el.tag == DAV + "response":
+                item = _response(el)
+                self._root.remove(el)
+                yield item
+            elif el.tag == DAV + "sync-token":
+                self.token = (el.text or "").strip()
 
 
 def error_condition(body: bytes) -> str | None:

@@ -17,19 +17,21 @@ and only the periodic reconciliation tells.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from adapters.caldav import dav
 from adapters.caldav.ics import IcsError, parse_event
 from adapters.caldav.quirks import Quirks
 from adapters.caldav.transport import Transport, strong_etag
-from syncd.ports import ChangeSet, CursorExpired, RemoteEvent, Transient
+from syncd.ports import ChangeSet, CursorExpired, ListingPage, RemoteEvent, Transient
 
 log = logging.getLogger("adapters.caldav.backend")
 
 SYNC_PREFIX = "sync:"
 CTAG_PREFIX = "ctag:"
 MULTIGET_BATCH = 100
+#: Events a page of a first listing (see :meth:`Feed.full_listing`).
+PAGE = 100
 MAX_SYNC_ROUNDS = 500
 # Status codes servers give a sync-collection REPORT with a token they no longer accept:
 # Radicale 403, Cyrus 403, Xandikos 412 (all with DAV:valid-sync-token), others 409.
@@ -57,11 +59,7 @@ class Feed:
         etags (syncd's echoes) and fetches the rest with calendar-multiget.
         """
         if cursor is None:
-            if known:
-                return self._reconcile(known)
-            if self._force_ctag:
-                return self._ctag_changes(None, known)
-            return self._sync_changes("", known, {})
+            return self.full_listing(known).gathered()
         if cursor.startswith(CTAG_PREFIX):
             return self._ctag_changes(cursor.removeprefix(CTAG_PREFIX), known)
         if cursor.startswith(SYNC_PREFIX) and not self._force_ctag:
@@ -175,29 +173,16 @@ class Feed:
         removed = tuple(sorted(h for h in seen if h not in listing))
         return [dav.DavResponse(h, 200) for h in wanted], removed
 
-    def _reconcile(self, known: Mapping[str, str]) -> ChangeSet:
-        """A full listing compared with ``known``; fetches only what differs.
-
-        The cursor (sync token or ctag) is read before the listing, so whatever changes
-        in between is reported again by the next delta (an echo), never missed.
-        """
+    def _members(self) -> tuple[str, dict[str, str]]:
+        """(cursor, href → etag): read together, the cursor first or in the same answer."""
         listed = None if self._force_ctag else self._initial_listing()
         if listed is not None:
             # The token and the listing of one initial sync-collection agree by definition;
             # a PROPFIND's sync-token need not (SOGo's then answers the next delta empty).
             token, members = listed
-            cursor = SYNC_PREFIX + token
-        else:
-            props = self._collection_props()
-            cursor = CTAG_PREFIX + _ctag(props)
-            members = self.listing()
-        entries, removed = self._diff(members, known)
-        return ChangeSet(
-            changed=tuple(self._events(entries)),
-            removed=removed,
-            cursor=cursor,
-            reconciled=True,
-        )
+            return SYNC_PREFIX + token, members
+        props = self._collection_props()
+        return CTAG_PREFIX + _ctag(props), self.listing()
 
     def _initial_listing(self) -> tuple[str, dict[str, str]] | None:
         """(token, href → etag) from an initial etag-only sync-collection; None without one."""
@@ -242,6 +227,11 @@ class Feed:
 
     def _events(self, entries: Iterable[dav.DavResponse]) -> list[RemoteEvent]:
         """Parse entries that came with data; fetch the rest with calendar-multiget."""
+        return [e for batch in self._event_batches(entries) for e in batch]
+
+    def _event_batches(self, entries: Iterable[dav.DavResponse]) -> Iterator[list[RemoteEvent]]:
+        """:meth:`_events` a batch at a time: those that came with data, then a
+        calendar-multiget of :data:`MULTIGET_BATCH` at a time for the rest."""
         out: list[RemoteEvent] = []
         missing: list[str] = []
         for item in entries:
@@ -250,11 +240,17 @@ class Feed:
                 _collect(out, item.href, etag, data)
             else:
                 missing.append(item.href)
-        for i in range(0, len(missing), MULTIGET_BATCH):
-            batch = missing[i : i + MULTIGET_BATCH]
+        if out:
+            yield out
+        yield from self._multiget(missing)
+
+    def _multiget(self, hrefs: list[str]) -> Iterator[list[RemoteEvent]]:
+        for i in range(0, len(hrefs), MULTIGET_BATCH):
+            batch = hrefs[i : i + MULTIGET_BATCH]
             what = f"calendar-multiget {self._collection}"
             reply = self._t.report(self._collection, dav.multiget_body(batch), "1")
             items, _ = self._t.multistatus(reply, what)
+            out: list[RemoteEvent] = []
             for item in items:
                 data, etag = item.text(dav.CALDAV + "calendar-data"), item.text(dav.DAV + "getetag")
                 if item.status in (404, 410):
@@ -263,7 +259,90 @@ class Feed:
                 if data is None or not etag:
                     raise Transient(f"{what}: no data or etag for {item.href}")
                 _collect(out, item.href, etag, data)
-        return out
+            yield out
+
+    # -- full listings, page by page ---------------------------------------------------
+
+    def full_listing(self, known: Mapping[str, str]) -> ChangeSet:
+        """What ``changes(None, known)`` returns, handed over page by page (see
+        :class:`syncd.ports.PagedListing`): a reconciliation's differing events a
+        multiget at a time; a first listing's sync-collection parsed as it arrives."""
+        if known:
+            return ChangeSet((), (), None, reconciled=True, pages=self._reconcile_pages(known))
+        return ChangeSet((), (), None, full=True, pages=self._full_pages())
+
+    def _reconcile_pages(self, known: Mapping[str, str]) -> Iterator[ListingPage]:
+        """The etag listing compared with ``known``; only what differs is fetched.
+
+        The cursor (sync token or ctag) is read before the listing, so whatever changes
+        in between is reported again by the next delta (an echo), never missed.
+        """
+        cursor, members = self._members()
+        entries, removed = self._diff(members, known)
+        del members
+        for batch in self._event_batches(entries):
+            yield ListingPage(tuple(batch))
+        yield ListingPage((), removed, last=True, cursor=cursor)
+
+    def _full_pages(self) -> Iterator[ListingPage]:
+        """A first sync-collection (the whole calendar with its data) read as it arrives,
+        :data:`PAGE` events a page; the rounds after a truncated answer likewise, what they
+        report deleted named ``removed``. Without sync-collection: the ctag listing."""
+        if self._force_ctag:
+            yield self._whole(self._ctag_changes(None, {}))
+            return
+        what = f"sync-collection {self._collection}"
+        token, first = "", True
+        for _ in range(MAX_SYNC_ROUNDS):
+            body = dav.sync_collection_body(token)
+            reply = self._t.report(self._collection, body, "0", stream=True)
+            if reply.status != 207:
+                unsupported = reply.status in UNSUPPORTED_REPORT_STATUSES
+                if first and unsupported and not self._supports_sync():
+                    log.info("%s: no sync-collection; using ctag", self._collection)
+                    yield self._whole(self._ctag_changes(None, {}))
+                    return
+                if reply.status in (404, 410):
+                    raise Transient(f"{what}: the calendar collection is missing (HTTP 404)")
+                raise self._t.fail(reply, what)
+            reader = dav.MultistatusReader()
+            truncated = False
+            page: list[RemoteEvent] = []
+            gone: list[str] = []
+            missing: list[str] = []
+            try:
+                for item in reader.responses(reply.chunks or iter([reply.body])):
+                    if item.href.rstrip("/") == self._collection.rstrip("/"):
+                        truncated = truncated or item.status == 507
+                    elif item.status in (404, 410):
+                        if not first:  # deleted since an earlier round named it
+                            gone.append(item.href)
+                    elif item.status is None or item.status == 200:
+                        data = item.text(dav.CALDAV + "calendar-data")
+                        etag = item.text(dav.DAV + "getetag")
+                        if data and etag:
+                            _collect(page, item.href, etag, data)
+                        else:
+                            missing.append(item.href)
+                    if len(page) >= PAGE:
+                        yield ListingPage(tuple(page), tuple(gone))
+                        page, gone = [], []
+            except dav.DavXmlError as err:
+                raise Transient(f"{what}: unparseable answer ({err})") from err
+            if not reader.token:
+                raise Transient(f"{what}: the answer carries no sync-token")
+            yield ListingPage(tuple(page), tuple(gone))
+            for batch in self._multiget(missing):
+                yield ListingPage(tuple(batch))
+            token, first = reader.token, False
+            if not truncated:
+                yield ListingPage((), last=True, cursor=SYNC_PREFIX + token)
+                return
+        raise Transient(f"{what}: the server kept truncating the answer")
+
+    @staticmethod
+    def _whole(cs: ChangeSet) -> ListingPage:
+        return ListingPage(cs.changed, cs.removed, last=True, cursor=cs.cursor)
 
 
 def _echo(item: dav.DavResponse, own: Mapping[str, str]) -> bool:

@@ -13,8 +13,8 @@ connections as requests are in flight, not ten thousand, and a poll finds one op
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -36,6 +36,8 @@ XML = "application/xml; charset=utf-8"
 ICS = "text/calendar; charset=utf-8"
 #: Kept-alive connections per server and account: above the sync threads in flight.
 POOL_MAXSIZE = 32
+#: Bytes read at a time from a streamed answer.
+CHUNK = 64 * 1024
 _sessions: dict[tuple[str, str, str], tuple[http.Session, int]] = {}
 _sessions_lock = threading.Lock()
 
@@ -63,11 +65,16 @@ def _give_session(key: tuple[str, str, str]) -> None:
 
 @dataclass(frozen=True)
 class Reply:
-    """One HTTP answer: status, lower-case headers, body."""
+    """One HTTP answer: status, lower-case headers, body.
+
+    A streamed 207 (``stream=True``) comes without its body: ``chunks`` reads it as it
+    arrives, once; a connection that breaks meanwhile raises :class:`Transient` there.
+    """
 
     status: int
     headers: Mapping[str, str]  # lower-case names
     body: bytes
+    chunks: Iterator[bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -119,6 +126,16 @@ def _dropped(err: BaseException) -> bool:
     return any(m in text for m in marks)
 
 
+def _chunks(resp: http.Response, what: str) -> Iterator[bytes]:
+    """A streamed body as it arrives; the connection goes back to the pool at its end."""
+    try:
+        yield from resp.iter_content(CHUNK)
+    except (http.exceptions.RequestException, OSError) as err:
+        raise Transient(f"{what}: the connection broke while the answer was read: {err}") from err
+    finally:
+        resp.close()
+
+
 class Transport:
     """Requests to one CalDAV server with one account."""
 
@@ -157,10 +174,12 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         redirects: bool = True,
         _retrying: bool = False,
+        stream: bool = False,
     ) -> Reply:
         """One request; connection failures, timeouts and 5xx raise :class:`Transient`.
 
         ``redirects=False`` returns a 3xx as it is (discovery follows it itself).
+        ``stream=True``: a 207's body is left to ``Reply.chunks``.
         """
         all_headers = {"User-Agent": self._ua, **(headers or {})}
         try:
@@ -172,11 +191,14 @@ class Transport:
                 auth=self._client.auth,
                 timeout=self._timeout,
                 allow_redirects=redirects,
+                stream=stream,
             )
+            streamed = stream and resp.status_code == 207
             reply = Reply(
                 int(resp.status_code or 0),
                 {str(k).lower(): str(v) for k, v in resp.headers.items()},
-                resp.content or b"",
+                b"" if streamed else (resp.content or b""),
+                _chunks(resp, f"{method} {url}") if streamed else None,
             )
         except (http.exceptions.RequestException, OSError) as err:
             conditional = any(k.lower() in ("if-match", "if-none-match") for k in all_headers)
@@ -184,7 +206,7 @@ class Transport:
                 # A kept-alive connection the server had closed (SOGo does): sent again
                 # once. Safe for a conditional write: a repeat of one that was applied
                 # answers 412 (or 404 for a DELETE), which the caller handles.
-                return self.send(method, url, body, headers, redirects, _retrying=True)
+                return self.send(method, url, body, headers, redirects, True, stream)
             raise Transient(f"{method} {url} failed: {err}") from err
         if reply.status == 401 and self._client.username and not self._renegotiated:
             self._renegotiated = True
@@ -194,7 +216,7 @@ class Transport:
                     self._client.build_auth_object(sorted(schemes))
                 except Exception as err:  # caldav's AuthorizationError: no usable scheme
                     raise AuthRevoked(f"{url}: no usable authentication: {err}") from err
-                return self.send(method, url, body, headers, redirects)
+                return self.send(method, url, body, headers, redirects, stream=stream)
         wait = retry_after(reply.headers.get("retry-after"))
         if reply.status == 429 or (reply.status == 503 and wait is not None):
             raise RateLimited(f"{method} {url}: HTTP {reply.status}", wait)
@@ -210,15 +232,17 @@ class Transport:
         body: bytes = b"",
         headers: Mapping[str, str] | None = None,
         redirects: bool = True,
+        stream: bool = False,
     ) -> Reply:
-        """An idempotent request (GET, PROPFIND, REPORT), retried on transient failures."""
+        """An idempotent request (GET, PROPFIND, REPORT), retried on transient failures
+        (a streamed body, once it is being read, is not: its reader sees the error)."""
         retrying = Retrying(
             stop=stop_after_attempt(3),
             wait=wait_exponential(multiplier=0.1, max=1.0) + wait_random(0, 0.1),
             retry=retry_if_exception(_retryable),
             reraise=True,
         )
-        return retrying(self.send, method, url, body, headers, redirects)
+        return retrying(self.send, method, url, body, headers, redirects, stream=stream)
 
     def fail(self, reply: Reply, what: str) -> BackendError:
         """The error for an unexpected answer (never :class:`NotFound`)."""
@@ -228,10 +252,10 @@ class Transport:
             return PreconditionFailed(f"{what}: the event changed on the server (HTTP 412)")
         return Transient(f"{what}: unexpected HTTP {reply.status}")
 
-    def report(self, href: str, body: str, depth: str) -> Reply:
-        """A REPORT on an href."""
+    def report(self, href: str, body: str, depth: str, stream: bool = False) -> Reply:
+        """A REPORT on an href (``stream``: see :class:`Reply`)."""
         headers = {"Content-Type": XML, "Depth": depth}
-        return self.read("REPORT", self.url(href), body.encode(), headers)
+        return self.read("REPORT", self.url(href), body.encode(), headers, stream=stream)
 
     def propfind(self, href: str, body: str, depth: str) -> Reply:
         """A PROPFIND on an href."""

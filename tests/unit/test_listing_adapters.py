@@ -5,18 +5,24 @@ raises from the iterator (the engine then judges nothing: tests/unit/test_listin
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import trustme
 
+from adapters.caldav.backend import CalDAVBackend
 from adapters.microsoft.backend import GraphBackend
 from syncd.ports import ChangeSet, CursorExpired, ListingPage, PagedListing, Transient
 from tests.contract.google_human import make_backend
 from tests.contract.graph_kit import UPN, app_tokens
 from tests.contract.samples import END, START, desired
+from tests.contract.test_caldav_wire import COLL
+from tests.contract.test_caldav_wire import ics as caldav_ics
+from tests.contract.test_caldav_wire import response as caldav_response
 from tests.fakes.google_calendar import FakeGoogleCalendar
 from tests.fakes.graph_extras import FakeGraphPlus
 
@@ -144,3 +150,82 @@ def test_a_graph_window_a_day_old_is_an_expired_cursor_then_a_paged_listing(
     pages = list(_pages(b.full_listing({made.remote_id: made.etag})))
     assert [e.remote_id for p in pages for e in p.events] == ["sday"] and pages[-1].cursor
     b.close()
+
+
+class _Streaming:
+    """A CalDAV server whose first sync-collection answer is sent in two parts: the
+    second waits until ``go`` is set (or, with ``drop``, never comes: the connection
+    closes mid-body)."""
+
+    def __init__(self, events: int, drop: bool = False) -> None:
+        self.go = threading.Event()
+        head = (
+            '<?xml version="1.0"?><D:multistatus xmlns:D="DAV:" '
+            'xmlns:C="urn:ietf:params:xml:ns:caldav">'
+        )
+        parts = [
+            caldav_response(f"{COLL}e{i}.ics", f'"{i}"', caldav_ics(f"uid-{i}"))
+            for i in range(events)
+        ]
+        half = len(parts) // 2
+        self.first = (head + "".join(parts[:half])).encode()
+        self.second = ("".join(parts[half:]) + "<D:sync-token>t1</D:sync-token>").encode()
+        self.second += b"</D:multistatus>"
+        self.drop = drop
+        streaming = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_REPORT(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(207)
+                self.send_header("Content-Type", "application/xml")
+                size = len(streaming.first) + len(streaming.second)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                self.wfile.write(streaming.first)
+                self.wfile.flush()
+                if streaming.drop:
+                    return  # the connection closes, the body unfinished
+                streaming.go.wait(5)
+                self.wfile.write(streaming.second)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}{COLL}"
+
+    def close(self) -> None:
+        self.go.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_caldav_hands_over_a_first_listing_while_it_arrives() -> None:
+    server = _Streaming(events=250)
+    b = CalDAVBackend(server.url, "u", "p", timeout=5.0)
+    assert isinstance(b, PagedListing)
+    try:
+        pages = _pages(b.full_listing({}))
+        first = next(pages)  # read before the server sent the rest of its answer
+        assert len(first.events) == 100 and not server.go.is_set()
+        server.go.set()
+        rest = list(pages)
+        assert rest[-1].last and rest[-1].cursor == "sync:t1"
+        hrefs = [e.remote_id for p in [first, *rest] for e in p.events]
+        assert hrefs == [f"{COLL}e{i}.ics" for i in range(250)]
+    finally:
+        b.close()
+        server.close()
+
+
+def test_caldav_listing_dropped_mid_body_raises() -> None:
+    server = _Streaming(events=250, drop=True)
+    b = CalDAVBackend(server.url, "u", "p", timeout=5.0)
+    try:
+        with pytest.raises(Transient, match="broke while the answer was read"):
+            list(_pages(b.full_listing({})))
+    finally:
+        b.close()
+        server.close()
