@@ -9,7 +9,7 @@ whose write fails is written again next cycle until it lands.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -33,10 +33,18 @@ from syncd.errors import NotFoundError, SyncdError
 from syncd.notify.outbox import enqueue
 from syncd.services import booking as services
 from syncd.store.context import Context
-from syncd.store.models import MirrorRow
-from syncd.store.repo import get_admin_row, load_session_row
+from syncd.store.models import AdminRow, ChoiceTokenRow, MirrorRow, SessionRow
+from syncd.store.repo import (
+    admin_from_row,
+    get_admin_row,
+    load_session_row,
+    load_session_rows,
+    open_tokens,
+)
 
 log = logging.getLogger("syncd.engine")
+#: The actions that change a session through the services (a Restore only tells the admin).
+_GESTURES = (ApplyReschedule, ApplyCancel, ApplyChoose)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,38 @@ class ActionContext:
     now: datetime
     #: Rows kept alive for the commit, so the ORM session's identity map keeps them.
     held: list[object] = field(default_factory=list, compare=False, repr=False)
+    #: What :func:`prefetch` read for the commit's actions, taken by the first action on
+    #: each session: its session, admin row and row (under lock), its unused tokens.
+    loaded: dict[str, tuple[Session, AdminRow, SessionRow]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    tokens: dict[str, list[ChoiceTokenRow]] = field(default_factory=dict, compare=False, repr=False)
+    #: The admin as its row read under lock (set with the lock, once a commit).
+    locked_admin: list[Admin] = field(default_factory=list, compare=False, repr=False)
+
+
+def prefetch(orm: Orm, ac: ActionContext, actions: Sequence[object]) -> None:
+    """Read what the gestures of one commit need in a few statements, not a few each:
+    their sessions locked (in id order), the admin's row locked after them, as the
+    services lock them, their unused tokens and their mirror rows."""
+    sids = [a.session_id for a in actions if isinstance(a, _GESTURES)]
+    if not sids:
+        return
+    ac.loaded.update(load_session_rows(orm, sids, lock=True))
+    ac.tokens.update(open_tokens(orm, list(ac.loaded)))
+    state.mirror_rows(orm, ac.calendar_id, sids)
+    if ac.loaded:
+        _lock_admin(orm, ac, next(iter(ac.loaded.values()))[1])
+
+
+def _lock_admin(orm: Orm, ac: ActionContext, admin_row: AdminRow) -> Admin:
+    """The admin's row locked as the service would lock it: once a commit, not once an
+    action (the lock holds until the commit)."""
+    if not ac.locked_admin:
+        row = get_admin_row(orm, admin_row.email, lock=True)
+        ac.held.append(row)
+        ac.locked_admin.append(admin_from_row(row))
+    return ac.locked_admin[0]
 
 
 def session_url(ctx: Context, session_id: str) -> str:
@@ -99,7 +139,12 @@ def apply_action(
     action: ApplyReschedule | ApplyCancel | ApplyChoose | Restore,
     actions: list[str],
 ) -> list[Write]:
-    """One admin gesture through the same services as the CLI, in a savepoint."""
+    """One admin gesture through the same services as the CLI.
+
+    The rules decide on the session as read under lock before anything is written, so a
+    refused gesture needs no savepoint: it writes only its undo. An error while writing
+    an accepted one fails the whole commit (nothing of it is kept, nothing is sent).
+    """
     cid, sid, now = ac.calendar_id, action.session_id, ac.now
     actor = Actor.ADMIN_CALENDAR
     if isinstance(action, Restore):
@@ -108,19 +153,19 @@ def apply_action(
         return []  # the planner already wrote the Update
     make: Callable[[Session, Admin, list[Session]], Transition]
     # Read once, under the lock the service would take, without the history no action
-    # needs (the transition appends its entry): the service acts on this very read, and a
-    # refusal rolls the savepoint back to it.
-    try:
-        loaded = load_session_row(orm, sid, lock=True, with_history=False)
-    except NotFoundError as err:
-        if not isinstance(action, ApplyCancel):
-            raise
-        return _not_applied(ac, sid, err, actions)  # the event goes with the session
+    # needs (the transition appends its entry): the service acts on this very read.
+    loaded = ac.loaded.pop(sid, None)
+    tokens = ac.tokens.pop(sid, None)
+    if loaded is None:  # not prefetched, or a second action on the session
+        try:
+            loaded = load_session_row(orm, sid, lock=True, with_history=False)
+        except NotFoundError as err:
+            if not isinstance(action, ApplyCancel):
+                raise
+            return _not_applied(ac, sid, err, actions)  # the event goes with the session
+        tokens = None
     fresh = loaded[0]
-    if not ac.held:
-        # The admin's row, locked as the service would lock it: once a commit, not once an
-        # action (the lock holds until the commit).
-        ac.held.append(get_admin_row(orm, loaded[1].email, lock=True))
+    admin = _lock_admin(orm, ac, loaded[1])
     if isinstance(action, ApplyReschedule):
         a = action
         if (fresh.start, fresh.end) == (a.start, a.end) and fresh.live:
@@ -145,8 +190,8 @@ def apply_action(
             return rules.let_customer_choose(s, ad, ch.message, actor, now)
 
     try:
-        with orm.begin_nested():
-            t = services.act_in(orm, ac.ctx, sid, make, now, loaded=loaded)
+        # The rules decide before anything is written: a refusal leaves nothing to undo.
+        t = services.decide(orm, loaded, admin, make)
     except SyncdError as err:  # Refused included: a rule said no
         if isinstance(action, ApplyCancel):
             return _not_applied(ac, sid, err, actions)  # canceled meanwhile
@@ -154,6 +199,7 @@ def apply_action(
         actions.append(f"{sid}: gesture not applied ({err})")
         what = "moved it" if isinstance(action, ApplyReschedule) else "asked for a new time"
         return _restore(orm, ac, fresh, str(err), what, action.etag)
+    services.record(orm, ac.ctx, t, admin, now, tokens)
     m = _mirror(orm, cid, sid)
     actions.append(f"{sid}: {t.entry.action}")
     if isinstance(action, ApplyCancel):

@@ -23,7 +23,13 @@ from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import Notice, NoticeKind
 from syncd.engine import settled, state
-from syncd.engine.actions import ActionContext, alert_breaker, apply_action, session_url
+from syncd.engine.actions import (
+    ActionContext,
+    alert_breaker,
+    apply_action,
+    prefetch,
+    session_url,
+)
 from syncd.engine.desired import GestureRules, desired_event
 from syncd.engine.fetch import commit_idle, load_and_fetch
 from syncd.engine.listing import Walk
@@ -316,6 +322,9 @@ def commit(
             log.warning("calendar %s: plan not committed: %s", cid, why)
             report.fenced = True
             return []
+        # The gestures' rows first: the mirror changes below then join theirs in one write.
+        ac = ActionContext(ctx, settings.rules, cid, st.admin, st.sessions, now)
+        prefetch(orm, ac, plan.actions)
         for sid, remote_id in plan.rehome:
             log.info("calendar %s: %s's event now lives at %s", cid, sid, remote_id)
             _mirror(orm, cid, sid).remote_id = remote_id
@@ -332,7 +341,6 @@ def commit(
         for sid, etag, digest in plan.adopt:
             m = _mirror(orm, cid, sid)
             m.written_etag, m.written_hash, m.seen_etag = etag, digest, etag
-        ac = ActionContext(ctx, settings.rules, cid, st.admin, st.sessions, now)
         for action in plan.actions:
             writes.extend(apply_action(orm, ac, action, report.actions))
         report.held = len(plan.hold)

@@ -330,6 +330,20 @@ def mirror_row(orm: Orm, calendar_id: int, session_id: str) -> MirrorRow | None:
     return row
 
 
+def mirror_rows(orm: Orm, calendar_id: int, session_ids: Sequence[str]) -> None:
+    """Read the mirror rows of many sessions into :func:`mirror_row`'s cache, a read per
+    500 (a commit of many gestures asks for each)."""
+    found: dict[tuple[int, str], MirrorRow] = orm.info.setdefault("mirror_rows", {})
+    ids = sorted({sid for sid in session_ids if (calendar_id, sid) not in found})
+    for i in range(0, len(ids), 500):
+        for row in orm.scalars(
+            select(MirrorRow).where(
+                MirrorRow.calendar_id == calendar_id, MirrorRow.session_id.in_(ids[i : i + 500])
+            )
+        ):
+            found[(calendar_id, row.session_id)] = row
+
+
 def mirrored(orm: Orm, calendar_id: int, session_ids: list[str]) -> set[str]:
     """Which of ``session_ids`` have a mirror row in the calendar (a few queries for many)."""
     found: set[str] = set()

@@ -85,9 +85,16 @@ class _HeaderClasses(HeaderRegistry):
         return super().__call__(name, value)
 
 
-#: The headers of the parts of an email: their values repeat from one email to the next.
+#: The headers of the parts of an email, and the fixed ones of every email: their values
+#: repeat from one email to the next.
 _STRUCTURE = frozenset(
-    {"content-type", "content-transfer-encoding", "content-disposition", "mime-version"}
+    {
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "mime-version",
+        "auto-submitted",
+    }
 )
 
 

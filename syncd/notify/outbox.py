@@ -8,6 +8,7 @@ superseded "booked" turns the newer notice into a "booked" at the new time.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,8 @@ SENT = "sent"
 DEAD = "dead"
 SUPERSEDED = "superseded"
 STATUSES = (PENDING, SENDING, SENT, DEAD, SUPERSEDED)
+#: ``orm.info`` key: sessions given an outbox row in this transaction (maybe unwritten).
+_UNFLUSHED = "outbox_sessions"
 
 
 def session_snapshot(session: Session, admin: Admin, uid: str) -> dict[str, Any]:
@@ -59,7 +62,8 @@ def enqueue(
     extra: dict[str, Any] | None = None,
     dedupe_suffix: str = "",
 ) -> list[OutboxRow]:
-    """Write one outbox row per notice; returns the rows (flushed, ids assigned)."""
+    """Add one outbox row per notice; returns the rows (added, written with the next
+    flush: their ids come then)."""
     rows: list[OutboxRow] = []
     for notice in notices:
         data: dict[str, Any] = dict(notice.data)
@@ -70,7 +74,10 @@ def enqueue(
             # One read: the session's pending rows (to coalesce) and any row of this very
             # revision (a notice written before, e.g. by a replayed commit).
             prefix = f"{session.id}:{session.sequence}:"
-            near = _near(orm, session.id, prefix)
+            if session.id in orm.info.get(_UNFLUSHED, ()):
+                orm.flush()  # a row written for the session in this transaction is one
+            with orm.no_autoflush:  # nothing else pending can be a row of the session
+                near = _near(orm, session.id, prefix)
             kind, data = _coalesce([r for r in near if r.status == PENDING], kind, data)
             same = {r.dedupe_key: r for r in near if r.dedupe_key.startswith(prefix)}
             if kind is NoticeKind.RESCHEDULED and _back_where_it_was(data, session):
@@ -101,12 +108,14 @@ def enqueue(
             status=PENDING,
             attempts=0,
             next_attempt_at=now,
-            message_id="",
+            # Unique without the row's id, so the row need not be written now: many rows
+            # of one commit go to the database together.
+            message_id=f"<outbox-{secrets.token_hex(10)}@{host}>",
             created_at=now,
         )
         orm.add(row)
-        orm.flush()
-        row.message_id = f"<outbox-{row.id}@{host}>"
+        if notice.session_id is not None:
+            orm.info.setdefault(_UNFLUSHED, set()).add(notice.session_id)
         rows.append(row)
     return rows
 

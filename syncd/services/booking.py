@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -45,6 +45,7 @@ from syncd.store.repo import (
     load_session,
     load_session_row,
     load_sessions,
+    open_tokens,
     upsert_customer,
     weekly_to_json,
     write_transition,
@@ -183,22 +184,32 @@ def book(
             )
         )
         orm.flush()
-        _record(orm, ctx, t, admin, now)
+        record(orm, ctx, t, admin, now)
         return t.after
 
 
-def _record(orm: Orm, ctx: Context, t: Transition, admin: Admin, now: datetime) -> None:
-    """History, token bookkeeping and outbox rows of one transition."""
+def record(
+    orm: Orm,
+    ctx: Context,
+    t: Transition,
+    admin: Admin,
+    now: datetime,
+    tokens: Sequence[ChoiceTokenRow] | None = None,
+) -> None:
+    """History, token bookkeeping and outbox rows of one transition (one :func:`decide`
+    made, or a booking's).
+
+    ``tokens``: the session's unused tokens as the caller read them in this transaction
+    (:func:`syncd.store.repo.open_tokens`), or None to read them here.
+    """
     if t.before is not None:
         write_transition(orm, t, now)
     else:
         add_history(orm, t.after.id, t.entry)
+    if tokens is None:
+        tokens = open_tokens(orm, [t.after.id])[t.after.id]
     # Any transition retires the session's outstanding links; "let choose" issues a new one.
-    for tok in orm.scalars(
-        select(ChoiceTokenRow).where(
-            ChoiceTokenRow.session_id == t.after.id, ChoiceTokenRow.used_at.is_(None)
-        )
-    ):
+    for tok in tokens:
         if tok.expires_at > now:
             tok.expires_at = now
             tok.expiry_notified = True
@@ -242,14 +253,25 @@ def act_in(
     time, and locks the admin once for all the gestures it commits together).
     """
     if loaded is None:
-        session, admin_row, _row = load_session_row(orm, session_id, lock=True)
-        get_admin_row(orm, admin_row.email, lock=True)
-    else:  # the caller read them under this transaction's locks
-        session, admin_row, _row = loaded
-    admin = admin_from_row(admin_row)
-    t = transition(orm, admin_row.id, session, admin, make)
-    _record(orm, ctx, t, admin, now)
+        loaded = load_session_row(orm, session_id, lock=True)
+        get_admin_row(orm, loaded[1].email, lock=True)
+    admin = admin_from_row(loaded[1])
+    t = decide(orm, loaded, admin, make)
+    record(orm, ctx, t, admin, now)
     return t
+
+
+def decide(
+    orm: Orm,
+    loaded: tuple[Session, AdminRow, SessionRow],
+    admin: Admin,
+    make: Callable[[Session, Admin, list[Session]], Transition],
+) -> Transition:
+    """The transition ``make`` makes of a session read under lock (``load_session_row``;
+    ``admin`` is its admin row's), or its refusal: nothing is written, so a refusal
+    leaves the transaction as it was."""
+    session, admin_row, _row = loaded
+    return transition(orm, admin_row.id, session, admin, make)
 
 
 def _act(

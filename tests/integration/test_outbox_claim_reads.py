@@ -178,3 +178,37 @@ def test_a_notice_written_again_for_the_same_revision_is_the_same_row(ctx: Conte
         booked = orm.query(OutboxRow).filter(OutboxRow.session_id == sid).all()
     assert len(booked) == 1 and [r.id for r in again] == [booked[0].id]
     assert services.show(ctx, sid).id == sid
+
+
+def test_a_second_notice_in_one_transaction_sees_the_first_unwritten_one(ctx: Context) -> None:
+    """Rows are added without a flush (one write for a commit's many); a later notice of
+    the same session in the same transaction still coalesces with the earlier one."""
+    from dataclasses import replace
+
+    from syncd.domain.model import Notice, NoticeKind, Status
+    from syncd.notify.outbox import enqueue
+    from syncd.store.repo import admin_from_row, load_session
+
+    (sid,) = _book(ctx, 1)
+    with ctx.db.write() as orm:
+        session, admin_row = load_session(orm, sid)
+        admin = admin_from_row(admin_row)
+        moved = replace(
+            session,
+            start=session.start + timedelta(hours=1),
+            end=session.end + timedelta(hours=1),
+            sequence=session.sequence + 1,
+        )
+        data = {"old_start": session.start.isoformat(), "old_end": session.end.isoformat()}
+        first = Notice(NoticeKind.RESCHEDULED, sid, data)
+        enqueue(orm, [first], moved, admin, "uid", ctx.clock(), "h")
+        canceled = replace(moved, status=Status.CANCELED, sequence=moved.sequence + 1)
+        enqueue(
+            orm, [Notice(NoticeKind.CANCELED, sid, {})], canceled, admin, "uid", ctx.clock(), "h"
+        )
+    with ctx.db.read() as orm:
+        rows = orm.query(OutboxRow).filter(OutboxRow.session_id == sid).order_by(OutboxRow.id)
+        got = [(r.kind, r.status) for r in rows]
+    # The booking's email and the move are superseded by the cancel: one email goes out.
+    assert [s for _k, s in got].count("pending") == 1
+    assert got[-1] == ("canceled", "pending")

@@ -1,11 +1,11 @@
 """An admin's gesture costs what it changes (issue 11, goal 1): the statements it runs.
 
 Each test runs the real runner over the in-memory calendar (tests/unit/harness.py) and
-counts the SQL that the cycle applying the gestures sends. A gesture reads its session
-once, without the history (the transition only appends to it), and reads no other session
-when the rules do not look at them (the admin's moves are not checked for overlaps; a
-cancel and "let the customer choose" have no new time). A customer's move still reads the
-sessions overlapping its new time, and only those.
+counts the SQL that the cycle applying the gestures sends. The gestures of a commit read
+their sessions once, together, without the history (the transition only appends to it),
+and read no other session when the rules do not look at them (the admin's moves are not
+checked for overlaps; a cancel and "let the customer choose" have no new time). A
+customer's move still reads the sessions overlapping its new time, and only those.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ OVERLAP = re.compile(r'FROM sessions\s+WHERE .*sessions\."end" > \S+ AND session
 ONE_SESSION = re.compile(
     r"FROM sessions(\s+JOIN customers ON customers\.id = sessions\.customer_id)?"
     r"\s+WHERE sessions\.id = \S+\s*(FOR UPDATE( OF sessions)?)?\s*$",
+    re.S,
+)
+#: The sessions of a commit's gestures read together, by their ids (``load_session_rows``).
+SESSIONS_BY_ID = re.compile(
+    r"FROM sessions\s+JOIN customers ON customers\.id = sessions\.customer_id"
+    r"\s+WHERE sessions\.id IN \(",
     re.S,
 )
 
@@ -89,7 +95,9 @@ def test_admin_moves_read_each_session_once_and_no_other_session(
     assert all(a.endswith(": rescheduled") for a in report.actions), report.actions
     assert sql.matching(OVERLAP) == []
     assert [s for s in sql.sql if "FROM session_history" in s] == []
-    assert len(sql.matching(ONE_SESSION)) == len(NAMES)
+    # One read for all the commit's sessions, none for each.
+    assert len(sql.matching(SESSIONS_BY_ID)) == 1
+    assert sql.matching(ONE_SESSION) == []
     # ...and the moves are what they were: history, emails, the new times.
     for i in range(len(NAMES)):
         s = h.session(i)
