@@ -11,21 +11,33 @@ pass would apply its changes twice), each worker's throughput (calendars a secon
 own pass) against one worker alone, and what the 2 vCPUs did meanwhile (the share of both
 cores busy, and how much of it was neither the workers, PostgreSQL nor the responder).
 
-``python -m bench.fleet_pg [calendars] [threads] [rtt_ms]``; the server is
-``SYNCD_BENCH_POSTGRES`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
+Each worker opens every calendar's backend before the start (untimed), as a daemon that
+has run for a while holds them (``BackendPool``); ``--cold`` leaves that to the timed pass
+(0.4 ms of CPU a calendar, the bench before issue 11's goal 8 work).
+
+``python -m bench.fleet_pg [calendars] [threads] [rtt_ms] [workers] [--cold]``; the server
+is ``SYNCD_BENCH_POSTGRES`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
+
+``python -m bench.fleet_pg --profile [calendars] [--out FILE]``: the CPU of one warm idle
+calendar cycle in one process, every cycle on the calling thread (``time.thread_time``),
+and the statements it sends; with ``--out`` a cProfile of the last pass (thread time).
 """
 
 from __future__ import annotations
 
+import argparse
+import cProfile
 import multiprocessing
 import os
-import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import make_url
 
 from bench.fleet import world_rows
@@ -64,7 +76,27 @@ def _config(threads: int) -> Any:
     )
 
 
-def _worker(name: str, threads: int, go: Event, out: Any) -> None:
+def _warm(db: Database, cfg: Any, backends: Any, threads: int) -> None:
+    """Open every calendar's backend and ``threads`` + 1 pooled connections (untimed)."""
+    with db.read() as orm:
+        rows = orm.execute(select(CalendarRow.id, CalendarRow.backend, CalendarRow.settings))
+        for cid, backend, settings in rows.all():
+            instance = backends.take(cid, backend, dict(settings), cfg)
+            backends.give_back(cid, backend, dict(settings), instance, True)
+    together = threading.Barrier(threads + 1)
+
+    def hold(_: int) -> None:
+        with db.read() as orm:
+            orm.execute(text("SELECT 1"))
+            together.wait(10)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads + 1) as pool:
+        list(pool.map(hold, range(threads + 1)))
+
+
+def _worker(name: str, threads: int, go: Event, out: Any, warm: bool = True) -> None:
     """One ``syncd run`` worker: cycles until nothing is due; sends (ids, wall, cpu)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -73,6 +105,12 @@ def _worker(name: str, threads: int, go: Event, out: Any) -> None:
     db = Database(_scratch_url())
     ctx, cfg = Context(db, "https://book.example.com"), _config(threads)
     backends = BackendPool()
+    if warm:
+        _warm(db, cfg, backends, threads)
+    else:
+        with db.read() as orm:  # connected, as before
+            orm.execute(text("SELECT 1"))
+    out.send("ready")
     synced: list[int] = []
     errors = 0
     with ThreadPoolExecutor(threads, thread_name_prefix="sync") as pool:
@@ -112,7 +150,7 @@ def box_cpu() -> tuple[float, float]:
     return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz
 
 
-def one_pass(ctx: Context, workers: int, threads: int) -> dict[str, Any]:
+def one_pass(ctx: Context, workers: int, threads: int, warm: bool = True) -> dict[str, Any]:
     """Make every calendar due, run ``workers`` processes together; their figures."""
     with ctx.db.write() as orm:
         orm.execute(CalendarRow.__table__.update().values(next_sync_at=None))
@@ -121,11 +159,13 @@ def one_pass(ctx: Context, workers: int, threads: int) -> dict[str, Any]:
     pipes, procs = [], []
     for i in range(workers):
         mine, theirs = mp.Pipe(duplex=False)
-        p = mp.Process(target=_worker, args=(f"bench-{i}", threads, go, theirs))
+        p = mp.Process(target=_worker, args=(f"bench-{i}", threads, go, theirs, warm))
         p.start()
         pipes.append(mine)
         procs.append(p)
-    time.sleep(3.0)  # let every worker import and connect before the start
+    for pipe in pipes:  # every worker imported, connected (and warmed) before the start
+        assert pipe.recv() == "ready"
+    time.sleep(0.5)
     p0, b0, load0 = postgres_cpu(), box_cpu(), os.getloadavg()[0]
     go.set()
     results = [pipe.recv() for pipe in pipes]
@@ -149,7 +189,9 @@ def one_pass(ctx: Context, workers: int, threads: int) -> dict[str, Any]:
     }
 
 
-def run(k: int = 1000, threads: int = 4, delay: float = 0.05, workers: int = 3) -> dict[str, Any]:
+def run(
+    k: int = 1000, threads: int = 4, delay: float = 0.05, workers: int = 3, warm: bool = True
+) -> dict[str, Any]:
     """One worker alone, then ``workers`` together, on the same ``k`` calendars."""
     responder = Responder(delay)
     _recreate()
@@ -160,9 +202,9 @@ def run(k: int = 1000, threads: int = 4, delay: float = 0.05, workers: int = 3) 
         ctx = Context(db, "https://book.example.com")
         one_pass(ctx, workers, threads)  # the first listing of every calendar, untimed
         r0 = responder.cpu()
-        alone = one_pass(ctx, 1, threads)
+        alone = one_pass(ctx, 1, threads, warm)
         r1 = responder.cpu()
-        shared = one_pass(ctx, workers, threads)
+        shared = one_pass(ctx, workers, threads, warm)
         r2 = responder.cpu()
         db.dispose()
     finally:
@@ -176,17 +218,21 @@ def run(k: int = 1000, threads: int = 4, delay: float = 0.05, workers: int = 3) 
 
 
 def _box(r: dict[str, Any]) -> str:
+    n = max(r["synced"], 1)
+    workers = sum(c for _, _, c in r["per_worker"])
     return (
+        f"; CPU a cycle: workers {1e3 * workers / n:.2f} ms, PostgreSQL "
+        f"{1e3 * r['postgres_cpu'] / n:.2f} ms, responder {1e3 * r['responder_cpu'] / n:.2f} ms"
         f"; box {100 * r['box_busy']:.0f} % busy ({r['others_cpu']:.1f} s CPU not ours), "
         f"load {r['load'][0]:.1f}→{r['load'][1]:.1f}"
     )
 
 
 def rows(
-    k: int = 1000, threads: int = 4, rtt_ms: int = 50, workers: int = 3
+    k: int = 1000, threads: int = 4, rtt_ms: int = 50, workers: int = 3, warm: bool = True
 ) -> list[tuple[str, str]]:
     """Benchmark rows for the results table."""
-    r = run(k, threads, delay=rtt_ms / 1000, workers=workers)
+    r = run(k, threads, delay=rtt_ms / 1000, workers=workers, warm=warm)
     one = r["alone"]["throughput"][0]
     each = r["shared"]["throughput"]
     worst = min(each) / max(one, 1e-9)
@@ -213,8 +259,88 @@ def rows(
     ]
 
 
-if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:]]
-    for name, value in rows(*args):
+class _Inline(Executor):
+    """Runs each task at once on the calling thread (one thread's CPU is the whole cycle)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # handed to the caller through the future
+            done.set_exception(err)
+        return done
+
+
+def cpu_per_cycle(k: int = 300, passes: int = 3, out: str | None = None) -> list[str]:
+    """Warm idle cycles of ``k`` calendars in this process, on this thread: for each pass,
+    the thread CPU and the statements a calendar cycle costs (claims and releases in)."""
+    from syncd.app.daemon import BackendPool, run_cycle
+
+    responder = Responder(0.0)
+    _recreate()
+    lines = []
+    try:
+        db = Database(_scratch_url())
+        db.upgrade()
+        world_rows(db, responder, k)
+        ctx, cfg = Context(db, "https://book.example.com"), _config(4)
+        backends, inline = BackendPool(), _Inline()
+        sent = [0]
+
+        def count(*_: Any) -> None:
+            sent[0] += 1
+
+        event.listen(db.engine, "before_cursor_execute", count)
+
+        def one() -> int:
+            with db.write() as orm:
+                orm.execute(CalendarRow.__table__.update().values(next_sync_at=None))
+            n = 0
+            while reports := run_cycle(ctx, cfg, "profile", True, inline, backends).reports:  # type: ignore[arg-type]
+                assert all(r.error is None for r in reports), [r.error for r in reports]
+                n += len(reports)
+            return n
+
+        one()  # the first listings
+        for i in range(passes):
+            s0, c0, w0 = sent[0], time.thread_time(), time.perf_counter()
+            profile = cProfile.Profile(time.thread_time) if out and i == passes - 1 else None
+            if profile is not None:
+                profile.enable()
+            n = one()
+            if profile is not None and out:
+                profile.disable()
+                profile.dump_stats(out)
+            cpu, wall = time.thread_time() - c0, time.perf_counter() - w0
+            lines.append(
+                f"pass {i}{' (profiled)' if profile else ''}: {n} calendars, "
+                f"{1e3 * cpu / n:.2f} ms CPU and {1e3 * wall / n:.2f} ms wall a cycle, "
+                f"{(sent[0] - s0) / n:.2f} statements, load {os.getloadavg()[0]:.1f}"
+            )
+        backends.close()
+        db.dispose()
+    finally:
+        responder.stop()
+        _recreate(drop_only=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.fleet_pg")
+    parser.add_argument("numbers", nargs="*", type=int, help="calendars threads rtt_ms workers")
+    parser.add_argument("--cold", action="store_true", help="backends opened in the timed pass")
+    parser.add_argument("--profile", action="store_true", help="CPU a cycle, one process")
+    parser.add_argument("--out", help="with --profile: a cProfile file of the last pass")
+    args = parser.parse_args()
+    if args.profile:
+        for line in cpu_per_cycle(args.numbers[0] if args.numbers else 300, out=args.out):
+            print(line)
+        return
+    k, threads, rtt_ms, workers = (args.numbers + [1000, 4, 50, 3][len(args.numbers) :])[:4]
+    for name, value in rows(k, threads, rtt_ms, workers, warm=not args.cold):
         print(f"| {name} | {value} |")
     print(Path("/proc/loadavg").read_text().strip())
+
+
+if __name__ == "__main__":
+    main()
