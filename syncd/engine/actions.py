@@ -30,7 +30,7 @@ from syncd.engine.plantypes import (
     Write,
 )
 from syncd.errors import NotFoundError, SyncdError
-from syncd.notify.outbox import enqueue
+from syncd.notify.outbox import enqueue, read_near
 from syncd.services import booking as services
 from syncd.store.context import Context
 from syncd.store.models import AdminRow, ChoiceTokenRow, MirrorRow, SessionRow
@@ -72,12 +72,15 @@ class ActionContext:
 def prefetch(orm: Orm, ac: ActionContext, actions: Sequence[object]) -> None:
     """Read what the gestures of one commit need in a few statements, not a few each:
     their sessions locked (in id order), the admin's row locked after them, as the
-    services lock them, their unused tokens and their mirror rows."""
+    services lock them, their unused tokens, their outbox rows that an email coalesces
+    with, and their mirror rows."""
     sids = [a.session_id for a in actions if isinstance(a, _GESTURES)]
     if not sids:
         return
     ac.loaded.update(load_session_rows(orm, sids, lock=True))
     ac.tokens.update(open_tokens(orm, list(ac.loaded)))
+    # Every transition numbers the session's next revision: its emails are keyed by it.
+    read_near(orm, {sid: f"{s.id}:{s.sequence + 1}:" for sid, (s, _a, _r) in ac.loaded.items()})
     state.mirror_rows(orm, ac.calendar_id, sids)
     if ac.loaded:
         _lock_admin(orm, ac, next(iter(ac.loaded.values()))[1])

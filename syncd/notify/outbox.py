@@ -30,6 +30,8 @@ SUPERSEDED = "superseded"
 STATUSES = (PENDING, SENDING, SENT, DEAD, SUPERSEDED)
 #: ``orm.info`` key: sessions given an outbox row in this transaction (maybe unwritten).
 _UNFLUSHED = "outbox_sessions"
+#: ``orm.info`` key: what :func:`read_near` read, by session: (prefix, rows).
+_NEAR = "outbox_near"
 
 
 def session_snapshot(session: Session, admin: Admin, uid: str) -> dict[str, Any]:
@@ -74,10 +76,15 @@ def enqueue(
             # One read: the session's pending rows (to coalesce) and any row of this very
             # revision (a notice written before, e.g. by a replayed commit).
             prefix = f"{session.id}:{session.sequence}:"
+            read = orm.info.get(_NEAR, {}).pop(session.id, None)
             if session.id in orm.info.get(_UNFLUSHED, ()):
                 orm.flush()  # a row written for the session in this transaction is one
-            with orm.no_autoflush:  # nothing else pending can be a row of the session
-                near = _near(orm, session.id, prefix)
+                read = None
+            if read is not None and read[0] == prefix:
+                near = read[1]
+            else:
+                with orm.no_autoflush:  # nothing else pending can be a row of the session
+                    near = _near(orm, session.id, prefix)
             kind, data = _coalesce([r for r in near if r.status == PENDING], kind, data)
             same = {r.dedupe_key: r for r in near if r.dedupe_key.startswith(prefix)}
             if kind is NoticeKind.RESCHEDULED and _back_where_it_was(data, session):
@@ -126,6 +133,33 @@ def _back_where_it_was(data: dict[str, Any], session: Session) -> bool:
         data.get("old_start") == session.start.isoformat()
         and data.get("old_end") == session.end.isoformat()
     )
+
+
+def read_near(orm: Orm, prefixes: dict[str, str]) -> None:
+    """Read ahead, for many sessions at once, what :func:`enqueue` reads for each: the
+    pending rows and the rows keyed ``prefixes[session id]...`` (the revision the next
+    change of the session will have). A few statements for a commit of many gestures;
+    :func:`enqueue` reads again for a session whose revision turns out otherwise."""
+    if not prefixes:
+        return
+    o = OutboxRow
+    ids = sorted(prefixes)
+    wanted: list[int] = []
+    found: dict[str, list[int]] = {sid: [] for sid in ids}
+    for i in range(0, len(ids), 500):
+        light = orm.execute(
+            select(o.id, o.session_id, o.status, o.dedupe_key).where(
+                o.session_id.in_(ids[i : i + 500])
+            )
+        ).all()
+        for rid, sid, status, key in light:
+            if sid is not None and (status == PENDING or key.startswith(prefixes[sid])):
+                wanted.append(rid)
+                found[sid].append(rid)
+    rows = {r.id: r for r in orm.scalars(select(o).where(o.id.in_(wanted)))} if wanted else {}
+    cache: dict[str, tuple[str, list[OutboxRow]]] = orm.info.setdefault(_NEAR, {})
+    for sid in ids:
+        cache[sid] = (prefixes[sid], [rows[rid] for rid in sorted(found[sid])])
 
 
 def _near(orm: Orm, session_id: str, prefix: str) -> list[OutboxRow]:

@@ -131,3 +131,32 @@ def test_a_customer_move_still_reads_the_sessions_overlapping_it(
     free = other.end + timedelta(hours=3)
     moved = services.reschedule(h.ctx, h.sids[0], free, actor=Actor.CUSTOMER)
     assert moved.start == free and len(moved.history) == 2  # the CLI still shows history
+
+
+#: The per-session read of its outbox rows an email coalesces with (``outbox._near``).
+NEAR_ONE = re.compile(r"FROM outbox\s+WHERE outbox\.session_id = ", re.S)
+
+
+def test_moves_before_the_sender_ran_coalesce_from_one_read(h: Harness, sql: Statements) -> None:
+    """A second move of every session before any email went out: the commit reads the
+    pending emails of all its sessions at once, and each customer still gets one email,
+    from the first time to the last."""
+    before = [h.session(i).start for i in range(len(NAMES))]
+    _drag_all(h, timedelta(hours=25))
+    h.cycle()  # seen; applied once it settled
+    h.now += timedelta(minutes=3)
+    assert len(h.cycle().actions) == len(NAMES)
+    _drag_all(h, timedelta(hours=1))
+    h.cycle()
+    h.now += timedelta(minutes=3)
+    sql.sql.clear()
+    report = h.cycle()
+    assert len(report.actions) == len(NAMES), report.actions
+    assert sql.matching(NEAR_ONE) == []
+    pending = [e for e in h.customer_emails() if e[0] == "rescheduled"]
+    assert len(pending) == len(NAMES)  # the first move's emails superseded
+    for i, (_kind, _to, payload) in enumerate(
+        sorted(pending, key=lambda e: e[2]["data"]["old_start"])
+    ):
+        assert payload["data"]["old_start"] == sorted(before)[i].isoformat()
+        assert payload["session"]["start"] == (sorted(before)[i] + timedelta(hours=26)).isoformat()
