@@ -47,7 +47,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.orm import Session as Orm
 
 from syncd.engine import listing, settled, state
 from syncd.engine.desired import GestureRules
@@ -56,6 +55,7 @@ from syncd.engine.report import CycleReport
 from syncd.errors import NotFoundError
 from syncd.ports import CalendarBackend, ChangeSet, CursorExpired
 from syncd.store.context import Context
+from syncd.store.db import Database
 from syncd.store.models import (
     AdminRow,
     CalendarRow,
@@ -220,17 +220,19 @@ def _peek_statement() -> Select[tuple[object, ...]]:
     )
 
 
-def peek(orm: Orm, calendar_id: int, rules: GestureRules, now: datetime) -> tuple[state.Head, bool]:
+def peek(
+    db: Database, calendar_id: int, rules: GestureRules, now: datetime
+) -> tuple[state.Head, bool]:
     """The calendar's head (:func:`syncd.engine.state.load_head`) and whether its cycle is
     idle unless the feed says otherwise: no pending gesture, no removal in the breaker's
     window, no tripped breaker, planned with these rules, no session changed since, no
     unsettled event. One statement for an idle calendar; a busy one reads its head again."""
-    params = {"p_id": calendar_id, "p_cutoff": now - state.WINDOW}
-    row = orm.execute(_peek_statement(), params).first()
+    row = db.read_one(_peek_statement(), {"p_id": calendar_id, "p_cutoff": now - state.WINDOW})
     if row is None:
         raise NotFoundError(f"There is no calendar {calendar_id} (see 'syncd calendar list').")
     if row.p_pending or row.recent_removals or row.breaker_tripped_at is not None:
-        return state.load_head(orm, calendar_id), False
+        with db.read() as orm:
+            return state.load_head(orm, calendar_id), False
     admin = admin_from_row(AdminRow(**{name: getattr(row, name) for name in _ADMIN_COLUMNS}))
     head = state.Head(
         calendar_id,
@@ -286,8 +288,7 @@ def load_and_fetch(
 ) -> tuple[state.CalendarState, ChangeSet, listing.Walk | None]:
     """The calendar's state and its feed: only what changed, or the next part of a full
     listing (``walk``: the one an earlier pass of this cycle read, or a new one)."""
-    with ctx.db.read() as orm:
-        head, idle = peek(orm, calendar_id, rules, now)
+    head, idle = peek(ctx.db, calendar_id, rules, now)
     if walk is None:  # no transaction stays open across the request
         got = _listed(ctx, backend, head, reconcile, now, report)
         if isinstance(got, ChangeSet) and idle and _nothing(got):

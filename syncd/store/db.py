@@ -160,9 +160,8 @@ class Database:
             read_options["isolation_level"] = "AUTOCOMMIT"
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_factory = sessionmaker(
-            self.engine.execution_options(**read_options), expire_on_commit=False
-        )
+        self._read_engine = self.engine.execution_options(**read_options)
+        self._read_factory = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -197,6 +196,17 @@ class Database:
             with self._autocommit.connect() as conn:
                 result = conn.execute(stmt, params)
                 return (result.all() if result.returns_rows else []), result.rowcount
+        except (OperationalError, DatabaseError) as err:
+            raise _unavailable(err, self.url) from err
+
+    def read_one(
+        self, stmt: Executable, params: Mapping[str, Any] | None = None
+    ) -> Row[Any] | None:
+        """The first row of one read statement, without an ORM session (what :meth:`read`
+        would see: on PostgreSQL in autocommit, on SQLite a plain read transaction)."""
+        try:
+            with self._read_engine.connect() as conn:
+                return conn.execute(stmt, params).first()
         except (OperationalError, DatabaseError) as err:
             raise _unavailable(err, self.url) from err
 
