@@ -82,3 +82,36 @@ def test_an_idle_connection_is_pinged_and_a_dead_one_replaced(
     monkeypatch.setattr(db_mod, "PING_IDLE_S", 0.0)  # every pooled connection is "idle"
     after = _backend_pid(pg)  # no error: the ping found it dead, the pool reconnected
     assert after != before
+
+
+def test_claims_renewals_and_releases_are_one_statement_outside_a_transaction(
+    pg: Database,
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import event
+
+    from syncd.app.leases import claim_batch, release_calendars, renew_leases
+    from syncd.services import booking as services
+    from syncd.store.context import Context
+    from syncd.store.models import CalendarRow
+
+    pg.upgrade()
+    ctx = Context(pg, "https://book.example.com")
+    services.add_admin(ctx, "coach@example.com", "Coach", "UTC")
+    with pg.write() as orm:
+        orm.add_all(CalendarRow(admin_id=1, backend="caldav", settings={}) for _ in range(3))
+    sent: list[tuple[str, bool]] = []
+
+    def seen(conn: Any, _cursor: Any, stmt: str, *_: Any) -> None:
+        sent.append((stmt.split()[0].upper(), conn.connection.dbapi_connection.autocommit))
+
+    event.listen(pg.engine, "before_cursor_execute", seen)
+    lease = timedelta(seconds=30)
+    ids = [c.id for c in claim_batch(ctx, "w", lease, due_only=True)]
+    assert renew_leases(ctx, "w", ids, lease) == ids == [1, 2, 3]
+    release_calendars(ctx, ids, "w", timedelta(seconds=60))
+    event.remove(pg.engine, "before_cursor_execute", seen)
+    assert sent == [("UPDATE", True)] * 3  # no BEGIN, no COMMIT: each its own transaction
+    with pg.read() as orm:
+        assert all(r.lease_owner is None for r in orm.query(CalendarRow))
