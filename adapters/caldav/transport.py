@@ -267,6 +267,11 @@ class Transport:
         ``redirects=False`` returns a 3xx as it is (discovery follows it itself).
         ``stream=True``: a 207's body is left to ``Reply.chunks``.
         """
+        if method == "REPORT" and redirects and not stream and self._plain:
+            try:
+                return self._send_plain(method, url, body, headers or {})
+            except _NotPlain:
+                pass  # the library's path, below
         all_headers = {"User-Agent": self._ua, **(headers or {})}
         try:
             resp = self._client.session.request(
@@ -380,14 +385,6 @@ class Transport:
             raise Transient(f"{method} {url}: HTTP {reply.status}")
         return reply
 
-    def _send_report(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        if self._plain:
-            try:
-                return self._send_plain("REPORT", url, body, headers)
-            except _NotPlain:
-                pass
-        return self.send("REPORT", url, body, headers)
-
     def read(
         self,
         method: str,
@@ -405,8 +402,6 @@ class Transport:
             retry=retry_if_exception(_retryable),
             reraise=True,
         )
-        if method == "REPORT" and redirects and not stream:
-            return retrying(self._send_report, url, body, headers or {})
         return retrying(self.send, method, url, body, headers, redirects, stream=stream)
 
     def fail(self, reply: Reply, what: str) -> BackendError:
