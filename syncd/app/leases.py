@@ -16,7 +16,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Integer, String, Table, Update, and_, bindparam, case, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    case,
+    or_,
+    select,
+    update,
+)
 
 from syncd.store.context import Context
 from syncd.store.models import CalendarRow, UTCDateTime
@@ -143,11 +155,11 @@ def release_calendars(ctx: Context, ids: list[int], owner: str, next_in: timedel
         }
         for cid in ids
     ]
-    ctx.db.write_one(_release_statement(), params)
+    ctx.db.write_one(_release_statement(ctx.db.no_flush_wait()), params)
 
 
 @functools.cache
-def _release_statement() -> Update:
+def _release_statement(no_flush_wait: ColumnElement[bool]) -> Update:
     t = _CALENDARS
     notified = and_(
         t.c.next_sync_at.is_not(None),
@@ -156,7 +168,11 @@ def _release_statement() -> Update:
     )
     return (
         update(t)
-        .where(t.c.id == bindparam("b_id"), t.c.lease_owner == bindparam("b_owner"))
+        .where(
+            t.c.id == bindparam("b_id"),
+            t.c.lease_owner == bindparam("b_owner"),
+            no_flush_wait,  # lost in a crash: the calendar is due sooner, or its lease expires
+        )
         .values(
             lease_owner=None,
             lease_until=None,

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import (
+    ColumnElement,
     Integer,
     Select,
     String,
@@ -314,13 +315,14 @@ def load_and_fetch(
 
 
 @functools.cache
-def _idle_commit_statement(fenced: bool) -> Update:
+def _idle_commit_statement(fenced: bool, no_flush_wait: ColumnElement[bool]) -> Update:
     c = cast(Table, CalendarRow.__table__)
     i = cast(Table, IntentRow.__table__)
     holds = and_(
         c.c.id == bindparam("q_id", type_=Integer),
         c.c.cursor == bindparam("q_cursor", type_=String),
         not_(exists().where(i.c.calendar_id == c.c.id)),
+        no_flush_wait,  # lost in a crash, the cycle is done again from the older cursor
     )
     if fenced:
         holds = and_(
@@ -389,5 +391,6 @@ def commit_idle(
     }
     if owner is not None:
         params.update(q_owner=owner, q_clock=ctx.clock())
-    _, count = ctx.db.write_one(_idle_commit_statement(owner is not None), params)
+    stmt = _idle_commit_statement(owner is not None, ctx.db.no_flush_wait())
+    _, count = ctx.db.write_one(stmt, params)
     return count == 1

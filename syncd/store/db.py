@@ -26,7 +26,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import ColumnElement, create_engine, event, inspect, text, true
 from sqlalchemy.engine import Engine, Row, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -50,6 +50,10 @@ POOL_SIZE = 24
 #: that failed the ping is replaced, with every other pooled one: the server restarted).
 PING_IDLE_S = 10.0
 _IDLE_SINCE = "syncd_idle_since"
+#: On PostgreSQL, a condition (always true) that lets the transaction of the statement it is
+#: in commit without waiting for its WAL to reach the disk: ``synchronous_commit`` off for
+#: that transaction only (set_config local), so nothing leaks into the pooled connection.
+_NO_FLUSH_WAIT = text("(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL")
 _file_locks: dict[str, threading.RLock] = {}
 _file_locks_guard = threading.Lock()
 
@@ -220,6 +224,15 @@ class Database:
                 yield session
         except (OperationalError, DatabaseError) as err:
             raise _unavailable(err, self.url) from err
+
+    def no_flush_wait(self) -> ColumnElement[bool]:
+        """A ``WHERE`` term (always true) for a write whose loss in a crash of the server
+        costs nothing but doing it again (an idle cycle's record, a release's next poll):
+        on PostgreSQL its commit does not wait for the disk (0.4 ms of the server's CPU
+        and about 3 ms here, each). Other sessions see it at once all the same; a later
+        durable commit makes it durable too. One of two constant objects, so statements
+        built with it may be cached by it."""
+        return true() if self.is_sqlite else _NO_FLUSH_WAIT  # type: ignore[return-value]
 
     def lock_clause(self) -> bool:
         """True when ``SELECT ... FOR UPDATE SKIP LOCKED`` is meaningful (PostgreSQL)."""

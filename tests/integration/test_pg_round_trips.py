@@ -115,3 +115,15 @@ def test_claims_renewals_and_releases_are_one_statement_outside_a_transaction(
     assert sent == [("UPDATE", True)] * 3  # no BEGIN, no COMMIT: each its own transaction
     with pg.read() as orm:
         assert all(r.lease_owner is None for r in orm.query(CalendarRow))
+
+
+def test_a_write_that_may_be_lost_does_not_wait_for_the_disk_and_leaks_nothing(
+    pg: Database,
+) -> None:
+    from sqlalchemy import func, select
+
+    setting = select(func.current_setting("synchronous_commit"))
+    assert pg.read_one(setting.where(pg.no_flush_wait())) == ("off",)  # in its statement
+    assert pg.read_one(setting) == ("on",)  # not in the pooled connection after it
+    with pg.write() as orm:  # nor in a write transaction
+        assert orm.execute(setting).one() == ("on",)
