@@ -40,6 +40,11 @@ class CursorExpired(BackendError):
     """The change-feed cursor is no longer valid: a full listing is needed."""
 
 
+class WindowMoved(CursorExpired):
+    """The cursor's time window has moved on (Graph's delta of a calendar view is over a
+    fixed window): a full listing over the new window is due, as planned, not a fault."""
+
+
 class Transient(BackendError, PeerUnavailable):
     """A failure worth retrying later: timeout, connection refused, 5xx, partial answer."""
 

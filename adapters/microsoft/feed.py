@@ -46,6 +46,7 @@ from syncd.ports import (
     NotFound,
     RemoteEvent,
     Transient,
+    WindowMoved,
 )
 
 log = logging.getLogger("adapters.microsoft")
@@ -138,7 +139,7 @@ def read_round(cal: Calendar, cursor: str | None, now: datetime) -> Round:
                 raise CursorExpired(str(err)) from err  # a token the server never issued
             return Round(rows, f"{CURSOR_VERSION}:{stamp}|{done}", full=False)
         log.info("calendar %s: delta window is a day old; new round", cal.cal_path)
-        raise CursorExpired(f"calendar {cal.cal_path}: the delta window is a day old")
+        raise WindowMoved(f"calendar {cal.cal_path}: the delta window is a day old")
     raise CursorExpired("no cursor: a full listing (full_listing) starts a new round")
 
 

@@ -54,7 +54,7 @@ from syncd.engine.desired import GestureRules
 from syncd.engine.planner import Plan
 from syncd.engine.report import CycleReport
 from syncd.errors import NotFoundError
-from syncd.ports import CalendarBackend, ChangeSet, CursorExpired
+from syncd.ports import CalendarBackend, ChangeSet, CursorExpired, WindowMoved
 from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import (
@@ -90,6 +90,10 @@ def _fetch(
         return listing.full(backend, known)
     try:
         return backend.changes(head.cursor, known)
+    except WindowMoved:  # a planned new round over a new window: a reconciliation
+        log.info("calendar %s: change window moved on; full listing", head.calendar_id)
+        report.reconciled = True
+        return listing.full(backend, known)
     except CursorExpired:
         log.warning("calendar %s: change cursor expired; full listing", head.calendar_id)
         report.resynced = True
