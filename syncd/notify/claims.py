@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import CUSTOMER_NOTICES
@@ -145,7 +146,7 @@ _START_UNLESS_NEWER = _START.where(
 )
 
 
-def record_sent(orm: Orm, delivered: Sequence[tuple[Claim, datetime]]) -> None:
+def record_sent(orm: Orm | Connection, delivered: Sequence[tuple[Claim, datetime]]) -> None:
     """Rows whose message went out: ``sent``, whatever happened to their lease meanwhile
     (another worker took over an expired lease, an operator acted)."""
     if delivered:
@@ -312,16 +313,16 @@ def begin_send(
     """
     customer = c.kind in CUSTOMER_KINDS and c.session_id is not None
     bound = {"rid": c.id, "me": worker_id, "sid": c.session_id}
-    with ctx.db.write() as orm:
-        record_sent(orm, sent)
+    with ctx.db.write_statements() as conn:  # prebuilt statements: no ORM session
+        record_sent(conn, sent)
         stmt = _START_UNLESS_NEWER if customer else _START
         started = {**bound, "started": {**c.payload, SEND_STARTED: True}, "until": now + lease}
-        if orm.execute(stmt, started).rowcount == 1:  # type: ignore[attr-defined]
+        if conn.execute(stmt, started).rowcount == 1:
             return "go"
-        if not customer or orm.scalar(select(_T.c.id).where(*_MINE), bound) is None:
+        if not customer or conn.scalar(select(_T.c.id).where(*_MINE), bound) is None:
             return "lost"
         superseded = {**bound, "clean": scrub(c.payload)}
-        orm.execute(
+        conn.execute(
             update(_T)
             .where(*_MINE)
             .values(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, create_engine, event, inspect, text, true
-from sqlalchemy.engine import Engine, Row, make_url
+from sqlalchemy.engine import Connection, Engine, Row, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
@@ -177,6 +177,21 @@ class Database:
                 session.begin(),
             ):
                 yield session
+        except (OperationalError, DatabaseError) as err:
+            raise _unavailable(err, self.url) from err
+
+    @contextmanager
+    def write_statements(self) -> Iterator[Connection]:
+        """One write transaction of Core statements, without an ORM session: for a hot
+        path of a few prebuilt statements (an email's send), where the session's own
+        bookkeeping would cost more than the statements. Committed on success, rolled
+        back on any error, like :meth:`write`."""
+        try:
+            with (
+                self._writers if self._writers is not None else nullcontext(),
+                self.engine.begin() as conn,
+            ):
+                yield conn
         except (OperationalError, DatabaseError) as err:
             raise _unavailable(err, self.url) from err
 

@@ -72,20 +72,25 @@ def test_a_drain_records_each_sent_row_with_the_next_claim(ctx: Context) -> None
 
     now = ctx.clock()
     _queue(ctx, 5, dict(EXAMPLES["breaker_tripped"]))
-    writes = 0
-    real = ctx.db.write
+    writes: list[str] = []
+    real, real_statements = ctx.db.write, ctx.db.write_statements
 
     def counting():  # type: ignore[no-untyped-def]
-        nonlocal writes
-        writes += 1
+        writes.append("orm")
         return real()
 
+    def counting_statements():  # type: ignore[no-untyped-def]
+        writes.append("core")
+        return real_statements()
+
     ctx.db.write = counting  # type: ignore[method-assign]
+    ctx.db.write_statements = counting_statements  # type: ignore[method-assign]
     sink = _Sink()
     result = sender.drain(ctx, sink, SmtpConfig(), "w1", now=now)  # type: ignore[arg-type]
-    ctx.db.write = real  # type: ignore[method-assign]
+    ctx.db.write, ctx.db.write_statements = real, real_statements  # type: ignore[method-assign]
     assert result.sent == 5 and len(sink.sent) == 5
-    assert writes == 1 + 5 + 1  # 1 batch claim + 5 started + the claim that finds none
+    # 1 batch claim, 5 started (each without an ORM session), the claim that finds none
+    assert writes == ["orm"] + ["core"] * 5 + ["orm"]
     with ctx.db.read() as orm:
         assert {r.status for r in orm.query(OutboxRow)} == {"sent"}
 
