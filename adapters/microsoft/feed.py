@@ -193,6 +193,22 @@ def _older(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return str(a.get("createdDateTime") or "") < str(b.get("createdDateTime") or "")
 
 
+def _masters(
+    cal: Calendar, masters: Mapping[str, str], have: Container[str]
+) -> Iterator[tuple[str, RemoteEvent]]:
+    """(key, event) of each series master named (by id → key) whose key is not in
+    ``have``, read from the server; one deleted since is left to the listing."""
+    for master_id, key in masters.items():
+        if not master_id or key in have:
+            continue
+        try:
+            ev = _parse(cal.raw_event(master_id), key, cal.cal_path)
+        except NotFound:
+            continue  # deleted since: the listing below decides
+        if ev is not None:
+            yield key, ev
+
+
 def _parse(body: Mapping[str, Any], key: str | None, what: str) -> RemoteEvent | None:
     try:
         return parse_event(body, key)
@@ -222,15 +238,8 @@ def fold(cal: Calendar, rnd: Round, known: Mapping[str, str]) -> ChangeSet:
         if ev is None or (ev.remote_id in chosen and not _older(row, chosen[ev.remote_id])):
             continue  # a copy carrying syncd's transactionId is not the session's event
         changed[ev.remote_id], chosen[ev.remote_id] = ev, row
-    for master_id, key in masters.items():
-        if not master_id or key in changed:
-            continue
-        try:
-            ev = _parse(cal.raw_event(master_id), key, cal.cal_path)
-        except NotFound:
-            continue  # deleted since: the listing below decides
-        if ev is not None:
-            changed[ev.remote_id] = ev
+    for _key, ev in _masters(cal, masters, changed):
+        changed[ev.remote_id] = ev
     removals = any(r is None for r in latest.values())
     removed: list[str] = []
     # ``known`` is read only here: an idle round never asks syncd for its mirror.
@@ -297,16 +306,9 @@ def _full_pages(cal: Calendar, known: Mapping[str, str], now: datetime) -> Itera
         raise BackendError(f"Microsoft calendar {cal.cal_path} not found: {err}") from err
     assert done is not None  # _page_rows ends with the deltaLink or raises
     last: list[RemoteEvent] = []
-    for master_id, key in masters.items():
-        if not master_id or key in created:
-            continue
-        try:
-            ev = _parse(cal.raw_event(master_id), key, cal.cal_path)
-        except NotFound:
-            continue  # deleted since: the listing below decides
-        if ev is not None:
-            last.append(ev)
-            created[key] = ""
+    for key, ev in _masters(cal, masters, created):
+        last.append(ev)
+        created[key] = ""
     missing = {k for k in known if k not in created}
     gone: list[str] = []
     if missing or removals:

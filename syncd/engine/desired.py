@@ -8,6 +8,7 @@ LAST-MODIFIED, PRODID, property order, VTIMEZONE) and every field syncd does not
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,8 +97,14 @@ def desired_event(
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def desired_hash(event: DesiredEvent, rules: GestureRules) -> str:
-    """The hash of what syncd expects to read back after writing ``event``."""
+    """The hash of what syncd expects to read back after writing ``event``.
+
+    A pure function of two frozen values, kept for the last thousand: one cycle asks
+    for a session's several times (the plan, the settle marks, the write's record), and an
+    idle calendar's sessions come back each cycle.
+    """
     return content_hash(desired_content(event), rules, event.summary)
 
 

@@ -19,10 +19,11 @@ from syncd.store.context import Context
 from syncd.store.models import SessionRow
 
 
-def test_a_later_number_waits_for_the_earlier_commit(ctx: Context) -> None:
+def _booked(ctx: Context, n: int) -> list[str]:
+    """An admin with ``n`` sessions, two hours apart from three days on; their ids."""
     services.add_admin(ctx, "kim@example.com", "Kim", "UTC")
     start = ctx.clock() + timedelta(days=3)
-    ids = [
+    return [
         services.book(
             ctx,
             "kim@example.com",
@@ -31,8 +32,12 @@ def test_a_later_number_waits_for_the_earlier_commit(ctx: Context) -> None:
             start + timedelta(hours=2 * i + 1),
             Actor.ADMIN,
         ).id
-        for i in range(2)
+        for i in range(n)
     ]
+
+
+def test_a_later_number_waits_for_the_earlier_commit(ctx: Context) -> None:
+    ids = _booked(ctx, 2)
     first_holds = threading.Event()
     release_first = threading.Event()
     order: list[tuple[str, int]] = []
@@ -76,19 +81,7 @@ def test_one_flush_numbers_its_sessions_in_one_statement(ctx: Context) -> None:
 
     from syncd.store.models import AdminRow
 
-    services.add_admin(ctx, "kim@example.com", "Kim", "UTC")
-    start = ctx.clock() + timedelta(days=3)
-    ids = [
-        services.book(
-            ctx,
-            "kim@example.com",
-            Customer(f"c{i}@example.org", f"C{i}", "UTC"),
-            start + timedelta(hours=2 * i),
-            start + timedelta(hours=2 * i + 1),
-            Actor.ADMIN,
-        ).id
-        for i in range(4)
-    ]
+    ids = _booked(ctx, 4)
     with ctx.db.read() as orm:
         before = max(orm.get_one(SessionRow, sid).revision for sid in ids)
     counters: list[str] = []
