@@ -158,7 +158,9 @@ def test_vdirsyncer_as_the_admins_client(tmp_path: Path, radicale_server: Server
     shown = client.khal_list(w.session(moved).start - timedelta(days=2))
     for sid, name in ((moved, "Ann"), (past, "Di")):  # khal shows the sessions' times
         start = w.session(sid).start
-        assert f"{start:%H:%M}-{start + timedelta(hours=1):%H:%M} {name} — 1:1 session" in shown
+        end = start + timedelta(hours=1)
+        until = "24:00" if (end.hour, end.minute) == (0, 0) else f"{end:%H:%M}"  # khal's midnight
+        assert f"{start:%H:%M}-{until} {name} — 1:1 session" in shown
     assert shown.count("1:1 session") == 3, shown  # Ann (moved), Di (restored), Ed
 
     w.assert_quiet()
