@@ -13,7 +13,8 @@ each time into a fresh calendar collection:
 
 Reported: medians of the wall time of each, syncd's ratio to bare (the sequential one:
 the goal's), and syncd's CPU time (this process; Radicale runs in its own). Goal (issue
-11): syncd within 1.05x bare.
+11): syncd within 1.05x bare. ``python -m bench.mirror --pairs K`` prints K pairs one by
+one, with their spread.
 """
 
 from __future__ import annotations
@@ -142,6 +143,38 @@ def rows(sizes: tuple[int, ...] = (300,), repeat: int = 3) -> list[tuple[str, st
     return out
 
 
+def pairs(n: int = 300, repeat: int = 5) -> list[float]:
+    """syncd's wall time over bare's, pair by pair (each pair on the same Radicale, syncd
+    then bare into fresh collections): the spread a median hides. Printed as it goes."""
+    import os
+
+    root = Path(_scratch())
+    server = start_radicale(root / "radicale")
+    ratios = []
+    try:
+        for i in range(repeat):
+            run_dir = root / f"pair{i}"
+            run_dir.mkdir()
+            wall, cpu, bodies = _syncd(run_dir, server, n)
+            bare, _ = _bare(server, bodies)
+            ratios.append(wall / bare)
+            print(
+                f"pair {i}: syncd {wall:.2f} s (CPU {cpu:.2f} s), bare {bare:.2f} s, "
+                f"{wall / bare:.3f}x, load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"median {statistics.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f}x)")
+    return ratios
+
+
 if __name__ == "__main__":
-    for name, value in rows():
-        print(f"| {name} | {value} |")
+    import sys
+
+    if "--pairs" in sys.argv:
+        pairs(repeat=int(sys.argv[sys.argv.index("--pairs") + 1]))
+    else:
+        for name, value in rows():
+            print(f"| {name} | {value} |")
