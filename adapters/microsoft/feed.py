@@ -193,6 +193,16 @@ def _older(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return str(a.get("createdDateTime") or "") < str(b.get("createdDateTime") or "")
 
 
+def _series_member(row: Json, key: str | None, masters: dict[str, str]) -> bool:
+    """Whether ``row`` is an occurrence or exception of a series; its master's id is kept
+    (in ``masters``, by the session ``key`` it carries) to be read whole later."""
+    if not (row.get("seriesMasterId") or row.get("type") in ("occurrence", "exception")):
+        return False
+    if key:
+        masters[str(row.get("seriesMasterId") or "")] = key
+    return True
+
+
 def _masters(
     cal: Calendar, masters: Mapping[str, str], have: Container[str]
 ) -> Iterator[tuple[str, RemoteEvent]]:
@@ -230,9 +240,7 @@ def fold(cal: Calendar, rnd: Round, known: Mapping[str, str]) -> ChangeSet:
     masters: dict[str, str] = {}
     for row in (r for r in latest.values() if r is not None):
         key = session_of_transaction(row.get("transactionId"))
-        if row.get("seriesMasterId") or row.get("type") in ("occurrence", "exception"):
-            if key:
-                masters[str(row.get("seriesMasterId") or "")] = key
+        if _series_member(row, key, masters):
             continue
         ev = _parse(row, key, cal.cal_path)
         if ev is None or (ev.remote_id in chosen and not _older(row, chosen[ev.remote_id])):
@@ -287,9 +295,7 @@ def _full_pages(cal: Calendar, known: Mapping[str, str], now: datetime) -> Itera
                     removals = True  # deleted while the round was read: checked below
                     continue
                 key = session_of_transaction(row.get("transactionId"))
-                if row.get("seriesMasterId") or row.get("type") in ("occurrence", "exception"):
-                    if key:
-                        masters[str(row.get("seriesMasterId") or "")] = key
+                if _series_member(row, key, masters):
                     continue
                 ev = _parse(row, key, cal.cal_path)
                 if ev is None:

@@ -8,6 +8,8 @@ because the library's writer costs more than the rest of building a message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 def escaped(text: str) -> str:
     """RFC 5545 TEXT escaping, as ``icalendar`` does it (``\\N`` read as a line break;
@@ -42,6 +44,6 @@ def folded(line: str, limit: int = 75) -> str:
     return "\r\n ".join(segments)
 
 
-def lines_bytes(lines: tuple[str, ...] | list[str]) -> bytes:
+def lines_bytes(lines: Sequence[str]) -> bytes:
     """Content lines folded and CRLF-terminated, as one calendar object's bytes."""
     return "".join(folded(line) + "\r\n" for line in lines).encode()
