@@ -9,17 +9,22 @@ The HTTP session (its pool of kept-alive connections) is shared by every calenda
 account on one server (issue 11): ten thousand calendars on one server keep as many
 connections as requests are in flight, not ten thousand, and a poll finds one open.
 
-A REPORT (the change feed of every cycle: an idle calendar's only request) goes over plain
-``http.client`` connections kept alive per server and account (:class:`_Conns`) when
-nothing but that is needed: no proxy in the environment, no authentication or Basic. It
-costs a sixth of the CPU of the same request through the library's HTTP stack (issue 11,
-goal 8: a fleet's workers are CPU-bound). A redirect, a 401, an encoding other than gzip
-or an auth scheme with a handshake go through the library as before.
+The requests of a cycle go over plain ``http.client`` connections kept alive per server
+and account (:class:`_Conns`) when nothing but that is needed: no proxy in the
+environment, no authentication or Basic. Those are the reads (REPORT, the change feed of
+every cycle and an idle calendar's only request; GET; PROPFIND) and the conditional
+writes (a PUT or DELETE under ``If-Match`` / ``If-None-Match``, which every write of
+syncd's is). One costs a sixth to a third of the CPU of the same request through the
+library's HTTP stack (issue 11: a fleet's workers are CPU-bound, goal 8, and a first
+mirror's client work must hide behind the server's, goal 6). A redirect, a 401, an
+encoding other than gzip or an auth scheme with a handshake go through the library as
+before; so do a streamed REPORT and the requests of discovery.
 """
 
 from __future__ import annotations
 
 import gzip
+import select
 import ssl
 import threading
 import urllib.request
@@ -68,11 +73,18 @@ class _Conns:
         self._idle: list[httpc.HTTPConnection] = []
         self._lock = threading.Lock()
 
-    def take(self, timeout: float) -> tuple[httpc.HTTPConnection, bool]:
-        """An idle connection (True) or a new one (False)."""
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is not None:
+    def take(self, timeout: float, fresh: bool = False) -> tuple[httpc.HTTPConnection, bool]:
+        """An idle connection the server has not closed (True), or a new one (False; always
+        with ``fresh``). Idle ones the server closed meanwhile (SOGo keeps them alive for
+        seconds) are dropped here, before a request is written into them."""
+        while not fresh:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            if not _still_open(conn):
+                conn.close()
+                continue
             conn.timeout = timeout
             if conn.sock is not None:
                 conn.sock.settimeout(timeout)
@@ -97,6 +109,19 @@ class _Conns:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+def _still_open(conn: httpc.HTTPConnection) -> bool:
+    """Whether an idle kept-alive connection can carry a request: its socket is there and
+    has nothing to read (an idle connection turns readable when the server closes it)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 def _take_session(key: tuple[str, str, str]) -> http.Session:
@@ -213,6 +238,24 @@ _NOT_PLAIN = (301, 302, 303, 307, 308, 401)
 #: How a kept-alive connection the server closed meanwhile fails (sent again once).
 _STALE = (ConnectionError, httpc.BadStatusLine)
 
+#: Requests the plain path takes: reads, and writes under a precondition (see
+#: :func:`_plain_fits`).
+_PLAIN_READS = frozenset({"REPORT", "GET", "PROPFIND"})
+_PLAIN_WRITES = frozenset({"PUT", "DELETE"})
+_CONDITIONS = frozenset({"if-match", "if-none-match"})
+
+
+def _conditional(headers: Mapping[str, str]) -> bool:
+    return any(k.lower() in _CONDITIONS for k in headers)
+
+
+def _plain_fits(method: str, headers: Mapping[str, str]) -> bool:
+    """Whether the plain path may send this request, and send it again once on a kept-alive
+    connection that turns out closed: a read, or a write under a precondition (sent twice,
+    the second answers 412, or 404 for a DELETE, which the backend handles as for any
+    event that changed meanwhile)."""
+    return method in _PLAIN_READS or (method in _PLAIN_WRITES and _conditional(headers))
+
 
 class _NotPlain(Exception):
     """The plain path cannot take this request or answer: the library's path does."""
@@ -267,7 +310,7 @@ class Transport:
         ``redirects=False`` returns a 3xx as it is (discovery follows it itself).
         ``stream=True``: a 207's body is left to ``Reply.chunks``.
         """
-        if method == "REPORT" and redirects and not stream and self._plain:
+        if redirects and not stream and self._plain and _plain_fits(method, headers or {}):
             try:
                 return self._send_plain(method, url, body, headers or {})
             except _NotPlain:
@@ -292,8 +335,7 @@ class Transport:
                 _chunks(resp, f"{method} {url}") if streamed else None,
             )
         except (http.exceptions.RequestException, OSError) as err:
-            conditional = any(k.lower() in ("if-match", "if-none-match") for k in all_headers)
-            if conditional and not _retrying and _dropped(err):
+            if _conditional(all_headers) and not _retrying and _dropped(err):
                 # A kept-alive connection the server had closed (SOGo does): sent again
                 # once. Safe for a conditional write: a repeat of one that was applied
                 # answers 412 (or 404 for a DELETE), which the caller handles.
@@ -332,8 +374,8 @@ class Transport:
     def _send_plain(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         """One request on a kept-alive ``http.client`` connection: what :meth:`send` does
         for an answer that needs nothing of the library (see the module); ``_NotPlain``
-        when it does. Only for idempotent requests: one that fails on a connection that
-        sat idle (the server closed it) is sent again once on a new one."""
+        when it does. Only for what :func:`_plain_fits`: one that fails on a connection
+        that sat idle (the server closed it) is sent again once on a new one."""
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         all_headers: dict[str, str] = {
@@ -345,7 +387,7 @@ class Transport:
         if auth is not None:
             all_headers["Authorization"] = auth
         for attempt in (1, 2):
-            conn, reused = self._conns.take(self._timeout)
+            conn, reused = self._conns.take(self._timeout, fresh=attempt == 2)
             try:
                 conn.request(method, target, body or None, all_headers)
                 resp = conn.getresponse()

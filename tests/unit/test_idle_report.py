@@ -11,6 +11,7 @@ cannot take (a redirect, a 5xx) answered as before.
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -151,7 +152,14 @@ def test_a_connection_the_server_closed_is_replaced_once(
 
 
 class _Dead:
-    """A socket whose peer has gone: writing fails as a reset connection does."""
+    """A socket whose peer has gone without it showing yet (nothing to read): writing
+    fails as a reset connection does."""
+
+    def __init__(self) -> None:
+        self._pair = socket.socketpair()
+
+    def fileno(self) -> int:
+        return self._pair[0].fileno()
 
     def sendall(self, *_: Any) -> None:
         raise ConnectionResetError("reset by peer")
@@ -160,7 +168,8 @@ class _Dead:
         pass
 
     def close(self) -> None:
-        pass
+        for end in self._pair:
+            end.close()
 
 
 def test_a_gzip_answer_is_read(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
