@@ -1,132 +1,234 @@
-"""The first mirror of N new sessions into an empty calendar on Radicale: syncd vs bare PUTs.
+"""The first mirror of N new sessions into empty calendars on Radicale: syncd vs bare PUTs.
 
-In the same run, on the same Radicale (storage on tmpfs where there is one), alternating,
-each time into a fresh calendar collection:
+In the same run, on the same Radicale processes (storage on tmpfs where there is one), each
+time into fresh calendar collections, syncd and the bare clients taking turns (the order
+flips from one pair to the next, so a drift of the box favours neither):
 
-- **syncd**: the first cycle of a calendar with N booked sessions (``BenchWorld.sync`` with
-  the real CalDAV backend): plan, commit the mirror rows, create every event, record the
-  etags, and the second pass that reads the feed past syncd's own writes;
-- **bare**: the same N iCalendar bodies PUT with ``If-None-Match: *`` by httpx over one
-  kept-alive connection, one after the other: the least a sequential client can do;
-- **bare, 4 connections**: the same PUTs from 4 httpx clients in parallel, to show the
+- **syncd**: the first cycle of each calendar with its booked sessions
+  (``sync_calendar`` with the real CalDAV backend, one thread per calendar as the daemon's
+  ``[sync] workers`` pool runs them): plan, commit the mirror rows, create every event,
+  record the etags, and the second pass that reads the feed past syncd's own writes;
+- **bare**: the same iCalendar bodies PUT with ``If-None-Match: *`` over one kept-alive
+  ``http.client`` connection a calendar, one after the other, the calendars in parallel:
+  the least a client that writes each calendar in order can do. This is the goal's
+  baseline;
+- **bare httpx**: the same through httpx (the baseline of earlier sessions' figures);
+- **bare, 4 connections**: one calendar's PUTs from 4 connections at once, to show the
   server's own serialization (Radicale stores one write at a time: this is its floor).
 
-Reported: medians of the wall time of each, syncd's ratio to bare (the sequential one:
-the goal's), and syncd's CPU time (this process; Radicale runs in its own). Goal (issue
-11): syncd within 1.05x bare. ``python -m bench.mirror --pairs K`` prints K pairs one by
-one, with their spread.
+``--calendars K`` spreads the N sessions over K calendars, each on a Radicale process of
+its own ("parallel across calendars, one server's own serialization aside"). The servers'
+CPU time is read from /proc for each run: on this 2-core box K ≥ 2 servers keep both cores
+busy, so syncd's own CPU then adds to the wall time instead of hiding behind the servers'.
+
+Reported: syncd's wall time over bare's, pair by pair, with syncd's CPU (this process)
+and the servers'. Goal (issue 11): syncd within 1.05x bare.
+``python -m bench.mirror --pairs K [--calendars C] [--sessions N]``.
 """
 
 from __future__ import annotations
 
+import base64
+import gc
+import os
 import shutil
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import client as httpc
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
+from adapters.caldav.backend import CalDAVBackend
 from adapters.caldav.ics import build_event
 from bench.gestures import _scratch
-from bench.world import ADMIN, on_caldav
+from bench.world import ADMIN, BenchWorld
 from syncd.engine.actions import session_url
 from syncd.engine.desired import GestureRules, desired_event
+from syncd.engine.runner import sync_calendar
 from syncd.services import booking as services
 from tests.servers import Server, start_radicale
 
 ICS = "text/calendar; charset=utf-8"
+Bodies = list[tuple[str, bytes]]
 
 
-def _syncd(root: Path, server: Server, n: int) -> tuple[float, float, list[tuple[str, bytes]]]:
-    """(wall s, CPU s) of the first cycle, and the events it wrote as (name, body) pairs."""
-    world, backend, _url = on_caldav(root, server)
-    world.seed(n)
-    t0, c0 = time.perf_counter(), time.process_time()
-    report = world.sync(backend)
+def _server_cpu(servers: list[Server]) -> float:
+    """CPU seconds the servers' processes have used so far (user + system)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for server in servers:
+        fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+@dataclass(frozen=True)
+class Run:
+    wall: float
+    cpu: float  # this process
+    server_cpu: float
+
+
+def _timed(servers: list[Server], fn: object) -> Run:
+    assert callable(fn)
+    gc.collect()
+    s0, t0, c0 = _server_cpu(servers), time.perf_counter(), time.process_time()
+    fn()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    assert report.error is None and report.writes == n, report
+    return Run(wall, cpu, _server_cpu(servers) - s0)
+
+
+def _syncd(root: Path, servers: list[Server], n: int) -> tuple[Run, list[Bodies]]:
+    """The first cycle of each calendar (``n`` sessions spread over one calendar a server),
+    the calendars at once; and the events each calendar got, as (name, body) pairs."""
+    (root / "pw").write_text(servers[0].password)
+    world = None
+    cals: list[tuple[str, int, CalDAVBackend]] = []  # (admin's email, calendar id, backend)
+    for i, server in enumerate(servers):
+        url = server.make_calendar()
+        settings = {"url": url, "username": server.username, "password_file": str(root / "pw")}
+        email = ADMIN if world is None else f"coach{i}@example.com"
+        if world is None:
+            world = BenchWorld(root, settings)
+            admin_id, cal_id = world.admin_id, world.cal_id
+        else:
+            admin_id, cal_id = world.add_calendar(email, settings)
+        world.seed(n // len(servers) + (i < n % len(servers)), admin_id=admin_id)
+        cals.append((email, cal_id, CalDAVBackend(url, server.username, server.password, 30)))
+    assert world is not None
+    w = world
+    reports = []
+
+    def cycles() -> None:
+        with ThreadPoolExecutor(len(cals), thread_name_prefix="sync") as pool:
+            futures = [pool.submit(sync_calendar, w.ctx, w.engine, cid, b) for _, cid, b in cals]
+            reports.extend(f.result() for f in futures)
+
+    run = _timed(servers, cycles)
+    assert all(r.error is None for r in reports), reports
+    assert sum(r.writes for r in reports) == n, reports
     rules = GestureRules()
     now = datetime.now(UTC)
-    bodies = []
-    for s in services.list_sessions(world.ctx, ADMIN):
-        d = desired_event(s, world.ctx.uid(s.id), session_url(world.ctx, s.id), rules)
-        bodies.append((f"{d.uid}.ics", build_event(d, now)))
-    backend.close()
-    world.close()
-    return wall, cpu, bodies
+    bodies: list[Bodies] = []
+    for email, _, backend in cals:
+        own = []
+        for s in services.list_sessions(w.ctx, email):
+            d = desired_event(s, w.ctx.uid(s.id), session_url(w.ctx, s.id), rules)
+            own.append((f"{d.uid}.ics", build_event(d, now)))
+        bodies.append(own)
+        backend.close()
+    w.close()
+    return run, bodies
 
 
-def _bare(server: Server, bodies: list[tuple[str, bytes]]) -> tuple[float, float]:
-    """(wall s, CPU s) of one conditional PUT per body into a fresh collection."""
+def _auth(server: Server) -> str:
+    return "Basic " + base64.b64encode(f"{server.username}:{server.password}".encode()).decode()
+
+
+def _plain_lane(server: Server, bodies: Bodies) -> tuple[httpc.HTTPConnection, str, object]:
+    """A fresh collection, a connection to it (opened), and the lane that PUTs ``bodies``."""
+    path = urlsplit(server.make_calendar()).path
+    conn = httpc.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    headers = {"Content-Type": ICS, "If-None-Match": "*", "Authorization": _auth(server)}
+    conn.request("PROPFIND", path, None, {"Depth": "0", "Authorization": headers["Authorization"]})
+    conn.getresponse().read()
+
+    def lane() -> None:
+        for name, body in bodies:
+            conn.request("PUT", path + name, body, headers)
+            reply = conn.getresponse()
+            data = reply.read()
+            assert reply.status == 201, (reply.status, data[:300])
+
+    return conn, path, lane
+
+
+def _bare(servers: list[Server], bodies: list[Bodies]) -> Run:
+    """One conditional PUT per body, each calendar's in order on one kept-alive
+    ``http.client`` connection, the calendars in parallel."""
+    lanes = [_plain_lane(s, b) for s, b in zip(servers, bodies, strict=True)]
+    try:
+        if len(lanes) == 1:
+            return _timed(servers, lanes[0][2])
+
+        def all_lanes() -> None:
+            with ThreadPoolExecutor(len(lanes)) as pool:
+                list(pool.map(lambda lane: lane[2](), lanes))  # type: ignore[operator]
+
+        return _timed(servers, all_lanes)
+    finally:
+        for conn, _, _ in lanes:
+            conn.close()
+
+
+def _bare_httpx(server: Server, bodies: Bodies) -> Run:
+    """One calendar's conditional PUTs by httpx over one kept-alive connection."""
     url = server.make_calendar()
     headers = {"Content-Type": ICS, "If-None-Match": "*"}
     with httpx.Client(auth=(server.username, server.password), timeout=30) as client:
-        client.request("PROPFIND", url, headers={"Depth": "0"})  # connect, as syncd's feed does
-        t0, c0 = time.perf_counter(), time.process_time()
-        for name, body in bodies:
-            reply = client.put(url + name, content=body, headers=headers)
-            assert reply.status_code == 201, (reply.status_code, reply.text[:300])
-        return time.perf_counter() - t0, time.process_time() - c0
+        client.request("PROPFIND", url, headers={"Depth": "0"})
 
-
-def _bare_parallel(server: Server, bodies: list[tuple[str, bytes]], lanes: int = 4) -> float:
-    """Wall s of the same PUTs from ``lanes`` clients at once (each its share, in order)."""
-    url = server.make_calendar()
-    headers = {"Content-Type": ICS, "If-None-Match": "*"}
-    auth = (server.username, server.password)
-    clients = [httpx.Client(auth=auth, timeout=30) for _ in range(lanes)]
-    try:
-        for client in clients:
-            client.request("PROPFIND", url, headers={"Depth": "0"})
-
-        def lane(i: int) -> None:
-            for name, body in bodies[i::lanes]:
-                reply = clients[i].put(url + name, content=body, headers=headers)
+        def puts() -> None:
+            for name, body in bodies:
+                reply = client.put(url + name, content=body, headers=headers)
                 assert reply.status_code == 201, (reply.status_code, reply.text[:300])
 
+        return _timed([server], puts)
+
+
+def _bare_parallel(server: Server, bodies: Bodies, lanes: int = 4) -> float:
+    """Wall s of one calendar's PUTs from ``lanes`` connections at once (each its share)."""
+    made = [_plain_lane(server, bodies[i::lanes]) for i in range(lanes)]
+    try:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(lanes) as pool:
-            list(pool.map(lane, range(lanes)))
+            list(pool.map(lambda lane: lane[2](), made))  # type: ignore[operator]
         return time.perf_counter() - t0
     finally:
-        for client in clients:
-            client.close()
+        for conn, _, _ in made:
+            conn.close()
+
+
+def _servers(root: Path, k: int) -> list[Server]:
+    servers: list[Server] = []
+    try:
+        for i in range(k):
+            servers.append(start_radicale(root / f"radicale{i}"))
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
 
 
 def run(n: int, repeat: int = 3) -> dict[str, float]:
-    """Medians over ``repeat`` alternating runs: wall and CPU seconds of syncd and bare."""
+    """Medians over ``repeat`` alternating runs on one Radicale: wall and CPU seconds."""
     root = Path(_scratch())
-    server = start_radicale(root / "radicale")
-    walls, cpus, bares, bare_cpus, parallels = [], [], [], [], []
+    servers = _servers(root, 1)
+    out: dict[str, list[float]] = {k: [] for k in ("syncd", "cpu", "bare", "httpx", "bare4")}
     try:
         for i in range(repeat):
-            run_dir = root / f"run{i}"
-            run_dir.mkdir()
-            wall, cpu, bodies = _syncd(run_dir, server, n)
-            walls.append(wall)
-            cpus.append(cpu)
-            bare, bare_cpu = _bare(server, bodies)
-            bares.append(bare)
-            bare_cpus.append(bare_cpu)
-            parallels.append(_bare_parallel(server, bodies))
+            (root / f"run{i}").mkdir()
+            mine, bodies = _syncd(root / f"run{i}", servers, n)
+            out["syncd"].append(mine.wall)
+            out["cpu"].append(mine.cpu)
+            out["bare"].append(_bare(servers, bodies).wall)
+            out["httpx"].append(_bare_httpx(servers[0], bodies[0]).wall)
+            out["bare4"].append(_bare_parallel(servers[0], bodies[0]))
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    return {
-        "syncd": statistics.median(walls),
-        "cpu": statistics.median(cpus),
-        "bare": statistics.median(bares),
-        "bare_cpu": statistics.median(bare_cpus),
-        "bare4": statistics.median(parallels),
-    }
+    return {k: statistics.median(v) for k, v in out.items()}
 
 
 def rows(sizes: tuple[int, ...] = (300,), repeat: int = 3) -> list[tuple[str, str]]:
     """Benchmark rows for the results table."""
-    import os
-
     out = []
     for n in sizes:
         r = run(n, repeat)
@@ -135,36 +237,44 @@ def rows(sizes: tuple[int, ...] = (300,), repeat: int = 3) -> list[tuple[str, st
             (
                 f"first mirror of {n:,} new sessions (Radicale), median of {repeat}",
                 f"syncd {r['syncd']:.2f} s (CPU {r['cpu']:.2f} s); bare If-None-Match PUTs "
-                f"{r['bare']:.2f} s (CPU {r['bare_cpu']:.2f} s) ({r['syncd'] / r['bare']:.2f}x); "
-                f"bare, 4 connections in parallel {r['bare4']:.2f} s "
-                f"({r['syncd'] / r['bare4']:.2f}x); load {load:.2f}",
+                f"(http.client) {r['bare']:.2f} s ({r['syncd'] / r['bare']:.2f}x); by httpx "
+                f"{r['httpx']:.2f} s ({r['syncd'] / r['httpx']:.2f}x); bare, 4 connections "
+                f"in parallel {r['bare4']:.2f} s ({r['syncd'] / r['bare4']:.2f}x); "
+                f"load {load:.2f}",
             )
         )
     return out
 
 
-def pairs(n: int = 300, repeat: int = 5) -> list[float]:
-    """syncd's wall time over bare's, pair by pair (each pair on the same Radicale, syncd
-    then bare into fresh collections): the spread a median hides. Printed as it goes."""
-    import os
-
+def pairs(n: int = 300, repeat: int = 5, calendars: int = 1) -> list[float]:
+    """syncd's wall time over bare's, pair by pair (syncd and bare into fresh collections
+    on the same servers, the order flipped every pair): the spread a median hides.
+    Printed as it goes."""
     root = Path(_scratch())
-    server = start_radicale(root / "radicale")
+    servers = _servers(root, calendars)
     ratios = []
+    bodies: list[Bodies] = []
+    print(f"first mirror of {n} sessions over {calendars} calendar(s), one Radicale each")
     try:
         for i in range(repeat):
-            run_dir = root / f"pair{i}"
-            run_dir.mkdir()
-            wall, cpu, bodies = _syncd(run_dir, server, n)
-            bare, _ = _bare(server, bodies)
-            ratios.append(wall / bare)
+            (root / f"pair{i}").mkdir()
+            if i % 2:  # bare first: it needs the bodies, so from the previous pair's syncd
+                bare = _bare(servers, bodies)
+                mine, bodies = _syncd(root / f"pair{i}", servers, n)
+            else:
+                mine, bodies = _syncd(root / f"pair{i}", servers, n)
+                bare = _bare(servers, bodies)
+            ratios.append(mine.wall / bare.wall)
             print(
-                f"pair {i}: syncd {wall:.2f} s (CPU {cpu:.2f} s), bare {bare:.2f} s, "
-                f"{wall / bare:.3f}x, load {os.getloadavg()[0]:.2f}",
+                f"pair {i}: syncd {mine.wall:.2f} s (CPU {mine.cpu:.2f} s, servers "
+                f"{mine.server_cpu:.2f} s), bare {bare.wall:.2f} s (CPU {bare.cpu:.2f} s, "
+                f"servers {bare.server_cpu:.2f} s), {mine.wall / bare.wall:.3f}x, "
+                f"load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
         shutil.rmtree(root, ignore_errors=True)
     print(f"median {statistics.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f}x)")
     return ratios
@@ -173,8 +283,11 @@ def pairs(n: int = 300, repeat: int = 5) -> list[float]:
 if __name__ == "__main__":
     import sys
 
+    def _arg(name: str, default: int) -> int:
+        return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+
     if "--pairs" in sys.argv:
-        pairs(repeat=int(sys.argv[sys.argv.index("--pairs") + 1]))
+        pairs(_arg("--sessions", 300), _arg("--pairs", 5), _arg("--calendars", 1))
     else:
         for name, value in rows():
             print(f"| {name} | {value} |")

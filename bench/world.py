@@ -75,15 +75,30 @@ class BenchWorld:
             self.cal_id, self.admin_id = cal.id, admin_id
         self.engine = engine_settings(self.cfg)
 
-    def seed(self, n: int, first: datetime | None = None) -> None:
-        """``n`` booked sessions, one an hour from ``first`` (default: tomorrow), 8 a day."""
+    def add_calendar(self, email: str, settings: dict[str, object]) -> tuple[int, int]:
+        """Another admin with a calendar of its own: (admin id, calendar id). ``seed`` with
+        ``admin_id`` books its sessions."""
+        services.add_admin(self.ctx, email, "Coach", "Europe/Berlin")
+        with self.db.write() as orm:
+            admin_id = orm.scalars(select(AdminRow.id).where(AdminRow.email == email)).one()
+            cal = CalendarRow(
+                admin_id=admin_id, backend="caldav", busy_only=False, settings=dict(settings)
+            )
+            orm.add(cal)
+            orm.flush()
+            return admin_id, cal.id
+
+    def seed(self, n: int, first: datetime | None = None, admin_id: int | None = None) -> None:
+        """``n`` booked sessions, one an hour from ``first`` (default: tomorrow), 8 a day,
+        for the first admin or ``admin_id``."""
+        admin_id = self.admin_id if admin_id is None else admin_id
         base = (first or datetime.now(UTC) + timedelta(days=1)).replace(
             minute=0, second=0, microsecond=0
         )
         now = datetime.now(UTC).replace(microsecond=0)
         with self.db.write() as orm:
             rows = [
-                {"admin_id": self.admin_id, "email": f"c{i}@example.org", "name": f"C{i}",
+                {"admin_id": admin_id, "email": f"c{i}@example.org", "name": f"C{i}",
                  "tz": "UTC"}
                 for i in range(n)
             ]  # fmt: skip
@@ -93,7 +108,7 @@ class BenchWorld:
             for i, cid in enumerate(ids):
                 start = base + timedelta(days=i // 8, hours=i % 8)
                 sessions.append(
-                    {"id": f"s_{secrets.token_hex(8)}", "admin_id": self.admin_id,
+                    {"id": f"s_{secrets.token_hex(8)}", "admin_id": admin_id,
                      "customer_id": cid, "start": start, "end": start + timedelta(hours=1),
                      "status": "booked", "sequence": 0, "created_at": now, "updated_at": now}
                 )  # fmt: skip
