@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from icalendar import Calendar, Event
+from icalendar import Calendar, Event, Timezone
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from syncd.domain.eventtext import merge_notes, strip_command
 from syncd.domain.icstext import escaped, lines_bytes
@@ -56,7 +57,8 @@ def _as_utc(value: Any, tzid: str | None = None) -> _When:
 
     A floating time (no TZID, no ``Z``) is wall time of the admin's zone, which only the
     core knows: it comes back as that wall time labelled UTC, with ``floating`` set. A
-    TZID that is neither known (IANA, Windows) nor defined by a VTIMEZONE is unreadable.
+    TZID that :class:`_ObjectZones` cannot resolve (``value`` naive) is unreadable, even
+    with a ``Z``: the library drops that ``Z`` once it knows the name from another object.
     """
     if isinstance(value, datetime):
         value = value.replace(microsecond=0)
@@ -90,12 +92,23 @@ def _master(events: list[Any]) -> Any:
     return next((ev for ev in events if "RECURRENCE-ID" not in ev), events[0])
 
 
-def _interval(event: Any) -> tuple[_When, _When]:
+def _read_time(event: Any, name: str, zones: _ObjectZones) -> _When:
+    """DTSTART or DTEND of ``event``, a TZID resolved by ``zones`` (never by the library)."""
+    value = event.decoded(name)
+    tzid = _tzid(event, name)
+    if tzid and isinstance(value, datetime):
+        # The library's zone may be another object's definition (see _ObjectZones): only
+        # the wall time is taken from it.
+        value = value.replace(tzinfo=zones.get(tzid))
+    return _as_utc(value, tzid)
+
+
+def _interval(event: Any, zones: _ObjectZones) -> tuple[_When, _When]:
     """(start, end) of one VEVENT; DURATION or the RFC 5545 defaults without DTEND."""
     try:
-        start = _as_utc(event.decoded("DTSTART"), _tzid(event, "DTSTART"))
+        start = _read_time(event, "DTSTART", zones)
         if "DTEND" in event:
-            end = _as_utc(event.decoded("DTEND"), _tzid(event, "DTEND"))
+            end = _read_time(event, "DTEND", zones)
         elif "DURATION" in event:
             duration = event.decoded("DURATION")
             if not isinstance(duration, timedelta):
@@ -139,10 +152,10 @@ def _iana(name: str) -> bool:
 def _drop_known_zones(data: str | bytes) -> str | bytes:
     """``data`` without the VTIMEZONE blocks of zones the system knows.
 
-    The parser reads a TZID the zone database knows from the database, whatever the
-    object's VTIMEZONE says (tests/unit/test_ics_parse.py), so such a block only costs:
+    A TZID the zone database knows is read from the database, whatever the object's
+    VTIMEZONE says (:class:`_ObjectZones`), so such a block only costs:
     most clients write one per zone, and parsing it was 80 % of parsing an event. Blocks
-    of other zones (custom names, Windows names) stay, as the parser needs them.
+    of other zones (custom names, Windows names) stay: their times are read with them.
     """
     if isinstance(data, bytes):
         if b"VTIMEZONE" not in data.upper():
@@ -164,12 +177,103 @@ def _drop_known_zones(data: str | bytes) -> str | bytes:
     return _VTIMEZONE.sub(drop, data)
 
 
+@lru_cache(maxsize=256)
+def _zone_defined_by(vtimezone: bytes, name: str) -> tzinfo | None:
+    """The zone a VTIMEZONE of TZID ``name`` defines, keyed by its text: equal text, equal
+    zone. ``None`` when ``vtimezone`` is not one VTIMEZONE of that TZID."""
+    components = Timezone.from_ical(vtimezone, multiple=True)
+    if len(components) != 1:  # a block cut wrong (a folded END line): not this key
+        return None
+    component = components[0]
+    if not isinstance(component, Timezone) or str(component.get("TZID", "")).strip("/") != name:
+        return None
+    zone: tzinfo = component.to_tz(lookup_tzid=False)
+    return zone
+
+
+class _ObjectZones:
+    """The time zones one calendar object's times are read with, and only that object's.
+
+    icalendar keeps every VTIMEZONE it parses for the rest of the process, by TZID, for
+    every thread: the first definition of a name wins, and a later object's TZID of that
+    name, with another definition or none, reads with it. So syncd takes only the wall
+    time from the library and resolves each TZID here, from this object alone: a zone the
+    system's database knows, from the database (whatever the object defines, as the
+    VTIMEZONE shortcut assumes); else this object's own VTIMEZONE of that TZID (its first
+    one); else a Windows name, or a ``/vendor/Area/City`` TZID, as the database zone it
+    names; else none (unreadable). TZIDs compare as the library compares them, without
+    surrounding ``/``. Objects share only zones built from equal VTIMEZONE text.
+    """
+
+    def __init__(self, cal: Calendar, data: str | bytes) -> None:
+        self._cal, self._data = cal, data
+        self._defined: dict[str, Any] | None = None
+        self._resolved: dict[str, tzinfo | None] = {}
+
+    def get(self, tzid: str) -> tzinfo | None:
+        """The zone of ``tzid`` for this object, or ``None`` when it has none."""
+        if tzid not in self._resolved:
+            self._resolved[tzid] = self._resolve(tzid)
+        return self._resolved[tzid]
+
+    def _resolve(self, tzid: str) -> tzinfo | None:
+        name = tzid.strip("/")
+        if _iana(name):
+            return ZoneInfo(name)
+        vtimezone = self._definitions().get(name)
+        if vtimezone is not None:
+            try:
+                # The block's own text is the key when it reads back as this TZID's one
+                # VTIMEZONE (serializing the parsed one costs a fifth of an event's parse).
+                block = self._block(name)
+                zone = _zone_defined_by(block, name) if block is not None else None
+                return zone or _zone_defined_by(bytes(vtimezone.to_ical()), name)
+            except Exception as err:  # icalendar and dateutil raise ValueError, KeyError...
+                raise IcsError(f"the VTIMEZONE of {tzid!r} cannot be read: {err}") from err
+        olson = WINDOWS_TO_OLSON.get(name)
+        if olson is not None and _iana(olson):
+            return ZoneInfo(olson)
+        if tzid.startswith("/"):  # RFC 5545 3.2.19 "globally unique": the vendor's prefix
+            parts = name.split("/")
+            for first in range(1, len(parts)):
+                candidate = "/".join(parts[first:])
+                if _iana(candidate):
+                    return ZoneInfo(candidate)
+        return None
+
+    def _definitions(self) -> dict[str, Any]:
+        """The object's VTIMEZONEs by TZID, the first of each."""
+        if self._defined is None:
+            self._defined = {}
+            for vtimezone in self._cal.walk("VTIMEZONE"):
+                tzid = vtimezone.get("TZID")
+                if tzid is not None:
+                    self._defined.setdefault(str(tzid).strip("/"), vtimezone)
+        return self._defined
+
+    def _block(self, name: str) -> bytes | None:
+        """The text of the first VTIMEZONE block whose unfolded TZID line is ``name``."""
+        data = self._data
+        if isinstance(data, bytes):
+            for match in _VTIMEZONE_B.finditer(data):
+                tz = _TZID_LINE_B.search(match.group(0))
+                if tz is not None and tz.group(1).decode("utf-8", "replace").strip("/") == name:
+                    return match.group(0)
+            return None
+        for text in _VTIMEZONE.finditer(data):
+            tz_text = _TZID_LINE.search(text.group(0))
+            if tz_text is not None and tz_text.group(1).strip("/") == name:
+                return text.group(0).encode("utf-8", "surrogateescape")
+        return None
+
+
 def parse_event(data: str | bytes) -> EventContent | None:
     """Normalize one calendar object; ``None`` when it holds no VEVENT (a task, a journal).
 
     Raises :class:`IcsError` when the object cannot be parsed. The object is read without
-    the VTIMEZONE blocks of zones the system knows (:func:`_drop_known_zones`), which the
-    parser would not use; :func:`parse_event_with_zones` reads it whole.
+    the VTIMEZONE blocks of zones the system knows (:func:`_drop_known_zones`), which its
+    times are not read with; :func:`parse_event_with_zones` reads it whole. Each TZID is
+    resolved from this object alone (:class:`_ObjectZones`), whatever was parsed before.
     """
     return parse_event_with_zones(_drop_known_zones(data))
 
@@ -181,7 +285,7 @@ def parse_event_with_zones(data: str | bytes) -> EventContent | None:
     if not events:
         return None
     master = _master(events)
-    start, end = _interval(master)
+    start, end = _interval(master, _ObjectZones(cal, data))
     recurring = (
         "RRULE" in master or "RDATE" in master or any("RECURRENCE-ID" in ev for ev in events)
     )
@@ -344,13 +448,14 @@ def busy_intervals(
     unexpanded master gives only its first occurrence. Raises :class:`IcsError`.
     """
     cal = _parse_calendar(data)
+    zones = _ObjectZones(cal, data)
     out: list[tuple[datetime, datetime]] = []
     for event in cal.walk("VEVENT"):
         if _text(event, "TRANSP").strip().upper() == "TRANSPARENT":
             continue
         if _text(event, "STATUS").strip().upper() == "CANCELLED":
             continue
-        ev_start, ev_end = _interval(event)
+        ev_start, ev_end = _interval(event, zones)
         if ev_start.at < end and ev_end.at > start:
             out.append((ev_start.at, ev_end.at))
     return out

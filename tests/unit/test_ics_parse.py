@@ -15,8 +15,8 @@ from adapters.caldav.ics import _drop_known_zones, parse_event, parse_event_with
 KNOWN = ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "US/Eastern",
          "Etc/GMT+5", "UTC", "Europe/London"]  # fmt: skip
 # Zones the system lacks. icalendar keeps every VTIMEZONE it parses for the rest of the
-# process, by TZID, so these names are this file's own: a Windows name or "Mars/Olympus"
-# defined here with a made-up offset would change what other tests read for them.
+# process, by TZID; syncd's reading does not depend on it (tests/unit/test_ics_zone_isolation.py),
+# but code that reads times through icalendar itself would, so these names are this file's own.
 OTHER = ["Syncd Test Zone", "europe/syncd-test", "/mozilla.org/20050126_1/Syncd/Test",
          "Syncd/Olympus"]  # fmt: skip
 
