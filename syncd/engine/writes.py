@@ -16,9 +16,11 @@ finds the event gone.
 A backend may allow several writes at once (``write_concurrency``; CalDAV: 4): the first
 goes alone, then up to that many run on worker threads, started in plan order, and two
 writes that share a session or an event id never overlap. Results are settled and
-recorded on the calling thread only, as they land, so the database work overlaps the
-server's. A backend that implements :class:`NotesRecorded` is told what was recorded
-(after each batch commits), so its next feed read may leave out syncd's own echoes.
+recorded on the calling thread only, as they land and once the writes that replace them
+have started, so the database work overlaps the server's (even with one write at a time:
+a backend that sets ``write_concurrency`` at all is written from a worker thread). A
+backend that implements :class:`NotesRecorded` is told what was recorded (after each
+batch commits), so its next feed read may leave out syncd's own echoes.
 """
 
 from __future__ import annotations
@@ -145,6 +147,12 @@ def _lanes(backend: CalendarBackend) -> int:
     return max(1, allowed) if isinstance(allowed, int) else 1
 
 
+def _threaded(backend: CalendarBackend) -> bool:
+    """Whether the backend's writes may run on a worker thread: it says how many at once
+    (``write_concurrency``, even 1). Others are written from the calling thread only."""
+    return isinstance(getattr(backend, "write_concurrency", None), int)
+
+
 def _run(
     ctx: Context,
     rules: GestureRules,
@@ -164,7 +172,7 @@ def _run(
             _stop(calendar_id)
             return
         _settle(ctx, calendar_id, w, _attempt(rules, backend, w), report, recorder)
-        if lanes > 1 and _lanes(backend) > 1:
+        if _threaded(backend):
             _overlapped(
                 ctx, rules, calendar_id, backend, todo, report, over_budget, recorder, lanes
             )
@@ -181,34 +189,49 @@ def _overlapped(
     recorder: _Recorder,
     lanes: int,
 ) -> None:
-    """Up to ``lanes`` writes in flight, started in plan order; two writes that share a
-    session or an event id never overlap (the second starts once the first is done).
-    Results are settled and recorded on this thread, so recording overlaps the writes."""
+    """Up to ``lanes`` writes in flight on worker threads, started in plan order; two
+    writes that share a session or an event id never overlap (the second starts once the
+    first is done). Results are settled and recorded on this thread, after the writes that
+    take the place of the landed ones have started: the server is never left waiting for
+    syncd's bookkeeping, even one write at a time."""
     flying: dict[Future[_Written], tuple[Write, set[str]]] = {}
     busy: set[str] = set()
+    held: list[Write] = []  # the next write in plan order, waiting for one it overlaps
+    stopped = False
 
-    def land() -> None:
-        done, _ = wait(flying, return_when=FIRST_COMPLETED)
-        for fut in [f for f in flying if f in done]:
-            w, keys = flying.pop(fut)
-            busy.difference_update(keys)
-            _settle(ctx, calendar_id, w, fut.result, report, recorder)
+    def start(pool: ThreadPoolExecutor) -> None:
+        nonlocal stopped
+        while not stopped and len(flying) < min(lanes, _lanes(backend)):
+            w = held.pop() if held else next(todo, None)
+            if w is None:
+                return
+            keys = _keys(backend, w)
+            if keys & busy:
+                held.append(w)
+                return
+            if over_budget():
+                _stop(calendar_id)
+                stopped = True
+                return
+            busy.update(keys)
+            flying[pool.submit(_write_one, rules, backend, w)] = (w, keys)
 
     name = f"syncd-writes-{calendar_id}"
-    with ThreadPoolExecutor(lanes, thread_name_prefix=name) as pool:
+    with ThreadPoolExecutor(max(1, lanes), thread_name_prefix=name) as pool:
         try:
-            for w in todo:
-                if over_budget():
-                    _stop(calendar_id)
-                    break
-                keys = _keys(backend, w)
-                while flying and (len(flying) >= min(lanes, _lanes(backend)) or keys & busy):
-                    land()
-                busy |= keys
-                flying[pool.submit(_write_one, rules, backend, w)] = (w, keys)
-        finally:
+            start(pool)
             while flying:
-                land()
+                done, _ = wait(flying, return_when=FIRST_COMPLETED)
+                landed = [(fut, *flying.pop(fut)) for fut in [f for f in flying if f in done]]
+                for _, _, keys in landed:
+                    busy.difference_update(keys)
+                start(pool)
+                for fut, w, _ in landed:
+                    _settle(ctx, calendar_id, w, fut.result, report, recorder)
+        finally:
+            for fut in flying:  # only after an error above: what is still in flight lands
+                w, _ = flying[fut]
+                _settle(ctx, calendar_id, w, fut.result, report, recorder)
 
 
 def _stop(calendar_id: int) -> None:

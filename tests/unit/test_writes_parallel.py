@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -175,3 +176,51 @@ def test_writes_past_the_budget_wait_and_those_in_flight_are_recorded(h: Harness
     assert len(written) == started == len(h.cal.events)
     assert h.cycle().writes == N - started
     assert len(h.cal.events) == N
+
+
+class Ordered(Parallel):
+    """``lanes`` writes at once; each write's start sets its event in ``started``."""
+
+    def __init__(self, cal: MemoryCalendar, lanes: int) -> None:
+        super().__init__(cal)
+        self.write_concurrency = lanes
+        self.order: list[str] = []
+        self.started: dict[str, threading.Event] = {}
+
+    def create(self, event: DesiredEvent) -> RemoteEvent:
+        with self.lock:
+            self.order.append(event.session_id)
+            self.started.setdefault(event.session_id, threading.Event()).set()
+        return super().create(event)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_the_next_write_starts_before_the_last_result_is_recorded(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, lanes: int
+) -> None:
+    """syncd's bookkeeping of a landed write (its settling, a batch's transaction) never
+    keeps the server waiting: the write that takes its place has started by then, also
+    one write at a time, and still no more are in flight than the backend allows."""
+    backend = Ordered(h.cal, lanes)
+    h.backend = backend  # type: ignore[assignment]
+    sids = book(h, 12)
+    plan = sorted(sids)  # the planner's order: by session id
+    late: list[str] = []  # writes whose successor had not started when they were settled
+    real = writes._settle
+
+    def settle(*args: Any, **kwargs: Any) -> None:
+        sid = args[2].session_id
+        i = plan.index(sid)
+        if 1 <= i < len(plan) - lanes and not late:  # past the first write, which goes alone
+            with backend.lock:
+                successor = backend.started.setdefault(plan[i + lanes], threading.Event())
+            if not successor.wait(timeout=2):
+                late.append(sid)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(writes, "_settle", settle)
+    report = h.cycle()
+    assert report.writes == 12 and report.write_failures == 0, report
+    assert late == [], (late, plan, backend.order)
+    assert backend.order == plan  # started in plan order
+    assert backend.most <= lanes
