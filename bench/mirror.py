@@ -23,7 +23,9 @@ busy, so syncd's own CPU then adds to the wall time instead of hiding behind the
 
 Reported: syncd's wall time over bare's, pair by pair, with syncd's CPU (this process)
 and the servers'. Goal (issue 11): syncd within 1.05x bare.
-``python -m bench.mirror --pairs K [--calendars C] [--sessions N]``.
+``--rtt MS`` puts each server behind a proxy that adds that round-trip time
+(bench/delay_proxy.py): a distant server, where writes in flight together pay off.
+``python -m bench.mirror --pairs K [--calendars C] [--sessions N] [--rtt MS]``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import shutil
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import client as httpc
 from pathlib import Path
@@ -45,6 +47,7 @@ import httpx
 
 from adapters.caldav.backend import CalDAVBackend
 from adapters.caldav.ics import build_event
+from bench.delay_proxy import DelayProxy
 from bench.gestures import _scratch
 from bench.world import ADMIN, BenchWorld
 from syncd.engine.actions import session_url
@@ -206,6 +209,16 @@ def _servers(root: Path, k: int) -> list[Server]:
     return servers
 
 
+def _behind(servers: list[Server], rtt: float) -> tuple[list[Server], list[DelayProxy]]:
+    """The same servers reached through a proxy each that adds ``rtt`` seconds."""
+    proxies = [DelayProxy(s.port, rtt) for s in servers]
+    near = [
+        replace(s, base_url=s.base_url.replace(f":{s.port}/", f":{p.port}/", 1))
+        for s, p in zip(servers, proxies, strict=True)
+    ]
+    return near, proxies
+
+
 def run(n: int, repeat: int = 3) -> dict[str, float]:
     """Medians over ``repeat`` alternating runs on one Radicale: wall and CPU seconds."""
     root = Path(_scratch())
@@ -246,15 +259,20 @@ def rows(sizes: tuple[int, ...] = (300,), repeat: int = 3) -> list[tuple[str, st
     return out
 
 
-def pairs(n: int = 300, repeat: int = 5, calendars: int = 1) -> list[float]:
+def pairs(n: int = 300, repeat: int = 5, calendars: int = 1, rtt_ms: int = 0) -> list[float]:
     """syncd's wall time over bare's, pair by pair (syncd and bare into fresh collections
     on the same servers, the order flipped every pair): the spread a median hides.
-    Printed as it goes."""
+    ``rtt_ms``: each server behind a proxy that adds that round-trip time. Printed as it
+    goes."""
     root = Path(_scratch())
-    servers = _servers(root, calendars)
+    started = _servers(root, calendars)
+    servers, proxies = _behind(started, rtt_ms / 1000) if rtt_ms else (started, [])
     ratios = []
     bodies: list[Bodies] = []
-    print(f"first mirror of {n} sessions over {calendars} calendar(s), one Radicale each")
+    print(
+        f"first mirror of {n} sessions over {calendars} calendar(s), one Radicale each, "
+        f"{rtt_ms} ms added RTT"
+    )
     try:
         for i in range(repeat):
             (root / f"pair{i}").mkdir()
@@ -273,7 +291,9 @@ def pairs(n: int = 300, repeat: int = 5, calendars: int = 1) -> list[float]:
                 flush=True,
             )
     finally:
-        for server in servers:
+        for proxy in proxies:
+            proxy.stop()
+        for server in started:
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
     print(f"median {statistics.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f}x)")
@@ -287,7 +307,7 @@ if __name__ == "__main__":
         return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
 
     if "--pairs" in sys.argv:
-        pairs(_arg("--sessions", 300), _arg("--pairs", 5), _arg("--calendars", 1))
+        pairs(_arg("--sessions", 300), _arg("--pairs", 5), _arg("--calendars", 1), _arg("--rtt", 0))
     else:
         for name, value in rows():
             print(f"| {name} | {value} |")
