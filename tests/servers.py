@@ -52,6 +52,7 @@ class Server:
     password: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    made: list[str] = field(default_factory=list, repr=False)
     _counter: int = field(default=0, repr=False)
 
     @property
@@ -92,7 +93,20 @@ class Server:
         )
         if status not in (200, 201):
             raise RuntimeError(f"MKCALENDAR {url} -> {status}: {text[:500]!r}")
+        self.made.append(url)
         return url
+
+    def drop_calendars(self) -> None:
+        """Delete every calendar ``make_calendar`` made since the last call (idempotent).
+
+        A server shared by the whole run stays small so: SOGo answers 4-13 times slower
+        once it holds a hundred calendars more (GET 3.5 -> 45 ms), and every server lists
+        them all in a home-set PROPFIND (discovery). A server already gone is left alone.
+        """
+        made, self.made = self.made, []
+        for url in made:
+            with contextlib.suppress(OSError):
+                self.request("DELETE", url)
 
     def alive(self) -> bool:
         """True while the process runs."""

@@ -20,8 +20,10 @@ limited number of transactions, then back to ``accept``):
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import ipaddress
+import shutil
 import socket
 import ssl
 import tempfile
@@ -116,6 +118,7 @@ def _certificate() -> tuple[str, str]:
             .sign(key, hashes.SHA256())
         )
         folder = tempfile.mkdtemp(prefix="syncd-smtp-tls-")
+        atexit.register(shutil.rmtree, folder, True)  # was left in /tmp by every run
         cert_path, key_path = f"{folder}/cert.pem", f"{folder}/key.pem"
         with open(cert_path, "wb") as f:
             f.write(cert.public_bytes(serialization.Encoding.PEM))

@@ -86,6 +86,7 @@ class DebianServer:
     calendar_url: str = ""
     start_seconds: float = 0.0
     cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+    made: list[str] = field(default_factory=list, repr=False)
     _counter: int = field(default=0, repr=False)
 
     @property
@@ -139,7 +140,20 @@ class DebianServer:
         )
         if status not in (200, 201):
             raise RuntimeError(f"{self.kind}: MKCALENDAR {url} -> {status}: {text[:500]!r}")
+        self.made.append(url)
         return url
+
+    def drop_calendars(self) -> None:
+        """Delete every calendar ``make_calendar`` made since the last call (idempotent).
+
+        A server shared by the whole run stays small so: SOGo answers 4-13 times slower
+        once it holds a hundred calendars more (GET 3.5 -> 45 ms), and every server lists
+        them all in a home-set PROPFIND (discovery). A server already gone is left alone.
+        """
+        made, self.made = self.made, []
+        for url in made:
+            with contextlib.suppress(OSError):
+                self.request("DELETE", url)
 
     def alive(self) -> bool:
         """True while the main process runs."""

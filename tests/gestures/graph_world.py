@@ -29,6 +29,7 @@ from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import CalendarRow
 from tests.contract.graph_kit import FAST_RETRIES, UPN, GraphHuman
+from tests.dbs import migrated_sqlite
 from tests.fakes.graph_extras import FakeGraphPlus
 from tests.integration.world import Clock, WorldBase
 
@@ -57,8 +58,7 @@ class GraphWorld(WorldBase):
     kind: str = "microsoft"
 
     def __post_init__(self) -> None:
-        self.db = Database(f"sqlite:///{self.tmp}/world.db")
-        self.db.upgrade()
+        self.db = Database(migrated_sqlite(self.tmp / "world.db"))
         secret_file = self.tmp / "graph-secret"
         secret_file.write_text(self.secret)
         secret_file.chmod(0o600)

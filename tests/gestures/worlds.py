@@ -80,7 +80,14 @@ class CalDAVGestureWorld(World):
                 server = GatedServer(start_server(server.kind, self._own_root))
             else:
                 server = _starter(server.kind)(self._own_root)
-        super().__init__(tmp, server, settle=settle)
+        try:
+            super().__init__(tmp, server, settle=settle)
+        except BaseException:  # never leave a server of its own running
+            if isinstance(server, GatedServer):
+                server.shutdown()
+            elif own_server:
+                server.stop()
+            raise
         self.kind = server.kind
         self.human = CalDAVHuman(server)
 

@@ -28,6 +28,7 @@ from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import CalendarRow
 from tests.contract.google_human import GoogleHuman
+from tests.dbs import migrated_sqlite
 from tests.fakes.google_calendar import DEFAULT_REFRESH_TOKEN, FakeGoogleCalendar
 from tests.integration.world import Clock, WorldBase
 
@@ -47,8 +48,7 @@ class GoogleWorld(WorldBase):
     clock: Clock = field(default_factory=Clock)
 
     def __post_init__(self) -> None:
-        self.db = Database(f"sqlite:///{self.tmp}/world.db")
-        self.db.upgrade()
+        self.db = Database(migrated_sqlite(self.tmp / "world.db"))
         self.credentials_file = self.tmp / "google-credentials.json"
         self.write_credentials(DEFAULT_REFRESH_TOKEN)
         self.config_text = (

@@ -17,6 +17,7 @@ from syncd.services import booking as services
 from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import CalendarRow, MirrorRow, OutboxRow
+from tests.dbs import migrated_sqlite
 from tests.servers import Server
 
 
@@ -109,8 +110,7 @@ class World(WorldBase):
     clock: Clock = field(default_factory=Clock)
 
     def __post_init__(self) -> None:
-        self.db = Database(f"sqlite:///{self.tmp}/world.db")
-        self.db.upgrade()
+        self.db = Database(migrated_sqlite(self.tmp / "world.db"))
         (self.tmp / "pw").write_text(self.server.password)
         self.cfg = config_mod.parse(
             f'[sync]\nsettle = "{self.settle}"\n[web]\npublic_url = "https://book.example.com"\n'

@@ -22,6 +22,7 @@ from syncd.services import booking as services
 from syncd.store.context import Context
 from syncd.store.db import Database
 from syncd.store.models import CalendarRow, HistoryRow, OutboxRow
+from tests.dbs import migrated_sqlite
 from tests.fakes.memory_backend import MemoryBackend, MemoryCalendar
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -56,8 +57,7 @@ class Harness:
         days: int = 3,
     ) -> None:
         self.tmp = tempfile.TemporaryDirectory()
-        self.db = Database(f"sqlite:///{Path(self.tmp.name)}/m.db")
-        self.db.upgrade()
+        self.db = Database(migrated_sqlite(Path(self.tmp.name) / "m.db"))
         self.now = NOW
         self.settings = settings or EngineSettings(
             settle=timedelta(minutes=2), breaker=BreakerRules(100, 1.0, False)
