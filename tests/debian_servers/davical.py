@@ -9,6 +9,9 @@
   document root is a folder of symlinks into ``/usr/share/davical/htdocs`` and PHP's
   ``open_basedir`` leaves ``/etc`` out: DAViCal then falls back to ``../config/config.php``,
   which is ours.
+- Connections: ``$c->use_persistent`` (PDO persistent connections, one per Apache child),
+  as a busy DAViCal is run: without it every request opened a PostgreSQL connection, a new
+  backend process, which was most of its time (GET 19 -> 6 ms, PUT 31 -> 17 ms here).
 - Mail: PHP's ``sendmail_path`` is the sink's sendmail stand-in; ``$c->iMIP->send_email``
   is on (as on a server that sends invitations), so any iMIP DAViCal sends is captured.
 """
@@ -52,6 +55,7 @@ $c->system_name = "DAViCal test server";
 $c->admin_email = "calendar-admin@{mail_domain}";
 $c->domain_name = "127.0.0.1";
 $c->iMIP = (object) array("send_email" => {imip});
+$c->use_persistent = true;
 """
 
 LOAD_MODULES = (
