@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from tests.cli_helpers import book, syncd, write_config
+from tests.cli_helpers import book, syncd, syncd_each, write_config
 
 SOON = (datetime.now(UTC) + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
 LATER = SOON + timedelta(days=5)
@@ -162,8 +162,8 @@ def test_bad_input_gets_one_sentence_and_its_exit_code(tmp_path: Path) -> None:
         (["session", "cancel", "s_nope", "--reason", "x"], 3, "There is no session"),
         (["admin", "add", "--name"], 2, ""),
     ]
-    for args, code, text in cases:
-        r = syncd(cfg, *args)
+    results = syncd_each([(cfg, args) for args, _, _ in cases])
+    for (args, code, text), r in zip(cases, results, strict=True):
         assert r.code == code, (args, r.err)
         assert text in r.err and "Traceback" not in r.err, r.err
     r = syncd(cfg, "--json", "session", "show", "s_nope")
@@ -201,9 +201,11 @@ def test_expected_failures_get_one_sentence_never_a_traceback(tmp_path: Path) ->
         (write_config(tmp_path / "nourl.toml", "syncd.db"), "is not a database URL"),
         (write_config(tmp_path / "file.toml", f"sqlite:///{not_sqlite}"), "not a SQLite database"),
     ]
+    calls = [(cfg, args) for cfg, _ in cases for args in (["session", "list"], ["db", "upgrade"])]
+    results = iter(syncd_each(calls))
     for cfg, sentence in cases:
         for args in (["session", "list"], ["db", "upgrade"]):
-            r = syncd(cfg, *args)
+            r = next(results)
             assert r.code == 78, (cfg, args, r.err)
             assert sentence in r.err and "Traceback" not in r.err, r.err
             assert len(r.err.strip().splitlines()) == 1, r.err
@@ -251,8 +253,8 @@ def test_bad_values_are_refused_at_the_door(tmp_path: Path) -> None:
             "is not an http(s) URL",
         ),
     ]  # fmt: skip
-    for args, sentence in cases:
-        r = syncd(cfg, *args)
+    results = syncd_each([(cfg, args) for args, _ in cases])
+    for (args, sentence), r in zip(cases, results, strict=True):
         assert r.code == 2, (args, r.err)
         assert sentence in r.err and "Traceback" not in r.err, (args, r.err)
     assert syncd(cfg, "--json", "session", "list").json() == []
@@ -372,7 +374,13 @@ def test_two_processes_booking_one_slot_exactly_one_wins(tmp_path: Path, db_url:
         )
         for i in range(2)
     ]
-    results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+    try:
+        results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+    finally:  # none left running when one hangs
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     codes = sorted(code for code, _ in results)
     assert codes == [0, 1], results
     assert any("overlaps" in err for _, err in results)

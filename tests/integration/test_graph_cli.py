@@ -121,22 +121,27 @@ def device_code_auth(s: Setup, *extra: str, approve: bool = True) -> Result:
         env={**os.environ, **s.env},
     )
     assert proc.stderr is not None and proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stderr, selectors.EVENT_READ)
-    printed = ""
-    while not re.search(r"enter the code (\w+)", printed):
-        assert sel.select(timeout=30), f"no device code printed: {printed!r}"
-        line = proc.stderr.readline()
-        assert line, f"syncd ended before printing a code: {printed!r}"
-        printed += line
-    code = re.search(r"enter the code (\w+)", printed)
-    assert code is not None and code.group(1) in s.fake.pending_user_codes()
-    assert s.fake.base_url + "/devicelogin" in printed  # the URL to open
-    if approve:
-        s.fake.approve_device_code(code.group(1), UPN)
-    else:
-        s.fake.deny_device_code(code.group(1))
-    out, err = proc.communicate(timeout=60)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        printed = ""
+        while not re.search(r"enter the code (\w+)", printed):
+            assert sel.select(timeout=30), f"no device code printed: {printed!r}"
+            line = proc.stderr.readline()
+            assert line, f"syncd ended before printing a code: {printed!r}"
+            printed += line
+        code = re.search(r"enter the code (\w+)", printed)
+        assert code is not None and code.group(1) in s.fake.pending_user_codes()
+        assert s.fake.base_url + "/devicelogin" in printed  # the URL to open
+        if approve:
+            s.fake.approve_device_code(code.group(1), UPN)
+        else:
+            s.fake.deny_device_code(code.group(1))
+        out, err = proc.communicate(timeout=60)
+    finally:  # a failed check never leaves syncd waiting for a code nobody enters
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     return Result(proc.returncode, out, printed + err)
 
 
