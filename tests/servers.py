@@ -38,8 +38,32 @@ MKCALENDAR_BODY = """<?xml version="1.0" encoding="utf-8"?>
 """
 
 
+class DropsCalendars:
+    """What a test server shares: the calendars ``make_calendar`` made, deleted after a test."""
+
+    made: list[str]
+
+    def request(
+        self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One raw HTTP request with the server's credentials (each server's own)."""
+        raise NotImplementedError
+
+    def drop_calendars(self) -> None:
+        """Delete every calendar ``make_calendar`` made since the last call (idempotent).
+
+        A server shared by the whole run stays small so: SOGo answers 4-13 times slower
+        once it holds a hundred calendars more (GET 3.5 -> 45 ms), and every server lists
+        them all in a home-set PROPFIND (discovery). A server already gone is left alone.
+        """
+        made, self.made = self.made, []
+        for url in made:
+            with contextlib.suppress(OSError):
+                self.request("DELETE", url)
+
+
 @dataclass
-class Server:
+class Server(DropsCalendars):
     """A running CalDAV server.
 
     ``base_url`` ends with the user's home collection (``http://127.0.0.1:PORT/user/``);
@@ -95,18 +119,6 @@ class Server:
             raise RuntimeError(f"MKCALENDAR {url} -> {status}: {text[:500]!r}")
         self.made.append(url)
         return url
-
-    def drop_calendars(self) -> None:
-        """Delete every calendar ``make_calendar`` made since the last call (idempotent).
-
-        A server shared by the whole run stays small so: SOGo answers 4-13 times slower
-        once it holds a hundred calendars more (GET 3.5 -> 45 ms), and every server lists
-        them all in a home-set PROPFIND (discovery). A server already gone is left alone.
-        """
-        made, self.made = self.made, []
-        for url in made:
-            with contextlib.suppress(OSError):
-                self.request("DELETE", url)
 
     def alive(self) -> bool:
         """True while the process runs."""

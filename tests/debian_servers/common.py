@@ -37,6 +37,7 @@ import psycopg
 from psycopg import sql
 
 from tests.debian_servers.mailsink import MailSink, free_port
+from tests.servers import DropsCalendars
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -67,7 +68,7 @@ __all__ = [
 
 
 @dataclass
-class DebianServer:
+class DebianServer(DropsCalendars):
     """A running CalDAV server from a Debian package, duck-typed on ``tests.servers.Server``.
 
     ``base_url`` is the user's calendar home collection (ends with ``/``); ``principal_url``
@@ -142,18 +143,6 @@ class DebianServer:
             raise RuntimeError(f"{self.kind}: MKCALENDAR {url} -> {status}: {text[:500]!r}")
         self.made.append(url)
         return url
-
-    def drop_calendars(self) -> None:
-        """Delete every calendar ``make_calendar`` made since the last call (idempotent).
-
-        A server shared by the whole run stays small so: SOGo answers 4-13 times slower
-        once it holds a hundred calendars more (GET 3.5 -> 45 ms), and every server lists
-        them all in a home-set PROPFIND (discovery). A server already gone is left alone.
-        """
-        made, self.made = self.made, []
-        for url in made:
-            with contextlib.suppress(OSError):
-                self.request("DELETE", url)
 
     def alive(self) -> bool:
         """True while the main process runs."""
