@@ -171,11 +171,56 @@ def _run(
         if over_budget():
             _stop(calendar_id)
             return
-        _settle(ctx, calendar_id, w, _attempt(rules, backend, w), report, recorder)
+        began = time.monotonic()
+        outcome = _attempt(rules, backend, w)
+        alone = time.monotonic() - began
+        _settle(ctx, calendar_id, w, outcome, report, recorder)
         if _threaded(backend):
-            _overlapped(
-                ctx, rules, calendar_id, backend, todo, report, over_budget, recorder, lanes
+            pace = _Pace(calendar_id, lanes, alone)
+            _overlapped(ctx, rules, calendar_id, backend, todo, report, over_budget, recorder, pace)
+
+
+#: Writes landed in flight together before :class:`_Pace` judges whether they pay.
+PROBE_PER_LANE = 3
+#: How much faster than one at a time writes in flight together must land to go on so.
+PAYS = 1.3
+
+
+class _Pace:
+    """How many writes to keep in flight: the backend's allowance while it pays.
+
+    A server that stores one write at a time (Radicale, on the same machine) gains nothing
+    from several in flight, and each one it holds while it stores another costs it CPU:
+    5-20 % more for a first mirror of 300 on Radicale (docs/BENCHMARKS.md). So once
+    ``PROBE_PER_LANE`` writes a lane have landed together, their rate is compared with the
+    first write's, which went alone; unless they landed ``PAYS`` times faster, the rest
+    go one at a time (still on the worker, so the bookkeeping overlaps). A distant server
+    pays (20 ms away: 4 in flight take 0.45 of the time of one at a time), and so does one
+    that stores writes in parallel."""
+
+    def __init__(self, calendar_id: int, lanes: int, alone_s: float) -> None:
+        self.lanes, self._cid, self._alone = lanes, calendar_id, alone_s
+        self._landed = 0
+        self._since = time.monotonic()
+
+    def landed(self, n: int) -> None:
+        """``n`` more writes landed; judges once, after the probe."""
+        if self.lanes <= 1 or self._landed < 0:
+            return
+        self._landed += n
+        if self._landed < PROBE_PER_LANE * self.lanes:
+            return
+        took = time.monotonic() - self._since
+        rate, alone = self._landed / max(took, 1e-9), 1 / max(self._alone, 1e-9)
+        self._landed = -1  # judged
+        if rate < PAYS * alone:
+            log.info(
+                "calendar %s: writes in flight together land %.1fx as fast as one alone; "
+                "the rest go one at a time",
+                self._cid,
+                rate / alone,
             )
+            self.lanes = 1
 
 
 def _overlapped(
@@ -187,9 +232,9 @@ def _overlapped(
     report: CycleReport,
     over_budget: Callable[[], bool],
     recorder: _Recorder,
-    lanes: int,
+    pace: _Pace,
 ) -> None:
-    """Up to ``lanes`` writes in flight on worker threads, started in plan order; two
+    """Up to ``pace.lanes`` writes in flight on worker threads, started in plan order; two
     writes that share a session or an event id never overlap (the second starts once the
     first is done). Results are settled and recorded on this thread, after the writes that
     take the place of the landed ones have started: the server is never left waiting for
@@ -201,7 +246,7 @@ def _overlapped(
 
     def start(pool: ThreadPoolExecutor) -> None:
         nonlocal stopped
-        while not stopped and len(flying) < min(lanes, _lanes(backend)):
+        while not stopped and len(flying) < min(pace.lanes, _lanes(backend)):
             w = held.pop() if held else next(todo, None)
             if w is None:
                 return
@@ -217,7 +262,7 @@ def _overlapped(
             flying[pool.submit(_write_one, rules, backend, w)] = (w, keys)
 
     name = f"syncd-writes-{calendar_id}"
-    with ThreadPoolExecutor(max(1, lanes), thread_name_prefix=name) as pool:
+    with ThreadPoolExecutor(max(1, pace.lanes), thread_name_prefix=name) as pool:
         try:
             start(pool)
             while flying:
@@ -225,6 +270,7 @@ def _overlapped(
                 landed = [(fut, *flying.pop(fut)) for fut in [f for f in flying if f in done]]
                 for _, _, keys in landed:
                     busy.difference_update(keys)
+                pace.landed(len(landed))
                 start(pool)
                 for fut, w, _ in landed:
                     _settle(ctx, calendar_id, w, fut.result, report, recorder)

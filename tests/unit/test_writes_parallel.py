@@ -11,6 +11,7 @@ in-memory calendar (made thread-safe here); the first test fails with sequential
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -203,6 +204,7 @@ def test_the_next_write_starts_before_the_last_result_is_recorded(
     one write at a time, and still no more are in flight than the backend allows."""
     backend = Ordered(h.cal, lanes)
     h.backend = backend  # type: ignore[assignment]
+    monkeypatch.setattr(writes, "PAYS", 0.0)  # instant writes: keep every lane (see Paced)
     sids = book(h, 12)
     plan = sorted(sids)  # the planner's order: by session id
     late: list[str] = []  # writes whose successor had not started when they were settled
@@ -224,3 +226,49 @@ def test_the_next_write_starts_before_the_last_result_is_recorded(
     assert late == [], (late, plan, backend.order)
     assert backend.order == plan  # started in plan order
     assert backend.most <= lanes
+
+
+class Paced(MemoryBackend):
+    """4 writes allowed at once, each taking 20 ms; ``serial``: the server stores one at a
+    time (its lock held throughout), as Radicale does. Counts what overlaps late in the run."""
+
+    write_concurrency = LANES
+
+    def __init__(self, cal: MemoryCalendar, serial: bool) -> None:
+        super().__init__(cal)
+        self.lock, self.store = threading.Lock(), threading.Lock()
+        self.serial = serial
+        self.calls = self.flying = self.late_most = 0
+
+    def create(self, event: DesiredEvent) -> RemoteEvent:
+        with self.lock:
+            self.calls += 1
+            self.flying += 1
+            if self.calls > 20:  # well past the probe (the first write and 3 a lane)
+                self.late_most = max(self.late_most, self.flying)
+        try:
+            if self.serial:
+                with self.store:
+                    time.sleep(0.02)
+            else:
+                time.sleep(0.02)
+            with self.lock:
+                return super().create(event)
+        finally:
+            with self.lock:
+                self.flying -= 1
+
+
+@pytest.mark.parametrize(("serial", "late"), [(True, 1), (False, LANES)])
+def test_writes_in_flight_together_go_on_only_where_they_pay(
+    h: Harness, serial: bool, late: int
+) -> None:
+    """Against a server that stores one write at a time, writes in flight together land
+    no faster than one alone, and only cost it: after a probe the rest go one at a time.
+    Against one that stores them in parallel they land about 4 times as fast: they go on."""
+    backend = Paced(h.cal, serial)
+    h.backend = backend  # type: ignore[assignment]
+    book(h, 30)
+    report = h.cycle()
+    assert report.writes == 30 and report.write_failures == 0, report
+    assert backend.late_most == late
