@@ -11,10 +11,7 @@ cannot take (a redirect, a 5xx) answered as before.
 from __future__ import annotations
 
 import gzip
-import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,6 +19,7 @@ import pytest
 from adapters.caldav import dav
 from adapters.caldav.transport import Transport
 from syncd.ports import Transient
+from tests.loopback import DeadSocket, LoopbackServer, QuietHandler, serving
 
 BODY = (
     b'<?xml version="1.0" encoding="utf-8"?>\n'
@@ -30,26 +28,16 @@ BODY = (
 )
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class Server(LoopbackServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
+        super().__init__(Handler)
         #: (client port, method, path, headers) of every request.
         self.seen: list[tuple[int, str, str, dict[str, str]]] = []
         self.mode = "ok"
 
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(QuietHandler):
     server: Server
-
-    def log_message(self, *_: Any) -> None:
-        pass
 
     def _answer(self, status: int, body: bytes, **headers: str) -> None:
         self.send_response(status)
@@ -80,12 +68,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    s = Server()
-    thread = threading.Thread(target=s.serve_forever, daemon=True)
-    thread.start()
-    yield s
-    s.shutdown()
-    s.server_close()
+    with serving(Server()) as s:
+        yield s
 
 
 def _transport(server: Server, user: str = "", password: str = "") -> Transport:
@@ -144,32 +128,11 @@ def test_a_connection_the_server_closed_is_replaced_once(
         for conn in t._conns._idle:  # the server closed them while they sat idle
             assert conn.sock is not None
             conn.sock.close()
-            conn.sock = _Dead()  # type: ignore[assignment]
+            conn.sock = DeadSocket(ConnectionResetError("reset by peer"))  # type: ignore[assignment]
         assert _report(t)[1] == "http://t/sync/2"
     finally:
         t.close()
     assert len(server.seen) == 2
-
-
-class _Dead:
-    """A socket whose peer has gone without it showing yet (nothing to read): writing
-    fails as a reset connection does."""
-
-    def __init__(self) -> None:
-        self._pair = socket.socketpair()
-
-    def fileno(self) -> int:
-        return self._pair[0].fileno()
-
-    def sendall(self, *_: Any) -> None:
-        raise ConnectionResetError("reset by peer")
-
-    def settimeout(self, *_: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        for end in self._pair:
-            end.close()
 
 
 def test_a_gzip_answer_is_read(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:

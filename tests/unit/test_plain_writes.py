@@ -12,13 +12,10 @@ the server answers it (412); a write that fails on a fresh connection is never r
 from __future__ import annotations
 
 import select
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http import client as httpc
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -27,6 +24,7 @@ from adapters.caldav.backend import CalDAVBackend
 from adapters.caldav.transport import Transport
 from syncd.engine.desired import DesiredEvent
 from syncd.ports import NotFound, PreconditionFailed, Transient
+from tests.loopback import DeadSocket, LoopbackServer, QuietHandler, serving
 from tests.servers import Server
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -81,30 +79,20 @@ def test_a_sessions_writes_and_reads_skip_the_library_on_radicale(
         b.close()
 
 
-class _Applier(ThreadingHTTPServer):
+class _Applier(LoopbackServer):
     """Stores PUTs under ``If-None-Match: *``; ``drop`` (once): applies the next one and
     closes the connection without an answer, as a server that dies mid-answer does."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.stored: dict[str, bytes] = {}
         self.puts: list[tuple[int, str]] = []  # (client port, path)
         self.drop = False
         self.quiet_close = False  # close every connection after answering, unannounced
 
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server: _Applier
-
-    def log_message(self, *_: Any) -> None:
-        pass
 
     def do_PUT(self) -> None:
         s = self.server
@@ -129,12 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def applier() -> Iterator[_Applier]:
-    s = _Applier()
-    thread = threading.Thread(target=s.serve_forever, daemon=True)
-    thread.start()
-    yield s
-    s.shutdown()
-    s.server_close()
+    with serving(_Applier()) as s:
+        yield s
 
 
 def _put(t: Transport, path: str) -> int:
@@ -204,33 +188,13 @@ def test_idle_connections_the_server_closed_are_left_unused(
     assert all(conn.sock is None for conn in stale)  # and each was closed here
 
 
-class _Dead:
-    """A kept-alive connection's socket whose peer has gone without it showing yet."""
-
-    def __init__(self) -> None:
-        self._pair = socket.socketpair()
-
-    def fileno(self) -> int:
-        return self._pair[0].fileno()
-
-    def sendall(self, *_: Any) -> None:
-        raise BrokenPipeError(32, "Broken pipe")
-
-    def settimeout(self, *_: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        for end in self._pair:
-            end.close()
-
-
 def test_a_write_sent_again_goes_on_a_new_connection(applier: _Applier) -> None:
     """Every idle connection may be as stale as the first that failed (SOGo closes them
     all after a few seconds): the one repeat is never sent on another of them."""
     t = Transport(applier.origin, applier.origin + "/cal/", "", "", 5.0, "syncd-t")
     for _ in range(3):
         conn = httpc.HTTPConnection("127.0.0.1", applier.server_address[1], timeout=5)
-        conn.sock = _Dead()  # type: ignore[assignment]
+        conn.sock = DeadSocket(BrokenPipeError(32, "Broken pipe"))  # type: ignore[assignment]
         t._conns.give(conn)
     try:
         assert _put(t, "/cal/a.ics") == 201
