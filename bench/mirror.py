@@ -36,6 +36,7 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -49,10 +50,11 @@ from adapters.caldav.backend import CalDAVBackend
 from adapters.caldav.ics import build_event
 from bench.delay_proxy import DelayProxy
 from bench.gestures import _scratch
+from bench.latency import cpu_seconds
 from bench.world import ADMIN, BenchWorld
 from syncd.engine.actions import session_url
 from syncd.engine.desired import GestureRules, desired_event
-from syncd.engine.runner import sync_calendar
+from syncd.engine.runner import CycleReport, sync_calendar
 from syncd.services import booking as services
 from tests.servers import Server, start_radicale
 
@@ -62,12 +64,7 @@ Bodies = list[tuple[str, bytes]]
 
 def _server_cpu(servers: list[Server]) -> float:
     """CPU seconds the servers' processes have used so far (user + system)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for server in servers:
-        fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return sum(cpu_seconds(server.process.pid) for server in servers)
 
 
 @dataclass(frozen=True)
@@ -77,8 +74,7 @@ class Run:
     server_cpu: float
 
 
-def _timed(servers: list[Server], fn: object) -> Run:
-    assert callable(fn)
+def _timed(servers: list[Server], fn: Callable[[], object]) -> Run:
     gc.collect()
     s0, t0, c0 = _server_cpu(servers), time.perf_counter(), time.process_time()
     fn()
@@ -94,7 +90,11 @@ def _syncd(root: Path, servers: list[Server], n: int) -> tuple[Run, list[Bodies]
     cals: list[tuple[str, int, CalDAVBackend]] = []  # (admin's email, calendar id, backend)
     for i, server in enumerate(servers):
         url = server.make_calendar()
-        settings = {"url": url, "username": server.username, "password_file": str(root / "pw")}
+        settings: dict[str, object] = {
+            "url": url,
+            "username": server.username,
+            "password_file": str(root / "pw"),
+        }
         email = ADMIN if world is None else f"coach{i}@example.com"
         if world is None:
             world = BenchWorld(root, settings)
@@ -105,7 +105,7 @@ def _syncd(root: Path, servers: list[Server], n: int) -> tuple[Run, list[Bodies]
         cals.append((email, cal_id, CalDAVBackend(url, server.username, server.password, 30)))
     assert world is not None
     w = world
-    reports = []
+    reports: list[CycleReport] = []
 
     def cycles() -> None:
         with ThreadPoolExecutor(len(cals), thread_name_prefix="sync") as pool:
@@ -133,7 +133,9 @@ def _auth(server: Server) -> str:
     return "Basic " + base64.b64encode(f"{server.username}:{server.password}".encode()).decode()
 
 
-def _plain_lane(server: Server, bodies: Bodies) -> tuple[httpc.HTTPConnection, str, object]:
+def _plain_lane(
+    server: Server, bodies: Bodies
+) -> tuple[httpc.HTTPConnection, str, Callable[[], None]]:
     """A fresh collection, a connection to it (opened), and the lane that PUTs ``bodies``."""
     path = urlsplit(server.make_calendar()).path
     conn = httpc.HTTPConnection("127.0.0.1", server.port, timeout=30)
@@ -161,7 +163,7 @@ def _bare(servers: list[Server], bodies: list[Bodies]) -> Run:
 
         def all_lanes() -> None:
             with ThreadPoolExecutor(len(lanes)) as pool:
-                list(pool.map(lambda lane: lane[2](), lanes))  # type: ignore[operator]
+                list(pool.map(lambda lane: lane[2](), lanes))
 
         return _timed(servers, all_lanes)
     finally:
@@ -190,7 +192,7 @@ def _bare_parallel(server: Server, bodies: Bodies, lanes: int = 4) -> float:
     try:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(lanes) as pool:
-            list(pool.map(lambda lane: lane[2](), made))  # type: ignore[operator]
+            list(pool.map(lambda lane: lane[2](), made))
         return time.perf_counter() - t0
     finally:
         for conn, _, _ in made:

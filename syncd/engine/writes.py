@@ -200,19 +200,19 @@ class _Pace:
 
     def __init__(self, calendar_id: int, lanes: int, alone_s: float) -> None:
         self.lanes, self._cid, self._alone = lanes, calendar_id, alone_s
-        self._landed = 0
+        self._landed, self._judged = 0, False
         self._since = time.monotonic()
 
     def landed(self, n: int) -> None:
         """``n`` more writes landed; judges once, after the probe."""
-        if self.lanes <= 1 or self._landed < 0:
+        if self.lanes <= 1 or self._judged:
             return
         self._landed += n
         if self._landed < PROBE_PER_LANE * self.lanes:
             return
+        self._judged = True
         took = time.monotonic() - self._since
         rate, alone = self._landed / max(took, 1e-9), 1 / max(self._alone, 1e-9)
-        self._landed = -1  # judged
         if rate < PAYS * alone:
             log.info(
                 "calendar %s: writes in flight together land %.1fx as fast as one alone; "
@@ -241,18 +241,18 @@ def _overlapped(
     syncd's bookkeeping, even one write at a time."""
     flying: dict[Future[_Written], tuple[Write, set[str]]] = {}
     busy: set[str] = set()
-    held: list[Write] = []  # the next write in plan order, waiting for one it overlaps
+    held: Write | None = None  # the next write in plan order, waiting for one it overlaps
     stopped = False
 
     def start(pool: ThreadPoolExecutor) -> None:
-        nonlocal stopped
+        nonlocal held, stopped
         while not stopped and len(flying) < min(pace.lanes, _lanes(backend)):
-            w = held.pop() if held else next(todo, None)
+            w, held = held or next(todo, None), None
             if w is None:
                 return
             keys = _keys(backend, w)
             if keys & busy:
-                held.append(w)
+                held = w
                 return
             if over_budget():
                 _stop(calendar_id)
