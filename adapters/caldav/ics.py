@@ -254,16 +254,11 @@ class _ObjectZones:
     def _block(self, name: str) -> bytes | None:
         """The text of the first VTIMEZONE block whose unfolded TZID line is ``name``."""
         data = self._data
-        if isinstance(data, bytes):
-            for match in _VTIMEZONE_B.finditer(data):
-                tz = _TZID_LINE_B.search(match.group(0))
-                if tz is not None and tz.group(1).decode("utf-8", "replace").strip("/") == name:
-                    return match.group(0)
-            return None
-        for text in _VTIMEZONE.finditer(data):
-            tz_text = _TZID_LINE.search(text.group(0))
-            if tz_text is not None and tz_text.group(1).strip("/") == name:
-                return text.group(0).encode("utf-8", "surrogateescape")
+        raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogateescape")
+        for match in _VTIMEZONE_B.finditer(raw):
+            tz = _TZID_LINE_B.search(match.group(0))
+            if tz is not None and tz.group(1).decode("utf-8", "replace").strip("/") == name:
+                return match.group(0)
         return None
 
 
