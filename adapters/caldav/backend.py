@@ -19,6 +19,7 @@ preconditions and ``SCHEDULE-AGENT``, DAViCal duplicates UIDs) is in
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -63,6 +64,8 @@ UID_CONFLICT_STATUSES = (403, 409)
 LOCKED = 423  # a write refused while the server stores another (Xandikos)
 LOCKED_RETRIES = 4
 LOCKED_WAIT_S = 0.05
+#: Creates built ahead and kept for :meth:`CalDAVBackend.create` (the engine builds 32).
+PREPARED = 256
 _told: set[str] = set()  # hrefs the admin was told about once (per process)
 
 
@@ -110,6 +113,9 @@ class CalDAVBackend:
         self._feed = Feed(self._t, self._collection, self.quirks, force_ctag)
         # href -> etag syncd wrote and recorded since the feed was last read (its echoes).
         self._own: dict[str, str] = {}
+        # (uid, session id) -> (the event, its href, body and content): built ahead.
+        self._prepared: dict[tuple[str, str], tuple[DesiredEvent, str, bytes, EventContent]] = {}
+        self._prepared_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------
     # Single events
@@ -219,18 +225,34 @@ class CalDAVBackend:
         items, _ = self._t.multistatus(reply, what)
         return [i.href for i in items if i.status in (None, 200) and i.href != exclude]
 
+    def prepare_create(self, event: DesiredEvent) -> None:
+        """Build ahead what :meth:`create` will PUT for this event object (the engine calls
+        it while other writes are in flight; at most :data:`PREPARED` are kept)."""
+        href = self.remote_id_for(event.uid, event.session_id)
+        ready = (event, href, build_event(event, datetime.now(UTC)), built_content(event))
+        with self._prepared_lock:
+            if len(self._prepared) >= PREPARED:  # writes left for the next cycle
+                self._prepared.pop(next(iter(self._prepared)))
+            self._prepared[(event.uid, event.session_id)] = ready
+
     def create(self, event: DesiredEvent) -> RemoteEvent:
         """PUT with ``If-None-Match: *``; :class:`PreconditionFailed` when it exists.
 
         An object with the same UID at another href is adopted: syncd's event is written
         onto it (under ``If-Match``) instead of a duplicate beside it.
         """
-        href = self.remote_id_for(event.uid, event.session_id)
+        with self._prepared_lock:
+            ready = self._prepared.pop((event.uid, event.session_id), None)
+        if ready is not None and ready[0] is event:
+            _, href, data, content = ready
+        else:
+            href = self.remote_id_for(event.uid, event.session_id)
+            data, content = b"", None
         if not self.quirks.unique_uids and (held := self._holders(event.uid, href)):
             return self._adopt(held[0], event)
         if not self.quirks.honours_preconditions and self._exists(href):
             raise PreconditionFailed(f"create {href}: the event exists")
-        data = build_event(event, datetime.now(UTC))
+        data = data or build_event(event, datetime.now(UTC))
         reply = self._send_put(href, data, {"If-None-Match": "*"}, people=False)
         if reply.status in UID_CONFLICT_STATUSES:
             named = [h for h in dav.error_hrefs(reply.body) if h != href]
@@ -242,7 +264,7 @@ class CalDAVBackend:
                     f"create {href}: UID {event.uid} already lives in another calendar "
                     f"({named[0]}); the server refuses a second one"
                 )
-        return self._stored(href, reply, data, "create", built_content(event))
+        return self._stored(href, reply, data, "create", content or built_content(event))
 
     def _inside(self, href: str) -> bool:
         return href.startswith(self._collection.rstrip("/") + "/")

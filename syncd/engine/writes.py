@@ -14,21 +14,24 @@ whose etag was never recorded"); a delete whose record was lost is planned again
 finds the event gone.
 
 A backend may allow several writes at once (``write_concurrency``; CalDAV: 4): the first
-goes alone, then up to that many run on worker threads, started in plan order, and two
-writes that share a session or an event id never overlap. Results are settled and
-recorded on the calling thread only, as they land and once the writes that replace them
-have started, so the database work overlaps the server's (even with one write at a time:
-a backend that sets ``write_concurrency`` at all is written from a worker thread). A
-backend that implements :class:`NotesRecorded` is told what was recorded (after each
-batch commits), so its next feed read may leave out syncd's own echoes.
+goes alone, then up to that many run on worker threads (lanes), started in plan order,
+and two writes that share a session or an event id never overlap. A backend that sets
+``write_concurrency`` at all is written from a lane even one write at a time. Each lane
+takes its next write itself as soon as its last one landed; the calling thread prepares
+the writes ahead of the lanes (a create's body, where the backend can build it ahead:
+:class:`PreparesCreates`) and settles and records the results, a batch at a time. So
+the server never waits for syncd's bookkeeping. A backend that implements
+:class:`NotesRecorded` is told what was recorded (after each batch commits), so its next
+feed read may leave out syncd's own echoes.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
@@ -41,7 +44,14 @@ from syncd.engine.desired import GestureRules, content_hash, desired_hash
 from syncd.engine.plantypes import Create, Delete, Write
 from syncd.engine.report import CycleReport
 from syncd.notify.outbox import enqueue
-from syncd.ports import BackendError, CalendarBackend, NotFound, PreconditionFailed, WriteRefused
+from syncd.ports import (
+    BackendError,
+    CalendarBackend,
+    DesiredEvent,
+    NotFound,
+    PreconditionFailed,
+    WriteRefused,
+)
 from syncd.store.context import Context
 from syncd.store.models import AdminRow, MirrorRow, OutboxRow, SessionRow
 from syncd.store.repo import admin_from_row, load_sessions
@@ -223,6 +233,11 @@ class _Pace:
             self.lanes = 1
 
 
+#: Writes prepared ahead of the lanes (their keys, digest and, where the backend can,
+#: what it will send): the preparing is off the writes' path, and memory stays bounded.
+AHEAD = 32
+
+
 def _overlapped(
     ctx: Context,
     rules: GestureRules,
@@ -234,60 +249,184 @@ def _overlapped(
     recorder: _Recorder,
     pace: _Pace,
 ) -> None:
-    """Up to ``pace.lanes`` writes in flight on worker threads, started in plan order; two
-    writes that share a session or an event id never overlap (the second starts once the
-    first is done). Results are settled and recorded on this thread, after the writes that
-    take the place of the landed ones have started: the server is never left waiting for
-    syncd's bookkeeping, even one write at a time."""
-    flying: dict[Future[_Written], tuple[Write, set[str]]] = {}
-    busy: set[str] = set()
-    held: Write | None = None  # the next write in plan order, waiting for one it overlaps
-    stopped = False
+    """Up to ``pace.lanes`` writes in flight, each lane a worker thread that takes the next
+    write in plan order itself as soon as its last one landed, already prepared by this
+    thread while the lanes wait for the server. So the server never waits for this
+    thread's bookkeeping, for a hand-over between threads or for a write's preparation
+    (together 0.5-0.7 ms a write of a first mirror, docs/BENCHMARKS.md). Two writes that
+    share a session or an event id never overlap: the second, and every write after it in
+    plan order, waits until the first is done. Results are settled and recorded on this
+    thread, :data:`RECORD_BATCH` at a time, in the order they landed."""
+    run = _Lanes(rules, calendar_id, backend, todo, over_budget, pace)
 
-    def start(pool: ThreadPoolExecutor) -> None:
-        nonlocal held, stopped
-        while not stopped and len(flying) < min(pace.lanes, _lanes(backend)):
-            w, held = held or next(todo, None), None
-            if w is None:
-                return
-            keys = _keys(backend, w)
-            if keys & busy:
-                held = w
-                return
-            if over_budget():
-                _stop(calendar_id)
-                stopped = True
-                return
-            busy.update(keys)
-            flying[pool.submit(_write_one, rules, backend, w)] = (w, keys)
-
-    name = f"syncd-writes-{calendar_id}"
-    with ThreadPoolExecutor(max(1, pace.lanes), thread_name_prefix=name) as pool:
+    def lane(index: int) -> None:
         try:
-            start(pool)
-            while flying:
-                done, _ = wait(flying, return_when=FIRST_COMPLETED)
-                landed = [(fut, *flying.pop(fut)) for fut in [f for f in flying if f in done]]
-                for _, _, keys in landed:
-                    busy.difference_update(keys)
-                pace.landed(len(landed))
-                start(pool)
-                for fut, w, _ in landed:
-                    _settle(ctx, calendar_id, w, fut.result, report, recorder)
+            while (ready := run.take(index)) is not None:
+                run.done(ready, _attempt(rules, backend, ready.write, ready.digest))
         finally:
-            for fut in flying:  # only after an error above: what is still in flight lands
-                w, _ = flying[fut]
-                _settle(ctx, calendar_id, w, fut.result, report, recorder)
+            run.retire()
+
+    threads = [
+        threading.Thread(target=lane, args=(i,), name=f"syncd-writes-{calendar_id}-{i}")
+        for i in range(run.alive)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        while batch := run.next_batch():
+            for w, outcome in batch:
+                _settle(ctx, calendar_id, w, outcome, report, recorder)
+    finally:
+        run.stop()  # a no-op unless an error above: then no new write starts
+        for t in threads:
+            t.join()
+        for w, outcome in run.rest():
+            _settle(ctx, calendar_id, w, outcome, report, recorder)
+
+
+@runtime_checkable
+class PreparesCreates(Protocol):
+    """A backend that can build ahead what a create will send (off the write's path)."""
+
+    def prepare_create(self, event: DesiredEvent) -> None:
+        """Build what ``create(event)`` will send; it may be called for this object."""
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A write prepared for a lane: what it touches, and the digest it will record."""
+
+    write: Write
+    keys: frozenset[str]
+    digest: str | None
+
+
+class _Lanes:
+    """The writes of one run and their results, shared by the lanes and the recording
+    thread under one lock (see :func:`_overlapped`)."""
+
+    def __init__(
+        self,
+        rules: GestureRules,
+        calendar_id: int,
+        backend: CalendarBackend,
+        todo: Iterator[Write],
+        over_budget: Callable[[], bool],
+        pace: _Pace,
+    ) -> None:
+        self._rules, self._cid, self._backend, self._todo = rules, calendar_id, backend, todo
+        self._over, self._pace = over_budget, pace
+        self._preparer = backend if isinstance(backend, PreparesCreates) else None
+        self.alive = max(1, pace.lanes)
+        lock = threading.Lock()
+        self._to_lanes = threading.Condition(lock)  # a write may start, or none will
+        self._to_recorder = threading.Condition(lock)  # a batch landed, or prepare more
+        self._ready: deque[_Ready] = deque()  # prepared, in plan order
+        self._head: _Ready | None = None  # the next to start, waiting for one it overlaps
+        self._busy: set[str] = set()  # the keys of the writes in flight (never shared)
+        self._landed: list[tuple[Write, Callable[[], _Written]]] = []
+        self._drained = self._stopped = False
+
+    def _prepare_next(self) -> _Ready | None:
+        """The next write in plan order, prepared (under the lock); None when all are."""
+        w = next(self._todo, None)
+        if w is None:
+            self._drained = True
+            return None
+        digest = None if isinstance(w, Delete) else desired_hash(w.event, self._rules)
+        if isinstance(w, Create) and self._preparer is not None:
+            self._preparer.prepare_create(w.event)
+        return _Ready(w, frozenset(_keys(self._backend, w)), digest)
+
+    def take(self, index: int) -> _Ready | None:
+        """The next write for lane ``index``; None once it has no more to do (the writes
+        are all started, the budget is spent, or the pace keeps fewer lanes than this)."""
+        with self._to_lanes:
+            while True:
+                if self._stopped or index >= min(self._pace.lanes, _lanes(self._backend)):
+                    return None
+                if self._head is None:
+                    if self._ready:
+                        self._head = self._ready.popleft()
+                    elif self._drained or (head := self._prepare_next()) is None:
+                        return None
+                    else:
+                        self._head = head  # the recorder fell behind: prepared here
+                ready = self._head
+                if ready.keys & self._busy:
+                    self._to_lanes.wait()  # for the write it overlaps
+                    continue
+                if self._over():
+                    _stop(self._cid)
+                    self._stop_locked()
+                    return None
+                self._head = None
+                self._busy |= ready.keys
+                if len(self._ready) < AHEAD // 2 and not self._drained:
+                    self._to_recorder.notify()
+                return ready
+
+    def done(self, ready: _Ready, outcome: Callable[[], _Written]) -> None:
+        """A write landed (or failed): what waited for it may start."""
+        with self._to_lanes:
+            self._busy -= ready.keys
+            self._pace.landed(1)
+            self._landed.append((ready.write, outcome))
+            if self._head is not None:
+                self._to_lanes.notify_all()
+            if len(self._landed) >= RECORD_BATCH:
+                self._to_recorder.notify()
+
+    def retire(self) -> None:
+        with self._to_lanes:
+            self.alive -= 1
+            self._to_recorder.notify()
+
+    def next_batch(self) -> list[tuple[Write, Callable[[], _Written]]]:
+        """For the recording thread: the next batch of landed writes, preparing those
+        ahead of the lanes while it waits; empty once the lanes are done and all is taken."""
+        with self._to_recorder:
+            prepared = 0
+            while self.alive and len(self._landed) < RECORD_BATCH:
+                if self._stopped or self._drained or len(self._ready) >= AHEAD:
+                    self._to_recorder.wait()
+                    continue
+                ready = self._prepare_next()
+                if ready is not None:
+                    self._ready.append(ready)
+                prepared += 1
+                if prepared % 8 == 0:  # let a lane whose write landed have the interpreter
+                    self._to_recorder.release()
+                    time.sleep(0)
+                    self._to_recorder.acquire()
+            batch, self._landed = self._landed, []
+            return batch
+
+    def stop(self) -> None:
+        with self._to_lanes:
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        self._stopped = True
+        self._to_lanes.notify_all()
+        self._to_recorder.notify()
+
+    def rest(self) -> list[tuple[Write, Callable[[], _Written]]]:
+        with self._to_lanes:
+            batch, self._landed = self._landed, []
+            return batch
 
 
 def _stop(calendar_id: int) -> None:
     log.warning("calendar %s: time budget spent; writes continue next cycle", calendar_id)
 
 
-def _attempt(rules: GestureRules, backend: CalendarBackend, w: Write) -> Callable[[], _Written]:
+def _attempt(
+    rules: GestureRules, backend: CalendarBackend, w: Write, digest: str | None = None
+) -> Callable[[], _Written]:
     """The write, done now; its outcome (a result, or the error it raised) for _settle."""
     try:
-        result = _write_one(rules, backend, w)
+        result = _write_one(rules, backend, w, digest)
     except Exception as err:
         failure = err
 
@@ -393,8 +532,11 @@ def _record(ctx: Context, calendar_id: int, batch: list[_Written]) -> dict[str, 
     return out
 
 
-def _write_one(rules: GestureRules, backend: CalendarBackend, w: Write) -> _Written:
-    """One write on the server; what to record of it."""
+def _write_one(
+    rules: GestureRules, backend: CalendarBackend, w: Write, digest: str | None = None
+) -> _Written:
+    """One write on the server; what to record of it (``digest``: the event's
+    :func:`desired_hash`, when it was prepared ahead)."""
     if isinstance(w, Delete):
         try:
             backend.delete(w.remote_id, w.etag)
@@ -407,7 +549,7 @@ def _write_one(rules: GestureRules, backend: CalendarBackend, w: Write) -> _Writ
             if fresh is not None:
                 backend.delete(w.remote_id, fresh.etag)
         return _Written(w.session_id, None, None, gone=True, href=w.remote_id)
-    digest = desired_hash(w.event, rules)
+    digest = digest or desired_hash(w.event, rules)
     if isinstance(w, Create):
         remote_id = backend.remote_id_for(w.event.uid, w.session_id)
         try:

@@ -201,3 +201,36 @@ def test_a_write_sent_again_goes_on_a_new_connection(applier: _Applier) -> None:
     finally:
         t.close()
     assert [path for _, path in applier.puts] == ["/cal/a.ics"]
+
+
+def test_a_create_prepared_ahead_sends_what_was_built_then(
+    applier: _Applier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``prepare_create`` builds a create's body off the write's path; ``create`` of that
+    very event object sends it as built, and of any other object (an equal one included:
+    it may come from another cycle) builds afresh. Entries never outgrow the bound."""
+    from adapters.caldav import backend as module
+
+    b = CalDAVBackend(applier.origin + "/cal/", "", "", timeout=5)
+    built: list[tuple[str, bytes]] = []
+    real = module.build_event
+
+    def counted(event: DesiredEvent, now: datetime) -> bytes:
+        built.append((event.session_id, real(event, now)))
+        return built[-1][1]
+
+    monkeypatch.setattr(module, "build_event", counted)
+    try:
+        ahead, other = _event(1), _event(2)
+        b.prepare_create(ahead)
+        b.prepare_create(other)
+        b.create(ahead)
+        b.create(_event(2))  # equal to ``other``, not the object that was prepared
+        assert [sid for sid, _ in built] == ["s_1", "s_2", "s_2"]
+        assert applier.stored["/cal/syncd-s_1@test.ics"] == built[0][1]
+        assert applier.stored["/cal/syncd-s_2@test.ics"] == built[2][1]
+        for i in range(3, 3 + module.PREPARED + 5):
+            b.prepare_create(_event(i))
+        assert len(b._prepared) == module.PREPARED
+    finally:
+        b.close()

@@ -272,3 +272,44 @@ def test_writes_in_flight_together_go_on_only_where_they_pay(
     report = h.cycle()
     assert report.writes == 30 and report.write_failures == 0, report
     assert backend.late_most == late
+
+
+class Prepared(MemoryBackend):
+    """One write at a time (5 ms each), and creates built ahead: records which thread
+    prepared each event object and whether its create found it prepared."""
+
+    write_concurrency = 1
+
+    def __init__(self, cal: MemoryCalendar) -> None:
+        super().__init__(cal)
+        self.lock = threading.Lock()
+        self.prepared: dict[int, str] = {}  # id(event) -> the thread that prepared it
+        self.found: list[str | None] = []  # per create: who had prepared it (None: nobody)
+
+    def prepare_create(self, event: DesiredEvent) -> None:
+        with self.lock:
+            self.prepared[id(event)] = threading.current_thread().name
+
+    def create(self, event: DesiredEvent) -> RemoteEvent:
+        with self.lock:
+            self.found.append(self.prepared.pop(id(event), None))
+        time.sleep(0.005)
+        with self.lock:
+            return super().create(event)
+
+
+def test_creates_are_prepared_ahead_by_the_recording_thread(h: Harness) -> None:
+    """What a create sends is built while the writes before it are in flight, on the
+    thread that records results, not on the lane between two writes: the server never
+    waits for it. Only the first write (alone) and a lane's very first may be built on
+    the spot."""
+    backend = Prepared(h.cal)
+    h.backend = backend  # type: ignore[assignment]
+    book(h, 20)
+    caller = threading.current_thread().name
+    report = h.cycle()
+    assert report.writes == 20 and report.write_failures == 0, report
+    assert len(backend.found) == 20
+    assert backend.found[0] is None  # the first goes alone, as it is
+    ahead = [who for who in backend.found[2:] if who == caller]
+    assert len(ahead) == 18, backend.found
