@@ -25,7 +25,10 @@ Reported: syncd's wall time over bare's, pair by pair, with syncd's CPU (this pr
 and the servers'. Goal (issue 11): syncd within 1.05x bare.
 ``--rtt MS`` puts each server behind a proxy that adds that round-trip time
 (bench/delay_proxy.py): a distant server, where writes in flight together pay off.
-``python -m bench.mirror --pairs K [--calendars C] [--sessions N] [--rtt MS]``.
+``--pin`` runs this process on the first core and the servers on the others (Linux
+``sched_setaffinity``): a server with a core of its own, as a real one on another machine
+has, instead of one the scheduler moves between the cores syncd's threads use.
+``python -m bench.mirror --pairs K [--calendars C] [--sessions N] [--rtt MS] [--pin]``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import client as httpc
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -72,14 +76,89 @@ class Run:
     wall: float
     cpu: float  # this process
     server_cpu: float
+    idle: Idle
+
+
+@dataclass(frozen=True)
+class Idle:
+    """Seconds the servers had no request of this process's to work on: before the first
+    PUT, between PUTs (no request in flight), after the last PUT's answer. Free of the
+    servers' own run-to-run spread, unlike the wall time."""
+
+    before: float
+    between: float
+    after: float
+
+    def __str__(self) -> str:
+        return (
+            f"servers idle {1e3 * self.before:.0f} + {1e3 * self.between:.0f} + "
+            f"{1e3 * self.after:.0f} ms (before, between, after the PUTs)"
+        )
+
+
+def _patch(request: Callable[..., None], getresponse: Callable[..., object]) -> None:
+    for name, fn in (("request", request), ("getresponse", getresponse)):
+        setattr(httpc.HTTPConnection, name, fn)
+
+
+class _Requests:
+    """When each ``http.client`` request of this process was sent and answered (syncd's
+    CalDAV requests and the bare lanes both go through it): one list append each."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, int, bool]] = []  # (time, +1 sent / -1 answered, PUT)
+        self._request = httpc.HTTPConnection.request
+        self._getresponse = httpc.HTTPConnection.getresponse
+
+    def __enter__(self) -> _Requests:
+        events, request, getresponse = self.events, self._request, self._getresponse
+
+        def sent(conn: httpc.HTTPConnection, method: str, *args: Any, **kwargs: Any) -> None:
+            events.append((time.perf_counter(), 1, method == "PUT"))
+            request(conn, method, *args, **kwargs)
+
+        def answered(conn: httpc.HTTPConnection) -> httpc.HTTPResponse:
+            reply = getresponse(conn)
+            events.append((time.perf_counter(), -1, False))
+            return reply
+
+        _patch(sent, answered)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _patch(self._request, self._getresponse)
+
+    def idle(self, t0: float, t1: float) -> Idle:
+        """Time in [t0, t1] with none of this process's requests in flight, before the
+        first PUT was sent, until the last PUT was answered, and after."""
+        puts = [t for t, kind, put in self.events if kind == 1 and put]
+        first = puts[0] if puts else t1
+        spans = [0.0, 0.0, 0.0]
+        flying, quiet_since, last_put = 0, t0, puts[-1] if puts else t1
+        answers = (t for t, kind, _ in self.events if kind == -1 and t > last_put)
+        last_answer = min(answers, default=t1)
+        for t, kind, _ in [*self.events, (t1, 1, False)]:
+            if kind == 1 and flying == 0:
+                self._quiet(spans, quiet_since, t, first, last_answer)
+            flying += kind
+            if flying == 0:
+                quiet_since = t
+        return Idle(*spans)
+
+    @staticmethod
+    def _quiet(spans: list[float], a: float, b: float, first: float, last: float) -> None:
+        """Adds the quiet span [a, b] to before / between / after."""
+        for k, (lo, hi) in enumerate(((-1e18, first), (first, last), (last, 1e18))):
+            spans[k] += max(0.0, min(b, hi) - max(a, lo))
 
 
 def _timed(servers: list[Server], fn: Callable[[], object]) -> Run:
     gc.collect()
-    s0, t0, c0 = _server_cpu(servers), time.perf_counter(), time.process_time()
-    fn()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return Run(wall, cpu, _server_cpu(servers) - s0)
+    with _Requests() as requests:
+        s0, t0, c0 = _server_cpu(servers), time.perf_counter(), time.process_time()
+        fn()
+        t1, cpu = time.perf_counter(), time.process_time() - c0
+    return Run(t1 - t0, cpu, _server_cpu(servers) - s0, requests.idle(t0, t1))
 
 
 def _syncd(root: Path, servers: list[Server], n: int) -> tuple[Run, list[Bodies]]:
@@ -225,14 +304,18 @@ def run(n: int, repeat: int = 3) -> dict[str, float]:
     """Medians over ``repeat`` alternating runs on one Radicale: wall and CPU seconds."""
     root = Path(_scratch())
     servers = _servers(root, 1)
-    out: dict[str, list[float]] = {k: [] for k in ("syncd", "cpu", "bare", "httpx", "bare4")}
+    keys = ("syncd", "cpu", "bare", "httpx", "bare4", "idle", "bare_idle")
+    out: dict[str, list[float]] = {k: [] for k in keys}
     try:
         for i in range(repeat):
             (root / f"run{i}").mkdir()
             mine, bodies = _syncd(root / f"run{i}", servers, n)
             out["syncd"].append(mine.wall)
             out["cpu"].append(mine.cpu)
-            out["bare"].append(_bare(servers, bodies).wall)
+            bare = _bare(servers, bodies)
+            out["bare"].append(bare.wall)
+            out["idle"].append(mine.idle.before + mine.idle.between + mine.idle.after)
+            out["bare_idle"].append(bare.idle.before + bare.idle.between + bare.idle.after)
             out["httpx"].append(_bare_httpx(servers[0], bodies[0]).wall)
             out["bare4"].append(_bare_parallel(servers[0], bodies[0]))
     finally:
@@ -255,13 +338,27 @@ def rows(sizes: tuple[int, ...] = (300,), repeat: int = 3) -> list[tuple[str, st
                 f"(http.client) {r['bare']:.2f} s ({r['syncd'] / r['bare']:.2f}x); by httpx "
                 f"{r['httpx']:.2f} s ({r['syncd'] / r['httpx']:.2f}x); bare, 4 connections "
                 f"in parallel {r['bare4']:.2f} s ({r['syncd'] / r['bare4']:.2f}x); "
-                f"load {load:.2f}",
+                f"servers idle {1e3 * r['idle']:.0f} ms in syncd's run, "
+                f"{1e3 * r['bare_idle']:.0f} ms in bare's; load {load:.2f}",
             )
         )
     return out
 
 
-def pairs(n: int = 300, repeat: int = 5, calendars: int = 1, rtt_ms: int = 0) -> list[float]:
+def _pin(servers: list[Server]) -> str:
+    """This process on the first core, the servers on the others; what was done."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return "not pinned (one core)"
+    for server in servers:
+        os.sched_setaffinity(server.process.pid, cores[1:])
+    os.sched_setaffinity(0, cores[:1])
+    return f"syncd and bare on core {cores[0]}, servers on {cores[1:]}"
+
+
+def pairs(
+    n: int = 300, repeat: int = 5, calendars: int = 1, rtt_ms: int = 0, pin: bool = False
+) -> list[float]:
     """syncd's wall time over bare's, pair by pair (syncd and bare into fresh collections
     on the same servers, the order flipped every pair): the spread a median hides.
     ``rtt_ms``: each server behind a proxy that adds that round-trip time. Printed as it
@@ -271,9 +368,10 @@ def pairs(n: int = 300, repeat: int = 5, calendars: int = 1, rtt_ms: int = 0) ->
     servers, proxies = _behind(started, rtt_ms / 1000) if rtt_ms else (started, [])
     ratios = []
     bodies: list[Bodies] = []
+    pinned = _pin(started) if pin else "not pinned"
     print(
         f"first mirror of {n} sessions over {calendars} calendar(s), one Radicale each, "
-        f"{rtt_ms} ms added RTT"
+        f"{rtt_ms} ms added RTT, {pinned}"
     )
     try:
         for i in range(repeat):
@@ -289,7 +387,7 @@ def pairs(n: int = 300, repeat: int = 5, calendars: int = 1, rtt_ms: int = 0) ->
                 f"pair {i}: syncd {mine.wall:.2f} s (CPU {mine.cpu:.2f} s, servers "
                 f"{mine.server_cpu:.2f} s), bare {bare.wall:.2f} s (CPU {bare.cpu:.2f} s, "
                 f"servers {bare.server_cpu:.2f} s), {mine.wall / bare.wall:.3f}x, "
-                f"load {os.getloadavg()[0]:.2f}",
+                f"load {os.getloadavg()[0]:.2f}\n  syncd: {mine.idle}\n  bare:  {bare.idle}",
                 flush=True,
             )
     finally:
@@ -309,7 +407,13 @@ if __name__ == "__main__":
         return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
 
     if "--pairs" in sys.argv:
-        pairs(_arg("--sessions", 300), _arg("--pairs", 5), _arg("--calendars", 1), _arg("--rtt", 0))
+        pairs(
+            _arg("--sessions", 300),
+            _arg("--pairs", 5),
+            _arg("--calendars", 1),
+            _arg("--rtt", 0),
+            "--pin" in sys.argv,
+        )
     else:
         for name, value in rows():
             print(f"| {name} | {value} |")
