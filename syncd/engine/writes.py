@@ -333,9 +333,14 @@ class _Lanes:
         if w is None:
             self._drained = True
             return None
-        digest = None if isinstance(w, Delete) else desired_hash(w.event, self._rules)
-        if isinstance(w, Create) and self._preparer is not None:
-            self._preparer.prepare_create(w.event)
+        digest = None
+        try:  # a failure here is the write's own: it meets it again, in _attempt
+            if not isinstance(w, Delete):
+                digest = desired_hash(w.event, self._rules)
+            if isinstance(w, Create) and self._preparer is not None:
+                self._preparer.prepare_create(w.event)
+        except Exception:
+            log.debug("calendar %s: %s not prepared ahead", self._cid, w.session_id, exc_info=True)
         return _Ready(w, frozenset(_keys(self._backend, w)), digest)
 
     def take(self, index: int) -> _Ready | None:

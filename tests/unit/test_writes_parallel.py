@@ -285,6 +285,7 @@ class Prepared(MemoryBackend):
         self.lock = threading.Lock()
         self.prepared: dict[int, str] = {}  # id(event) -> the thread that prepared it
         self.found: list[str | None] = []  # per create: who had prepared it (None: nobody)
+        self.bad = ""  # a session whose event cannot be built (BadPrepare)
 
     def prepare_create(self, event: DesiredEvent) -> None:
         with self.lock:
@@ -313,3 +314,30 @@ def test_creates_are_prepared_ahead_by_the_recording_thread(h: Harness) -> None:
     assert backend.found[0] is None  # the first goes alone, as it is
     ahead = [who for who in backend.found[2:] if who == caller]
     assert len(ahead) == 18, backend.found
+
+
+class BadPrepare(Prepared):
+    """Building one event ahead fails (an adapter bug); its create then fails as well."""
+
+    def prepare_create(self, event: DesiredEvent) -> None:
+        if event.session_id == self.bad:
+            raise ValueError("cannot build this one")
+        super().prepare_create(event)
+
+    def create(self, event: DesiredEvent) -> RemoteEvent:
+        if event.session_id == self.bad:
+            raise ValueError("cannot build this one")
+        return super().create(event)
+
+
+def test_an_event_that_cannot_be_prepared_fails_alone(h: Harness) -> None:
+    """Preparing ahead never turns one bad event into a stopped cycle: its write fails on
+    its own, as when nothing was prepared, and every other write lands."""
+    backend = BadPrepare(h.cal)
+    h.backend = backend  # type: ignore[assignment]
+    sids = sorted(book(h, 12))
+    backend.bad = sids[6]
+    report = h.cycle()
+    assert (report.writes, report.write_failures) == (11, 1), report
+    assert report.error is not None and "cannot build" in report.error
+    assert {sid for sid, (_, etag, _) in recorded(h).items() if etag} == set(sids) - {sids[6]}
