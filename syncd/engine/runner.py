@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import Notice, NoticeKind
@@ -357,17 +358,22 @@ def commit(
             cal.recent_removals = {sid: at.isoformat() for sid, at in window.items()} or None
         creates = [w.session_id for w in writes if isinstance(w, Create)]
         have = state.mirrored(orm, cid, creates)
+        rows: list[dict[str, object]] = []
         for w in writes:
             if isinstance(w, Create) and w.session_id not in have:
                 have.add(w.session_id)
-                orm.add(
-                    MirrorRow(
-                        calendar_id=cid,
-                        session_id=w.session_id,
-                        remote_id=backend.remote_id_for(w.event.uid, w.session_id),
-                        gone=False,
-                    )
+                remote_id = backend.remote_id_for(w.event.uid, w.session_id)
+                rows.append(
+                    {
+                        "calendar_id": cid,
+                        "session_id": w.session_id,
+                        "remote_id": remote_id,
+                        "gone": False,
+                        "settled": False,
+                    }
                 )
+        if rows:  # one executemany, no ORM objects: a first mirror's commit adds hundreds
+            orm.execute(insert(MirrorRow), rows)
         if marks:
             settled.save_marks(orm, cid, marks)
         if st.revision is not None:

@@ -556,11 +556,10 @@ def _write_one(
         return _Written(w.session_id, None, None, gone=True, href=w.remote_id)
     digest = digest or desired_hash(w.event, rules)
     if isinstance(w, Create):
-        remote_id = backend.remote_id_for(w.event.uid, w.session_id)
         try:
             ev = backend.create(w.event)
         except PreconditionFailed:
-            ev = backend.get(remote_id)
+            ev = backend.get(backend.remote_id_for(w.event.uid, w.session_id))
             if content_hash(ev.content, rules, w.event.summary) != digest:
                 # Someone else's content at our id: make the next cycle write ours over it.
                 return _Written(w.session_id, None, digest, seen=ev.etag)
