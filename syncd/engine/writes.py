@@ -6,7 +6,8 @@ in any way is planned again next cycle, because the planner compares what a sess
 with what was last written; one failing write never stops the others.
 
 What each write stored (etag, content hash) is recorded in one transaction for a run of
-up to :data:`RECORD_BATCH` writes, and always before :func:`execute` returns, so before
+up to :data:`RECORD_BATCH` writes (a write that left its live session's event showing what
+was written, with no gesture pending, also settles it: :func:`_settled_by_write`), and always before :func:`execute` returns, so before
 anything (the runner's next pass, the next cycle, another worker) reads the mirror rows
 again. A crash in between loses only the record, never the event: the next cycle finds
 the event showing what the session wants and adopts its etag (the planner's "a write
@@ -37,8 +38,9 @@ from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session as Orm
 
-from syncd.domain.model import Notice, NoticeKind
+from syncd.domain.model import Notice, NoticeKind, Status
 from syncd.engine import state
 from syncd.engine.desired import GestureRules, content_hash, desired_hash
 from syncd.engine.plantypes import Create, Delete, Write
@@ -53,7 +55,7 @@ from syncd.ports import (
     WriteRefused,
 )
 from syncd.store.context import Context
-from syncd.store.models import AdminRow, MirrorRow, OutboxRow, SessionRow
+from syncd.store.models import AdminRow, IntentRow, MirrorRow, OutboxRow, SessionRow
 from syncd.store.repo import admin_from_row, load_sessions
 
 log = logging.getLogger("syncd.engine")
@@ -523,6 +525,7 @@ def _record(ctx: Context, calendar_id: int, batch: list[_Written]) -> dict[str, 
                 )
             )
         }
+        shown: set[str] = set()  # sessions whose event now shows what was written
         for r in batch:
             m = rows.get(r.session_id)
             if m is None:
@@ -534,7 +537,39 @@ def _record(ctx: Context, calendar_id: int, batch: list[_Written]) -> dict[str, 
             m.gone = r.gone
             if r.href is not None and (r.gone or m.seen_etag == r.etag):
                 out[r.href] = None if r.gone else r.etag
+            if not r.gone and r.etag is not None and r.digest is not None and r.seen is None:
+                shown.add(r.session_id)
+            else:
+                shown.discard(r.session_id)
+        for sid in _settled_by_write(orm, calendar_id, shown):
+            rows[sid].settled = True
     return out
+
+
+def _settled_by_write(orm: Orm, calendar_id: int, shown: set[str]) -> set[str]:
+    """Of the sessions whose event now shows what syncd wrote, those it settles: live,
+    with no gesture pending (the rule of :func:`syncd.engine.settled.settle_marks`, whose
+    last term, the hash written is the one wanted, holds unless the session changed since
+    the plan, and then its newer revision has it planned anyway). The cycle's next pass
+    then need not load them only to find them settled."""
+    if not shown:
+        return set()
+    ids = sorted(shown)
+    live = set(
+        orm.scalars(
+            select(SessionRow.id).where(
+                SessionRow.id.in_(ids), SessionRow.status != Status.CANCELED.value
+            )
+        )
+    )
+    pending = set(
+        orm.scalars(
+            select(IntentRow.session_id).where(
+                IntentRow.calendar_id == calendar_id, IntentRow.session_id.in_(ids)
+            )
+        )
+    )
+    return live - pending
 
 
 def _write_one(

@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from adapters.caldav.backend import CalDAVBackend
 from syncd.app.knobs import engine_settings
+from syncd.engine import state
 from syncd.engine.runner import CycleReport, sync_calendar
 from syncd.store.models import MirrorRow
 from tests.contract.samples import desired
@@ -82,6 +84,30 @@ def test_the_second_pass_fetches_and_parses_none_of_syncds_own_events(
     reader.close()
     for remote_id, etag, seen in rows.values():
         assert etag == seen == listing[remote_id]  # each write recorded once, as stored
+    world.assert_quiet()
+
+
+def test_the_second_pass_loads_none_of_the_sessions_it_just_wrote(
+    caldav_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that lands showing what its live session wants settles that session when
+    it is recorded, so the pass that reads past syncd's echoes has nothing to load (it
+    used to load all N again, only to mark them settled)."""
+    world = World(tmp_path, caldav_server)
+    loaded: list[int] = []
+    real = state.load_sessions
+
+    def counted(orm: Any, rows: Any, **kwargs: Any) -> Any:
+        loaded.append(len(rows))
+        return real(orm, rows, **kwargs)
+
+    monkeypatch.setattr(state, "load_sessions", counted)
+    report, _ = first_cycle(world, Spy(world))
+    assert report.error is None and report.writes == N and report.write_failures == 0
+    assert loaded == [N], loaded  # the first pass only
+    with world.db.read() as orm:
+        rows = list(orm.scalars(select(MirrorRow).where(MirrorRow.calendar_id == world.cal_id)))
+    assert len(rows) == N and all(m.settled for m in rows)
     world.assert_quiet()
 
 

@@ -341,3 +341,38 @@ def test_an_event_that_cannot_be_prepared_fails_alone(h: Harness) -> None:
     assert (report.writes, report.write_failures) == (11, 1), report
     assert report.error is not None and "cannot build" in report.error
     assert {sid for sid, (_, etag, _) in recorded(h).items() if etag} == set(sids) - {sids[6]}
+
+
+def test_a_recorded_write_settles_only_a_live_session_with_no_gesture_pending(
+    h: Harness,
+) -> None:
+    """Recording a write that landed marks its mirror settled (the cycle's next pass then
+    need not load it) only where :func:`settle_marks` would: the session is live and no
+    gesture of the admin's waits on it. A write whose answer showed someone else's event
+    settles nothing."""
+    from syncd.store.models import IntentRow
+
+    live, canceled, gesture, foreign = sorted(book(h, 4))
+    h.cycle()
+    services.cancel(h.ctx, canceled, "ill")
+    with h.db.write() as orm:
+        orm.query(MirrorRow).update({MirrorRow.settled: False})
+        orm.add(
+            IntentRow(
+                calendar_id=h.cal_id,
+                session_id=gesture,
+                kind="move",
+                payload={},
+                observed_hash="h",
+                first_seen=NOW,
+            )
+        )
+    batch = [
+        writes._Written(sid, f'"e-{sid}"', "digest", href=f"/cal/{sid}.ics")
+        for sid in (live, canceled, gesture)
+    ]
+    batch.append(writes._Written(foreign, None, "digest", seen='"theirs"'))
+    writes._record(h.ctx, h.cal_id, batch)
+    with h.db.read() as orm:
+        settled = {m.session_id: m.settled for m in orm.scalars(select(MirrorRow))}
+    assert settled == {live: True, canceled: False, gesture: False, foreign: False}
