@@ -6,13 +6,13 @@ in any way is planned again next cycle, because the planner compares what a sess
 with what was last written; one failing write never stops the others.
 
 What each write stored (etag, content hash) is recorded in one transaction for a run of
-up to :data:`RECORD_BATCH` writes (a write that left its live session's event showing what
-was written, with no gesture pending, also settles it: :func:`_settled_by_write`), and always before :func:`execute` returns, so before
+up to :data:`RECORD_BATCH` writes, and always before :func:`execute` returns, so before
 anything (the runner's next pass, the next cycle, another worker) reads the mirror rows
-again. A crash in between loses only the record, never the event: the next cycle finds
-the event showing what the session wants and adopts its etag (the planner's "a write
-whose etag was never recorded"); a delete whose record was lost is planned again and
-finds the event gone.
+again; a write that left its live session's event showing what was written, with no
+gesture pending, also settles it (:func:`_settled_by_write`). A crash in between loses
+only the record, never the event: the next cycle finds the event showing what the
+session wants and adopts its etag (the planner's "a write whose etag was never
+recorded"); a delete whose record was lost is planned again and finds the event gone.
 
 A backend may allow several writes at once (``write_concurrency``; CalDAV: 4): the first
 goes alone, then up to that many run on worker threads (lanes), started in plan order,

@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import select
 
 from syncd.domain.model import Customer, NoticeKind
-from syncd.engine import writes
-from syncd.engine.plantypes import Delete, Write
+from syncd.engine import state, writes
+from syncd.engine.plantypes import Delete, PendingIntent, Write
 from syncd.engine.report import CycleReport
 from syncd.engine.runner import Fence, sync_calendar
 from syncd.ports import DesiredEvent, RemoteEvent, Transient, WriteRefused
@@ -350,23 +350,13 @@ def test_a_recorded_write_settles_only_a_live_session_with_no_gesture_pending(
     need not load it) only where :func:`settle_marks` would: the session is live and no
     gesture of the admin's waits on it. A write whose answer showed someone else's event
     settles nothing."""
-    from syncd.store.models import IntentRow
-
     live, canceled, gesture, foreign = sorted(book(h, 4))
     h.cycle()
     services.cancel(h.ctx, canceled, "ill")
     with h.db.write() as orm:
         orm.query(MirrorRow).update({MirrorRow.settled: False})
-        orm.add(
-            IntentRow(
-                calendar_id=h.cal_id,
-                session_id=gesture,
-                kind="move",
-                payload={},
-                observed_hash="h",
-                first_seen=NOW,
-            )
-        )
+        pending = PendingIntent(gesture, "cancel", {}, "observed", NOW)
+        state.save_intent(orm, h.cal_id, pending)
     batch = [
         writes._Written(sid, f'"e-{sid}"', "digest", href=f"/cal/{sid}.ics")
         for sid in (live, canceled, gesture)
