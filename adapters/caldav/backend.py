@@ -228,12 +228,16 @@ class CalDAVBackend:
     def prepare_create(self, event: DesiredEvent) -> None:
         """Build ahead what :meth:`create` will PUT for this event object (the engine calls
         it while other writes are in flight; at most :data:`PREPARED` are kept)."""
-        href = self.remote_id_for(event.uid, event.session_id)
-        ready = (event, href, build_event(event, datetime.now(UTC)), built_content(event))
+        ready = (event, *self._built(event))
         with self._prepared_lock:
             if len(self._prepared) >= PREPARED:  # writes left for the next cycle
                 self._prepared.pop(next(iter(self._prepared)))
             self._prepared[(event.uid, event.session_id)] = ready
+
+    def _built(self, event: DesiredEvent) -> tuple[str, bytes, EventContent]:
+        """A create's href, the object it PUTs and what that object holds."""
+        href = self.remote_id_for(event.uid, event.session_id)
+        return href, build_event(event, datetime.now(UTC)), built_content(event)
 
     def create(self, event: DesiredEvent) -> RemoteEvent:
         """PUT with ``If-None-Match: *``; :class:`PreconditionFailed` when it exists.
@@ -244,15 +248,13 @@ class CalDAVBackend:
         with self._prepared_lock:
             ready = self._prepared.pop((event.uid, event.session_id), None)
         if ready is not None and ready[0] is event:
-            _, href, data, content = ready
-        else:
-            href = self.remote_id_for(event.uid, event.session_id)
-            data, content = b"", None
+            href, data, content = ready[1:]
+        else:  # not built ahead, or for another object of this session
+            href, data, content = self._built(event)
         if not self.quirks.unique_uids and (held := self._holders(event.uid, href)):
             return self._adopt(held[0], event)
         if not self.quirks.honours_preconditions and self._exists(href):
             raise PreconditionFailed(f"create {href}: the event exists")
-        data = data or build_event(event, datetime.now(UTC))
         reply = self._send_put(href, data, {"If-None-Match": "*"}, people=False)
         if reply.status in UID_CONFLICT_STATUSES:
             named = [h for h in dav.error_hrefs(reply.body) if h != href]
@@ -264,7 +266,7 @@ class CalDAVBackend:
                     f"create {href}: UID {event.uid} already lives in another calendar "
                     f"({named[0]}); the server refuses a second one"
                 )
-        return self._stored(href, reply, data, "create", content or built_content(event))
+        return self._stored(href, reply, data, "create", content)
 
     def _inside(self, href: str) -> bool:
         return href.startswith(self._collection.rstrip("/") + "/")
