@@ -265,6 +265,9 @@ def _overlapped(
         try:
             while (ready := run.take(index)) is not None:
                 run.done(ready, _attempt(rules, backend, ready.write, ready.digest))
+        except BaseException as err:  # a bug outside any one write: the cycle's error
+            run.broke = run.broke or err
+            run.stop()
         finally:
             run.retire()
 
@@ -284,6 +287,8 @@ def _overlapped(
             t.join()
         for w, outcome in run.rest():
             _settle(ctx, calendar_id, w, outcome, report, recorder)
+    if run.broke is not None:
+        raise run.broke
 
 
 @runtime_checkable
@@ -328,6 +333,7 @@ class _Lanes:
         self._busy: set[str] = set()  # the keys of the writes in flight (never shared)
         self._landed: list[tuple[Write, Callable[[], _Written]]] = []
         self._drained = self._stopped = False
+        self.broke: BaseException | None = None  # what broke a lane (raised once all landed)
 
     def _prepare_next(self) -> _Ready | None:
         """The next write in plan order, prepared (under the lock); None when all are."""

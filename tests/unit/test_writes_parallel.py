@@ -366,3 +366,29 @@ def test_a_recorded_write_settles_only_a_live_session_with_no_gesture_pending(
     with h.db.read() as orm:
         settled = {m.session_id: m.settled for m in orm.scalars(select(MirrorRow))}
     assert settled == {live: True, canceled: False, gesture: False, foreign: False}
+
+
+class BrokenId(Prepared):
+    """Naming one session's event breaks (a bug outside any single write's attempt)."""
+
+    def remote_id_for(self, uid: str, session_id: str) -> str:
+        on_lane = threading.current_thread().name.startswith("syncd-writes")
+        if session_id == self.bad and on_lane:
+            raise RuntimeError("no id for this one")
+        return super().remote_id_for(uid, session_id)
+
+
+def test_a_lane_that_breaks_outside_a_write_is_the_cycles_error(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What breaks a lane between writes is not lost on its thread: the writes already
+    in flight are recorded, none starts after it, and the cycle reports the error."""
+    monkeypatch.setattr(writes, "AHEAD", 0)  # the lanes prepare their writes themselves
+    backend = BrokenId(h.cal)
+    h.backend = backend  # type: ignore[assignment]
+    sids = sorted(book(h, 12))
+    backend.bad = sids[6]
+    report = h.cycle()
+    assert report.error is not None and "no id for this one" in report.error, report
+    assert 1 <= report.writes < 12 and report.write_failures == 0, report
+    assert len([etag for _, etag, _ in recorded(h).values() if etag]) == report.writes
