@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from adapters.caldav import backend as module
 from adapters.caldav.backend import CalDAVBackend
 from adapters.caldav.transport import Transport
 from syncd.engine.desired import DesiredEvent
@@ -209,8 +210,6 @@ def test_a_create_prepared_ahead_sends_what_was_built_then(
     """``prepare_create`` builds a create's body off the write's path; ``create`` of that
     very event object sends it as built, and of any other object (an equal one included:
     it may come from another cycle) builds afresh. Entries never outgrow the bound."""
-    from adapters.caldav import backend as module
-
     b = CalDAVBackend(applier.origin + "/cal/", "", "", timeout=5)
     built: list[tuple[str, bytes]] = []
     real = module.build_event
