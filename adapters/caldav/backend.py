@@ -356,6 +356,12 @@ class CalDAVBackend:
         self._own = {}
         return self._feed.full_listing(known)
 
+    def feed_reports_every_change(self) -> bool:
+        """Whether a delta from the cursor last read reports whatever changes after
+        syncd's writes (see ``feed.Feed.keeps_history``): then the cycle need not read its
+        echoes (:class:`syncd.engine.runner.ReportsEveryChange`)."""
+        return self._feed.keeps_history()
+
     def recorded(self, etags: Mapping[str, str | None]) -> None:
         """What syncd recorded for its writes (``href -> etag``, ``None`` when deleted)."""
         for href, etag in etags.items():

@@ -29,6 +29,11 @@ log = logging.getLogger("adapters.caldav.backend")
 
 SYNC_PREFIX = "sync:"
 CTAG_PREFIX = "ctag:"
+#: How Radicale's sync tokens begin. Radicale hashes the history of every member, deleted
+#: ones included (kept for ``max_sync_token_age``, 30 days by default), into its token and
+#: answers a delta from an old token with each member changed or deleted since (see
+#: :meth:`Feed.keeps_history`).
+RADICALE_TOKEN = "http://radicale.org/ns/sync/"
 MULTIGET_BATCH = 100
 #: Events a page of a first listing (see :meth:`Feed.full_listing`).
 PAGE = 100
@@ -48,6 +53,7 @@ class Feed:
         self._collection = collection
         self._quirks = quirks
         self._force_ctag = force_ctag
+        self._token = ""  # the sync token last read ("" before one, or under ctag)
 
     def changes(
         self, cursor: str | None, known: Mapping[str, str], own: Mapping[str, str] | None = None
@@ -67,6 +73,15 @@ class Feed:
             if token:
                 return self._sync_changes(token, known, own or {})
         raise CursorExpired(f"cursor {cursor!r} is not valid for this calendar")
+
+    def keeps_history(self) -> bool:
+        """Whether a delta from the token last read reports every change made since, an
+        event created and deleted since included (as deleted): a server that keeps the
+        history of deleted members under its tokens, as Radicale does. Xandikos derives
+        its token from the collection's contents instead (a token comes back once the
+        contents do, and an event created and deleted in between is in neither), and of
+        other servers syncd assumes nothing."""
+        return self._token.startswith(RADICALE_TOKEN)
 
     # -- sync-collection ---------------------------------------------------------------
 
@@ -117,6 +132,7 @@ class Feed:
                 break
         else:
             raise Transient(f"{what}: the server kept truncating the answer")
+        self._token = token
         if not full and not self._quirks.refuses_bad_tokens and changed and token != sent:
             removed |= self._check_delta(known)
         events = self._events(i for i in changed.values() if not _echo(i, own))
@@ -182,6 +198,7 @@ class Feed:
             token, members = listed
             return SYNC_PREFIX + token, members
         props = self._collection_props()
+        self._token = ""
         return CTAG_PREFIX + _ctag(props), self.listing()
 
     def _initial_listing(self) -> tuple[str, dict[str, str]] | None:
@@ -195,6 +212,7 @@ class Feed:
         items, token = self._t.multistatus(reply, what)
         if not token or any(i.status == 507 for i in items):
             return None  # no token, or truncated: the PROPFIND listing instead
+        self._token = token
         members = {
             i.href: strong_etag(i.text(dav.DAV + "getetag") or "")
             for i in items
@@ -207,6 +225,7 @@ class Feed:
     def _ctag_changes(self, last: str | None, known: Mapping[str, str]) -> ChangeSet:
         """The fallback feed: ctag first (read before the listing), then an etag diff."""
         cursor = CTAG_PREFIX + _ctag(self._collection_props())
+        self._token = ""
         same = cursor != CTAG_PREFIX and cursor == CTAG_PREFIX + last if last is not None else False
         if same and self._quirks.exact_tokens:  # SOGo's ctag stays put within a second
             return ChangeSet(changed=(), removed=(), cursor=cursor)
@@ -336,6 +355,7 @@ class Feed:
                 yield ListingPage(tuple(batch))
             token, first = reader.token, False
             if not truncated:
+                self._token = token
                 yield ListingPage((), last=True, cursor=SYNC_PREFIX + token)
                 return
         raise Transient(f"{what}: the server kept truncating the answer")

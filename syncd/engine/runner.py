@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
+from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert
@@ -163,7 +164,10 @@ def sync_calendar(
     With a ``fence``, the plan commits only while ``fence.owner`` holds the calendar's
     lease, and the cycle stops short (reads, verifications, writes) once its time budget
     is spent. When the cycle wrote to the calendar, one more pass reads the feed again, so
-    the cursor moves past syncd's own writes (seen there as echoes). A pass that planned
+    the cursor moves past syncd's own writes (seen there as echoes), unless the backend's
+    feed reports every change made after a cursor taken before them
+    (:class:`ReportsEveryChange`): the next cycle's read then moves past them, its one
+    request as always. A pass that planned
     only part of what changed (a catch-up after an upgrade, a change of the gesture rules
     or a bulk import: :data:`syncd.engine.state.MAX_PARTIAL` sessions a pass) is followed
     by the next, within the budget; the rest waits for the next cycle. So is a full
@@ -185,7 +189,7 @@ def sync_calendar(
             if report.more:  # a catch-up goes on with the next sessions
                 report.more = False
                 continue
-            if report.writes > before and not echoes_read:
+            if report.writes > before and not echoes_read and _reads_its_echoes(backend):
                 echoes_read = True
                 continue
             break
@@ -197,6 +201,26 @@ def sync_calendar(
         except Exception:
             log.exception("calendar %s: could not record the error", calendar_id)
     return report
+
+
+@runtime_checkable
+class ReportsEveryChange(Protocol):
+    """A backend whose change feed, from a cursor taken before syncd's writes, still
+    reports every change made after them: an event syncd created that is deleted before
+    the next read is reported deleted (a token the server issues, or one over a history
+    that keeps deletions, as Radicale's). A cycle that wrote there need not read the feed
+    once more to move its cursor past the writes; the next cycle's read does it."""
+
+    def feed_reports_every_change(self) -> bool:
+        """True while that holds for the cursor last read."""
+
+
+def _reads_its_echoes(backend: CalendarBackend) -> bool:
+    """Whether a cycle that wrote reads the feed again before it ends (see
+    :func:`sync_calendar`): on a backend that cannot tell, always."""
+    if isinstance(backend, ReportsEveryChange):
+        return not backend.feed_reports_every_change()
+    return True
 
 
 def _one_pass(
