@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -53,6 +54,7 @@ from syncd.engine import listing, settled, state
 from syncd.engine.desired import GestureRules
 from syncd.engine.planner import Plan
 from syncd.engine.report import CycleReport
+from syncd.engine.writes import NotesRecorded
 from syncd.errors import NotFoundError
 from syncd.ports import CalendarBackend, ChangeSet, CursorExpired, WindowMoved
 from syncd.store.context import Context
@@ -204,6 +206,8 @@ def _peek_statement() -> Select[tuple[object, ...]]:
         s.c.id == m.c.session_id,
         s.c.end > bindparam("p_cutoff", type_=UTCDateTime),
     )
+    # And the echoes of syncd's writes, for the read to leave out.
+    echoes = exists().where(m.c.calendar_id == c.c.id, m.c.echo_etag.is_not(None))
     return (
         select(
             c.c.admin_id,
@@ -219,6 +223,7 @@ def _peek_statement() -> Select[tuple[object, ...]]:
             pending.label("p_pending"),
             newer.label("p_newer"),
             unsettled.label("p_unsettled"),
+            echoes.label("p_echoes"),
         )
         .join_from(c, a, a.c.id == c.c.admin_id)
         .where(c.c.id == bindparam("p_id", type_=Integer))
@@ -237,7 +242,7 @@ def peek(
         raise NotFoundError(f"There is no calendar {calendar_id} (see 'syncd calendar list').")
     if row.p_pending or row.recent_removals or row.breaker_tripped_at is not None:
         with db.read() as orm:
-            return state.load_head(orm, calendar_id), False
+            return replace(state.load_head(orm, calendar_id), echoes=bool(row.p_echoes)), False
     admin = admin_from_row(AdminRow(**{name: getattr(row, name) for name in _ADMIN_COLUMNS}))
     head = state.Head(
         calendar_id,
@@ -252,9 +257,11 @@ def peek(
         row.synced_revision,
         row.synced_id,
         row.synced_rules,
+        bool(row.p_echoes),
     )
     planned = head.synced_revision is not None and head.synced_rules == settled.rules_key(rules)
-    return head, planned and not row.p_newer and not row.p_unsettled
+    # A read with echoes at hand is not idle: its commit clears them.
+    return head, planned and not (row.p_newer or row.p_unsettled or row.p_echoes)
 
 
 def _nothing(cs: ChangeSet) -> bool:
@@ -294,6 +301,8 @@ def load_and_fetch(
     """The calendar's state and its feed: only what changed, or the next part of a full
     listing (``walk``: the one an earlier pass of this cycle read, or a new one)."""
     head, idle = peek(ctx.db, calendar_id, rules, now)
+    if head.echoes and walk is None:
+        _hand_echoes(ctx, backend, calendar_id)
     if walk is None:  # no transaction stays open across the request
         got = _listed(ctx, backend, head, reconcile, now, report)
         if isinstance(got, ChangeSet) and idle and _nothing(got):
@@ -307,15 +316,30 @@ def load_and_fetch(
                 count = _removals_about(head, got)
                 since = _since(head, rules)
                 st = state.load_changed(orm, head, now, remote_ids, touched, count, since)
-            return st, got, None
+            return replace(st, echoes=head.echoes), got, None
         walk = got
     with ctx.db.read() as orm:
         batch = listing.take(walk)
         count = bool(walk.absent) or _removals_about(head, ChangeSet((), (), head.cursor))
         since = _since(head, rules)
         st = state.load_changed(orm, head, now, batch, set(), count, since)
-    st, cs = listing.pass_feed(walk, st, batch, head.cursor)
+    st, cs = listing.pass_feed(walk, replace(st, echoes=head.echoes), batch, head.cursor)
     return st, cs, (walk if walk.pending else None)
+
+
+def _hand_echoes(ctx: Context, backend: CalendarBackend, calendar_id: int) -> None:
+    """Tell a backend that leaves syncd's echoes out of its feed (:class:`NotesRecorded`)
+    the etags recorded since the feed was last read, whoever wrote them: a worker or
+    process that did not write them leaves them out all the same."""
+    if not isinstance(backend, NotesRecorded):
+        return
+    m = cast(Table, MirrorRow.__table__)
+    stmt = select(m.c.remote_id, m.c.echo_etag).where(
+        m.c.calendar_id == calendar_id, m.c.echo_etag.is_not(None)
+    )
+    with ctx.db.read() as orm:
+        echoes = {rid: etag for rid, etag in orm.execute(stmt)}
+    backend.recorded(echoes)
 
 
 @functools.cache
@@ -365,7 +389,8 @@ def commit_idle(
     """Commit an idle cycle in one statement; False when the cycle is not idle or what it
     was planned from no longer holds (then the full commit decides, and says why).
 
-    Idle: nothing loaded, nothing pending, an empty plan, an empty delta. What the full
+    Idle: nothing loaded, nothing pending, no echoes read past, an empty plan, an empty
+    delta. What the full
     commit stores is then the cursor, the plan mark, the sync time and no error, and what
     it checks under the calendar's lock is the cursor, that no gesture is pending and
     (``owner``) the lease: this ``UPDATE`` checks the same in its ``WHERE``. On PostgreSQL
@@ -375,6 +400,7 @@ def commit_idle(
     """
     idle = (
         not (st.sessions or st.mirrors or st.intents or st.recent_removals or marks)
+        and not st.echoes
         and not st.breaker_tripped
         and st.cursor is not None
         and cs.cursor is not None

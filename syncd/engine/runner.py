@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session as Orm
 
 from syncd.domain.model import Notice, NoticeKind
@@ -403,6 +403,12 @@ def commit(
         if st.revision is not None:
             cal.synced_revision, cal.synced_id = st.revision, st.revision_id
             cal.synced_rules = settled.rules_key(settings.rules)
+        if st.echoes and cs.cursor != cal.cursor:  # the read moved past syncd's echoes
+            orm.execute(
+                update(MirrorRow)
+                .where(MirrorRow.calendar_id == cid, MirrorRow.echo_etag.is_not(None))
+                .values(echo_etag=None)
+            )
         cal.cursor = cs.cursor
         if cs.full or cs.reconciled:
             cal.reconciled_at = now

@@ -36,6 +36,8 @@ class Head:
     synced_revision: int | None
     synced_id: str | None
     synced_rules: str | None
+    #: Some mirror holds the etag of a write the feed was not read past yet (its echo).
+    echoes: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class CalendarState:
     unloaded_upcoming: int = 0
     #: Events a full listing lacks that later passes will plan (the breaker counts them).
     unplanned_removals: int = 0
+    #: The feed was read with syncd's echoes at hand: a commit past it clears them.
+    echoes: bool = False
 
 
 def get_calendar(orm: Orm, calendar_id: int, lock: bool = False) -> CalendarRow:

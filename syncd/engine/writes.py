@@ -112,7 +112,7 @@ class _Recorder:
         if not batch:
             return
         try:
-            recorded = _record(self._ctx, self._cid, batch)
+            recorded = _record(self._ctx, self._cid, batch, self._notes is not None)
         except Exception as err:  # the events stand; the next cycle adopts their etags
             log.exception("calendar %s: could not record %d writes", self._cid, len(batch))
             self._report.writes -= len(batch)
@@ -515,11 +515,15 @@ def monotonic_deadline(budget_s: float | None) -> Callable[[], bool]:
     return lambda: time.monotonic() >= end
 
 
-def _record(ctx: Context, calendar_id: int, batch: list[_Written]) -> dict[str, str | None]:
+def _record(
+    ctx: Context, calendar_id: int, batch: list[_Written], echoes: bool = False
+) -> dict[str, str | None]:
     """Record a batch of write results on their mirror rows, in order, in one transaction.
 
     Returns ``href -> etag`` of what now stands recorded as both written and seen there
-    (``None``: recorded gone)."""
+    (``None``: recorded gone). With ``echoes`` (a backend that leaves them out of its
+    feed, :class:`NotesRecorded`) each such etag is also kept as the mirror's echo
+    (``echo_etag``) until a read of the feed moves past it."""
     sids = {r.session_id for r in batch}
     out: dict[str, str | None] = {}
     with ctx.db.write() as orm:
@@ -541,8 +545,10 @@ def _record(ctx: Context, calendar_id: int, batch: list[_Written]) -> dict[str, 
             m.written_etag, m.written_hash = r.etag, r.digest
             m.seen_etag = r.seen if r.seen is not None else r.etag
             m.gone = r.gone
+            m.echo_etag = None
             if r.href is not None and (r.gone or m.seen_etag == r.etag):
                 out[r.href] = None if r.gone else r.etag
+                m.echo_etag = None if r.gone or not echoes else r.etag
             if not r.gone and r.etag is not None and r.digest is not None and r.seen is None:
                 shown.add(r.session_id)
             else:

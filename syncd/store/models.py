@@ -153,6 +153,7 @@ class MirrorRow(Base):
         UniqueConstraint("calendar_id", "session_id"),
         UniqueConstraint("calendar_id", "remote_id"),
         Index("ix_mirrors_calendar_settled", "calendar_id", "settled"),
+        Index("ix_mirrors_calendar_echo", "calendar_id", "echo_etag"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     calendar_id: Mapped[int] = mapped_column(ForeignKey("calendars.id"), index=True)
@@ -164,6 +165,8 @@ class MirrorRow(Base):
     gone: Mapped[bool] = mapped_column(Boolean, default=False)
     #: The event shows what the session wants: no cycle needs to plan it until it changes.
     settled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: The etag of syncd's write since the feed was last read (its echo there), else None.
+    echo_etag: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class IntentRow(Base):

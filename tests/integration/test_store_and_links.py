@@ -102,7 +102,9 @@ def test_the_migration_splits_a_customer_shared_by_two_admins(db_url: str) -> No
                 ),
                 {"s": sid, "a": admin_id, "now": now},
             )
-    assert db.upgrade() == "0005"  # 0003, then 0004 (an index), 0005 (change numbers)
+    assert (
+        db.upgrade() == "0006"
+    )  # 0003, then 0004 (an index), 0005 (change numbers), 0006 (echoes)
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(

@@ -109,10 +109,10 @@ def test_a_record_that_fails_is_no_traceback_and_the_next_cycle_adopts(
     real = writes._record
     failures = iter([True])
 
-    def flaky(ctx: Any, calendar_id: int, batch: list[Any]) -> None:
+    def flaky(ctx: Any, calendar_id: int, batch: list[Any], *rest: Any) -> None:
         if next(failures, False):
             raise OperationalError("UPDATE mirrors", {}, Exception("database is locked"))
-        real(ctx, calendar_id, batch)
+        real(ctx, calendar_id, batch, *rest)
 
     monkeypatch.setattr(writes, "_record", flaky)
     report = h.cycle()
