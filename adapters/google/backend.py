@@ -229,6 +229,13 @@ class GoogleBackend:
             "fields": LIST_FIELDS,
         }
 
+    def feed_reports_every_change(self) -> bool:
+        """Always: Google issues the sync token, and an incremental ``events.list`` carries
+        every event changed since it, deleted ones included (``status: cancelled``), so a
+        cycle that wrote need not read its own echoes before it ends
+        (:class:`syncd.engine.runner.ReportsEveryChange`)."""
+        return True
+
     def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
         """Full listing (``cursor`` None) or the sync-token feed; tombstones are ``removed``."""
         if cursor is None:

@@ -185,6 +185,12 @@ class GraphBackend:
             raise NotFound(f"Microsoft event of {remote_id} is not in calendar {self.calendar_id}")
         return self._parse(body, remote_id, f"events of {remote_id}")
 
+    def feed_reports_every_change(self) -> bool:
+        """Always: Graph issues the delta link, and a delta carries every event changed
+        since it, deleted ones included (``@removed``), so a cycle that wrote need not
+        read its own echoes before it ends (:class:`syncd.engine.runner.ReportsEveryChange`)."""
+        return True
+
     def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
         """calendarView/delta since ``cursor`` (see :mod:`adapters.microsoft.feed`)."""
         if cursor is None:

@@ -70,8 +70,11 @@ def converge(w: GoogleWorld, max_cycles: int = 40) -> list[str]:
 def test_booking_is_mirrored_and_an_idle_cycle_is_one_request(google_world: MakeWorld) -> None:
     w = google_world()
     sid = w.book()
+    w.fake.reset_log()
     report = w.sync()
     assert report.error is None and report.writes == 1
+    # One read: a cycle that wrote on Google does not read its own echo before it ends.
+    assert api_requests(w.fake) == Counter({"events.list": 1, "events.insert": 1})
     ev, s = w.event(sid), w.session(sid)
     assert (ev.content.start, ev.content.end) == (s.start, s.end)
     assert ev.content.uid == f"syncd-{sid}@book.example.com"
@@ -199,7 +202,9 @@ def test_rate_limit_storm_applies_every_change_exactly_once(
         ]
     ), actions
     fake.clear_faults()
-    assert len(faults) >= 5 and {429, 403} <= set(faults), faults
+    # The storm was real: faults of both kinds (19, 8 and 4 for the three seeds; a cycle
+    # that wrote no longer reads its echoes, so seed 22 draws 4 instead of 5).
+    assert len(faults) >= 4 and {429, 403} <= set(faults), faults
     for sid, start in moved.items():
         s = w.session(sid)
         assert s.start == start and s.sequence == 1

@@ -94,6 +94,9 @@ def test_mirrored_event_wire_shape_and_one_request_per_idle_cycle(make_world: Ma
     w = make_world()
     sid = w.book()
     assert w.sync().writes == 1
+    with w.fake.lock:  # one read: a cycle that wrote does not read its own echo before it ends
+        reads = [r for r in w.fake.requests if r.path.endswith("/calendarView/delta")]
+    assert len(reads) == 1, reads
     [event] = w.graph_events()
     assert event["transactionId"] == sid
     assert event["attendees"] == []  # Exchange would mail meeting requests otherwise
