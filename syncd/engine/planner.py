@@ -35,7 +35,7 @@ from syncd.engine.plantypes import (
     Verification,
     Write,
 )
-from syncd.ports import RemoteEvent
+from syncd.ports import DesiredEvent, RemoteEvent
 
 __all__ = [
     "REMOVED_HASH",
@@ -93,9 +93,10 @@ def classify(
         return "cancel", {"reason": command.text or inp.default_cancel_reason}
     if command is not None and command.kind == "reschedule":
         message = command.text or "Please choose a new time for our session."
-        if session.status is Status.AWAITING_CUSTOMER and session.choose_message == message:
-            return None
-        return "choose", {"message": message}
+        if session.status is not Status.AWAITING_CUSTOMER or session.choose_message != message:
+            return "choose", {"message": message}
+        # That choice is already the customer's: the rest of the edit is judged on its own
+        # (made all-day or dragged into the past, it is refused and restored).
     if c.unreadable:
         why = f"its time cannot be read ({c.unreadable})"
         return "invalid", {"why": why, "what": "wrote a time syncd cannot read"}
@@ -213,6 +214,7 @@ def plan_calendar(inp: PlanInput) -> Plan:
             continue
         upcoming += 1
         event = by_remote.get(mirror.remote_id)
+        _saw(b, mirror, event)
         etag = mirror.seen_etag or mirror.written_etag
         if event is not None and event.content.status != "cancelled":
             etag = event.etag
@@ -227,6 +229,7 @@ def plan_calendar(inp: PlanInput) -> Plan:
             b.set_intents.append(intent)
         if intent is not None and intent.kind == "removed" and _due(intent, inp):
             check = inp.verifications.get(sid)
+            _saw(b, mirror, check.event if check else None)
             if check is None:
                 b.verify.append(sid)
             elif check.outcome == "gone":
@@ -245,10 +248,31 @@ def plan_calendar(inp: PlanInput) -> Plan:
             want = desired_hash(desired, inp.rules)
             if mirror.written_etag is None or (want != mirror.written_hash):
                 if mirror.written_etag is None and mirror.seen_etag is None:
-                    b.writes.append(Create(sid, desired))
+                    b.writes.append(Create(sid, _above(desired, mirror, b)))
                 elif etag is not None:
-                    b.writes.append(Update(sid, mirror.remote_id, desired, etag))
+                    b.writes.append(Update(sid, mirror.remote_id, _above(desired, mirror, b), etag))
     return _breaker(b, inp, upcoming)
+
+
+def _saw(b: Builder, mirror: MirrorState, event: RemoteEvent | None) -> None:
+    """Note the SEQUENCE of a revision read for ``mirror`` that it has not seen before
+    (whatever it says, marked cancelled included) when it is above the highest known
+    there. A revision seen before is left alone, so a listing that finds nothing new plans
+    nothing (a mirror from before migration 0006 learns its top from its next revision)."""
+    if event is None or event.etag in (mirror.seen_etag, mirror.written_etag):
+        return
+    if event.content.sequence > mirror.top_sequence:
+        b.sequences.append((mirror.session_id, event.content.sequence))
+
+
+def _above(desired: DesiredEvent, mirror: MirrorState, b: Builder) -> DesiredEvent:
+    """``desired`` with a SEQUENCE above every one written to or read from its event (this
+    plan's reads included): a client that put back an older revision, with a lower
+    SEQUENCE, never makes syncd's next write look older than one already seen."""
+    top = max([mirror.top_sequence, *(q for s, q in b.sequences if s == mirror.session_id)])
+    if desired.sequence > top:
+        return desired
+    return replace(desired, sequence=top + 1)
 
 
 def _written(mirror: MirrorState) -> bool:
@@ -289,7 +313,7 @@ def _apply(
         return  # nothing to write it back with yet: the intent waits
     b.drop_intents.append(sid)
     b.actions.append(Restore(sid, p["why"], p["what"]))
-    b.writes.append(Update(sid, mirror.remote_id, desired, etag))
+    b.writes.append(Update(sid, mirror.remote_id, _above(desired, mirror, b), etag))
 
 
 def _breaker(b: Builder, inp: PlanInput, upcoming: int) -> Plan:

@@ -26,6 +26,8 @@ class MirrorState:
     written_hash: str | None
     seen_etag: str | None = None
     gone: bool = False
+    #: The highest SEQUENCE written or read there (-1: none known): a write goes above it.
+    top_sequence: int = -1
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,8 @@ class Plan:
     rehome: tuple[tuple[str, str], ...] = ()
     #: Removals applied by this plan (session id, when), for the breaker's window.
     removed_now: tuple[tuple[str, datetime], ...] = ()
+    #: SEQUENCEs read above a mirror's ``top_sequence`` (session id, SEQUENCE).
+    sequences: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -191,6 +195,7 @@ class Builder:
     removals: list[tuple[str, str | None]] = field(default_factory=list)
     rehome: list[tuple[str, str]] = field(default_factory=list)
     removed_now: list[tuple[str, datetime]] = field(default_factory=list)
+    sequences: list[tuple[str, int]] = field(default_factory=list)
 
     def freeze(self, hold: Sequence[str], trip: bool) -> Plan:
         """The plan built so far, with the breaker's decision."""
@@ -206,4 +211,5 @@ class Builder:
             trip,
             tuple(self.rehome),
             tuple(self.removed_now),
+            tuple(self.sequences),
         )

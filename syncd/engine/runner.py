@@ -363,6 +363,9 @@ def commit(
             state.drop_intent(orm, cid, sid)
         for sid, etag in plan.seen:
             _mirror(orm, cid, sid).seen_etag = etag
+        for sid, sequence in plan.sequences:
+            m = _mirror(orm, cid, sid)
+            m.top_sequence = max(sequence, -1 if m.top_sequence is None else m.top_sequence)
         for sid, etag, digest in plan.adopt:
             m = _mirror(orm, cid, sid)
             m.written_etag, m.written_hash, m.seen_etag = etag, digest, etag

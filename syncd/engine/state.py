@@ -224,7 +224,13 @@ def _load(
     mirror_rows = list(orm.scalars(mirror_q)) if only is None or only else []
     mirrors = {
         m.session_id: MirrorState(
-            m.session_id, m.remote_id, m.written_etag, m.written_hash, m.seen_etag, m.gone
+            m.session_id,
+            m.remote_id,
+            m.written_etag,
+            m.written_hash,
+            m.seen_etag,
+            m.gone,
+            -1 if m.top_sequence is None else m.top_sequence,
         )
         for m in mirror_rows
     }

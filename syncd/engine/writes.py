@@ -75,6 +75,7 @@ class _Written:
     seen: str | None = None
     remote_id: str | None = None
     href: str | None = None  # where the write left ``etag``
+    sequence: int | None = None  # the SEQUENCE written
 
 
 @runtime_checkable
@@ -543,6 +544,9 @@ def _record(
             if r.remote_id is not None and r.remote_id != m.remote_id:
                 m.remote_id = r.remote_id  # the server chose where to keep it
             m.written_etag, m.written_hash = r.etag, r.digest
+            if r.sequence is not None:
+                top = -1 if m.top_sequence is None else m.top_sequence
+                m.top_sequence = max(top, r.sequence)
             m.seen_etag = r.seen if r.seen is not None else r.etag
             m.gone = r.gone
             m.echo_etag = None
@@ -610,6 +614,13 @@ def _write_one(
             if content_hash(ev.content, rules, w.event.summary) != digest:
                 # Someone else's content at our id: make the next cycle write ours over it.
                 return _Written(w.session_id, None, digest, seen=ev.etag)
-        return _Written(w.session_id, ev.etag, digest, remote_id=ev.remote_id, href=ev.remote_id)
+        return _Written(
+            w.session_id,
+            ev.etag,
+            digest,
+            remote_id=ev.remote_id,
+            href=ev.remote_id,
+            sequence=ev.content.sequence,
+        )
     ev = backend.update(w.remote_id, w.event, w.etag)
-    return _Written(w.session_id, ev.etag, digest, href=ev.remote_id)
+    return _Written(w.session_id, ev.etag, digest, href=ev.remote_id, sequence=ev.content.sequence)

@@ -167,6 +167,8 @@ class MirrorRow(Base):
     settled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: The etag of syncd's write since the feed was last read (its echo there), else None.
     echo_etag: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: The highest SEQUENCE syncd wrote to the event or read from it (None: none known).
+    top_sequence: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class IntentRow(Base):

@@ -51,6 +51,9 @@ class MemoryCalendar:
         self.min_token = 0
         self._etags = itertools.count(1)
         self.faults = Faults()
+        #: Whether the backend says its feed reports every change since a cursor (its log
+        #: does): then a cycle that wrote does not read its echoes before it ends.
+        self.every_change = False
 
     def _etag(self) -> str:
         return f'"e{next(self._etags)}"'
@@ -94,6 +97,9 @@ class MemoryBackend:
 
     def remote_id_for(self, uid: str, session_id: str) -> str:
         return f"/cal/{uid}.ics"
+
+    def feed_reports_every_change(self) -> bool:
+        return self.cal.every_change
 
     def changes(self, cursor: str | None, known: Mapping[str, str]) -> ChangeSet:
         if self.cal.faults.fail_reads:

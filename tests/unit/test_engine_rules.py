@@ -242,6 +242,44 @@ def test_7_a_restore_is_a_new_revision_above_any_sequence_seen(h: Harness) -> No
     assert ev.content.sequence > 7 and ev.content != before.content
 
 
+def test_7_a_restore_goes_above_a_sequence_seen_before_an_older_revision_came_back(
+    h: Harness,
+) -> None:
+    """A client puts back an older revision (a lower SEQUENCE) after syncd saw a higher
+    one; syncd's next write still goes above every SEQUENCE it saw or wrote there."""
+    original = h.event(0)
+    assert original is not None
+    h.cal.human_set(h.rid(0), summary="Ann, renamed", sequence=7)  # a title: no gesture
+    h.settle()
+    h.cal.human_put(original)  # the client's undo: SEQUENCE back to the original's
+    h.settle()
+    past = h.now - timedelta(days=1)
+    h.cal.human_set(h.rid(0), start=past, end=past + timedelta(hours=1), sequence=1)
+    h.settle()  # refused (in the past): restored
+    ev = h.event(0)
+    assert ev is not None and ev.content.start == original.content.start
+    assert ev.content.sequence > 7, ev.content.sequence
+
+
+def test_5_an_event_awaiting_the_customer_made_all_day_is_restored(h: Harness) -> None:
+    """The customer was asked to choose; the admin writes the same 'reschedule:' line
+    again and makes the event all-day. The line asks for nothing new, and the rest of the
+    edit is judged on its own: refused and undone, not passed over because of the line."""
+    ev = h.event(0)
+    assert ev is not None
+    line = "reschedule: next week please\n"
+    h.cal.human_set(h.rid(0), description=line + ev.content.description)
+    h.settle()
+    assert h.session(0).status is Status.AWAITING_CUSTOMER
+    ev = h.event(0)
+    assert ev is not None
+    h.cal.human_set(h.rid(0), description=line + ev.content.description, all_day=True)
+    h.settle()
+    after = h.event(0)
+    assert after is not None and not after.content.all_day, after
+    assert h.session(0).status is Status.AWAITING_CUSTOMER
+
+
 # --- 8, 9. the breaker --------------------------------------------------------------------------
 
 

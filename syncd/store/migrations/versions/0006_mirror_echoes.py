@@ -1,4 +1,4 @@
-"""echoes: what syncd wrote since the change feed was last read (issue 11)
+"""echoes and SEQUENCE: what syncd wrote since the feed was last read; the top SEQUENCE
 
 - ``mirrors.echo_etag``: the etag of syncd's last write to the event, recorded with the
   write and cleared once a read of the feed has moved past it. While the event still
@@ -7,8 +7,11 @@
   ends where the feed reports every change since its cursor (Radicale, see
   ``adapters/caldav/feed.py``).
 - ``ix_mirrors_calendar_echo``: a calendar's echoes, found without reading its mirrors.
+- ``mirrors.top_sequence``: the highest SEQUENCE syncd wrote to the event or read from
+  it. syncd's next write goes above it, even after a client put back an older revision
+  with a lower SEQUENCE (NULL: none known).
 
-Existing mirrors start with none.
+Existing mirrors start with neither.
 
 Revision ID: 0006
 Revises: 0005
@@ -29,6 +32,7 @@ def upgrade() -> None:
     """Add the column and its index."""
     with op.batch_alter_table("mirrors") as t:
         t.add_column(sa.Column("echo_etag", sa.String(200), nullable=True))
+        t.add_column(sa.Column("top_sequence", sa.Integer(), nullable=True))
     op.create_index("ix_mirrors_calendar_echo", "mirrors", ["calendar_id", "echo_etag"])
 
 
@@ -36,4 +40,5 @@ def downgrade() -> None:
     """Drop them."""
     op.drop_index("ix_mirrors_calendar_echo", table_name="mirrors")
     with op.batch_alter_table("mirrors") as t:
+        t.drop_column("top_sequence")
         t.drop_column("echo_etag")
