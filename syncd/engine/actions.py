@@ -124,6 +124,7 @@ def _restore(
     # Until a write of the session's event lands, what was last written is not on the
     # calendar: the planner then writes it again every cycle (a failed restore is retried).
     m.written_hash = None
+    m.written_start = m.written_end = None
     if etag is None or not session.live:
         return []
     want = desired_event(session, ac.ctx.uid(sid), session_url(ac.ctx, sid), ac.rules)
@@ -177,6 +178,7 @@ def apply_action(
             m = _mirror(orm, cid, sid)
             m.written_etag = m.seen_etag = a.etag
             m.written_hash = a.observed_hash
+            m.written_start, m.written_end = a.start, a.end
             return []
 
         def make(s: Session, ad: Admin, others: list[Session]) -> Transition:
@@ -212,6 +214,7 @@ def apply_action(
         return []
     m.written_etag = m.seen_etag = action.etag
     m.written_hash = action.observed_hash
+    m.written_start, m.written_end = t.after.start, t.after.end  # what the event shows
     want = desired_event(t.after, ac.ctx.uid(sid), session_url(ac.ctx, sid), ac.rules)
     if isinstance(action, ApplyReschedule) and desired_hash(want, ac.rules) == action.observed_hash:
         return []

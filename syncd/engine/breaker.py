@@ -62,6 +62,7 @@ def restore(ctx: Context, calendar_id: int) -> list[str]:
             mirror = state.mirror_row(orm, cal.id, intent.session_id)
             if mirror is not None:
                 mirror.written_etag = mirror.written_hash = mirror.seen_etag = None
+                mirror.written_start = mirror.written_end = None
                 mirror.settled = False  # planned again by the next cycle, however small
             restored.append(intent.session_id)
             orm.delete(intent)

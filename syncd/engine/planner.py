@@ -70,7 +70,10 @@ def _own_summary(inp: PlanInput, session_id: str) -> str:
 
 
 def classify(
-    event: RemoteEvent, session: Session, inp: PlanInput
+    event: RemoteEvent,
+    session: Session,
+    inp: PlanInput,
+    written: tuple[datetime, datetime] | None = None,
 ) -> tuple[IntentKind, dict[str, str]] | None:
     """The gesture an admin's edit means, or None when it is nothing syncd acts on.
 
@@ -105,6 +108,10 @@ def classify(
     if c.recurring:
         return "invalid", {"why": "it became a recurring event", "what": "made it recurring"}
     if c.start == session.start and c.end == session.end:
+        return None
+    if written is not None and (c.start, c.end) == written:
+        # The times syncd last wrote: the session moved since (its write is still to land),
+        # not the event. The edit moves nothing back; the planner writes the new times.
         return None
     if c.end <= c.start:
         return "invalid", {"why": "it would have no length", "what": "gave it zero length"}
@@ -142,7 +149,7 @@ def _observe_changed(
         # The same content reported again (SOGo's one-second tokens do): only time passed,
         # so the pending gesture keeps its settle clock; it is judged when it is due.
         return intent
-    gesture = classify(event, session, inp)
+    gesture = classify(event, session, inp, mirror.written_times)
     if gesture is None:
         return _drop(b, intent)
     kind, payload = gesture

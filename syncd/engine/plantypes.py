@@ -28,6 +28,8 @@ class MirrorState:
     gone: bool = False
     #: The highest SEQUENCE written or read there (-1: none known): a write goes above it.
     top_sequence: int = -1
+    #: The times syncd last wrote or adopted there (None: not known).
+    written_times: tuple[datetime, datetime] | None = None
 
 
 @dataclass(frozen=True)

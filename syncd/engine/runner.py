@@ -369,6 +369,8 @@ def commit(
         for sid, etag, digest in plan.adopt:
             m = _mirror(orm, cid, sid)
             m.written_etag, m.written_hash, m.seen_etag = etag, digest, etag
+            if sid in st.sessions:  # it shows what the session wants: the session's times
+                m.written_start, m.written_end = st.sessions[sid].start, st.sessions[sid].end
         for action in plan.actions:
             writes.extend(apply_action(orm, ac, action, report.actions))
         report.held = len(plan.hold)

@@ -231,6 +231,9 @@ def _load(
             m.seen_etag,
             m.gone,
             -1 if m.top_sequence is None else m.top_sequence,
+            None
+            if m.written_start is None or m.written_end is None
+            else (m.written_start, m.written_end),
         )
         for m in mirror_rows
     }

@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
@@ -76,6 +77,7 @@ class _Written:
     remote_id: str | None = None
     href: str | None = None  # where the write left ``etag``
     sequence: int | None = None  # the SEQUENCE written
+    times: tuple[datetime, datetime] | None = None  # the start and end written
 
 
 @runtime_checkable
@@ -544,6 +546,7 @@ def _record(
             if r.remote_id is not None and r.remote_id != m.remote_id:
                 m.remote_id = r.remote_id  # the server chose where to keep it
             m.written_etag, m.written_hash = r.etag, r.digest
+            m.written_start, m.written_end = r.times or (None, None)
             if r.sequence is not None:
                 top = -1 if m.top_sequence is None else m.top_sequence
                 m.top_sequence = max(top, r.sequence)
@@ -621,6 +624,14 @@ def _write_one(
             remote_id=ev.remote_id,
             href=ev.remote_id,
             sequence=ev.content.sequence,
+            times=(ev.content.start, ev.content.end),
         )
     ev = backend.update(w.remote_id, w.event, w.etag)
-    return _Written(w.session_id, ev.etag, digest, href=ev.remote_id, sequence=ev.content.sequence)
+    return _Written(
+        w.session_id,
+        ev.etag,
+        digest,
+        href=ev.remote_id,
+        sequence=ev.content.sequence,
+        times=(ev.content.start, ev.content.end),
+    )

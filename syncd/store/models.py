@@ -169,6 +169,9 @@ class MirrorRow(Base):
     echo_etag: Mapped[str | None] = mapped_column(String(200), nullable=True)
     #: The highest SEQUENCE syncd wrote to the event or read from it (None: none known).
     top_sequence: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The times syncd last wrote or adopted there (None: not known).
+    written_start: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    written_end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class IntentRow(Base):

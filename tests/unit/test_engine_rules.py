@@ -280,6 +280,23 @@ def test_5_an_event_awaiting_the_customer_made_all_day_is_restored(h: Harness) -
     assert h.session(0).status is Status.AWAITING_CUSTOMER
 
 
+def test_5_an_edit_made_before_a_platform_move_landed_moves_nothing_back(h: Harness) -> None:
+    """The admin marks the event tentative; before syncd writes a move made on the platform,
+    it reads that edit, still at the old times. Those are the times syncd last wrote, so
+    the edit is no drag back: the session keeps its new time, the event gets it, and the
+    customer hears of one move only."""
+    old = h.session(0)
+    h.cal.human_set(h.rid(0), status="tentative")
+    moved = old.start + timedelta(days=2)
+    services.reschedule(h.ctx, old.id, moved, actor=Actor.ADMIN)
+    h.delivered()
+    h.settle()
+    assert h.session(0).start == moved
+    ev = h.event(0)
+    assert ev is not None and ev.content.start == moved
+    assert [a for s, a in h.admin_actions() if s == old.id] == []
+
+
 # --- 8, 9. the breaker --------------------------------------------------------------------------
 
 

@@ -10,6 +10,10 @@
 - ``mirrors.top_sequence``: the highest SEQUENCE syncd wrote to the event or read from
   it. syncd's next write goes above it, even after a client put back an older revision
   with a lower SEQUENCE (NULL: none known).
+- ``mirrors.written_start``, ``mirrors.written_end``: the times syncd last wrote or
+  adopted there. An admin's edit of an event that still shows them is no move, even when
+  the session has moved since (a platform change not yet written): it must not move the
+  session back.
 
 Existing mirrors start with neither.
 
@@ -33,6 +37,8 @@ def upgrade() -> None:
     with op.batch_alter_table("mirrors") as t:
         t.add_column(sa.Column("echo_etag", sa.String(200), nullable=True))
         t.add_column(sa.Column("top_sequence", sa.Integer(), nullable=True))
+        t.add_column(sa.Column("written_start", sa.DateTime(), nullable=True))
+        t.add_column(sa.Column("written_end", sa.DateTime(), nullable=True))
     op.create_index("ix_mirrors_calendar_echo", "mirrors", ["calendar_id", "echo_etag"])
 
 
@@ -40,5 +46,7 @@ def downgrade() -> None:
     """Drop them."""
     op.drop_index("ix_mirrors_calendar_echo", table_name="mirrors")
     with op.batch_alter_table("mirrors") as t:
+        t.drop_column("written_end")
+        t.drop_column("written_start")
         t.drop_column("top_sequence")
         t.drop_column("echo_etag")
