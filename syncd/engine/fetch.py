@@ -390,10 +390,10 @@ def commit_idle(
     was planned from no longer holds (then the full commit decides, and says why).
 
     Idle: nothing loaded, nothing pending, no echoes read past, an empty plan, an empty
-    delta. What the full
-    commit stores is then the cursor, the plan mark, the sync time and no error, and what
-    it checks under the calendar's lock is the cursor, that no gesture is pending and
-    (``owner``) the lease: this ``UPDATE`` checks the same in its ``WHERE``. On PostgreSQL
+    delta. What the full commit stores is then the cursor, the plan mark, the sync time
+    and no error, and what it checks under the calendar's lock is the cursor, that no
+    gesture is pending and (``owner``) the lease: this ``UPDATE`` checks the same in its
+    ``WHERE``. On PostgreSQL
     the intents are seen as of the statement's start, which is enough under a lease (only
     a commit holding the calendar's lease records a gesture): an unfenced cycle there
     takes the full commit.
